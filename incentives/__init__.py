@@ -1,0 +1,1 @@
+"""Contribution valuation (Shapley estimators), reward allocation and Merkle reward trees."""

@@ -1,0 +1,1 @@
+"""Chain access: the Anvil launcher, the Solidity build, contract bindings."""

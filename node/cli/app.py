@@ -1,0 +1,48 @@
+"""The `swarm` command: this module only wires commands; each lives in its own module."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from node import __version__
+from node.cli import demo
+from node.errors import SwarmchainError
+
+app = typer.Typer(
+    name="swarm",
+    help="Swarmchain: train one model across organisations, coordinated by an EVM chain.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command(name="demo")(demo.demo)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"swarm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Swarmchain: train one model across organisations, coordinated by an EVM chain."""
+
+
+def main() -> None:
+    """Entry point: run the app; a `SwarmchainError` becomes one line on stderr and exit code 1."""
+    try:
+        app()
+    except SwarmchainError as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        sys.exit(1)

@@ -1,0 +1,1 @@
+"""Content-addressed storage, the canonical tensor codec and signed update envelopes."""

@@ -1,0 +1,39 @@
+"""The `swarm` console script, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from node import __version__
+
+SWARM = str(Path(sys.executable).parent / "swarm")
+
+
+def _swarm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([SWARM, *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_version() -> None:
+    done = _swarm("--version")
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"swarm {__version__}"
+
+
+def test_help_lists_commands() -> None:
+    done = _swarm("--help")
+    assert done.returncode == 0
+    assert "demo" in done.stdout
+
+
+@pytest.mark.integration
+def test_demo_deploys_the_token() -> None:
+    done = _swarm("demo", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["token"].startswith("0x") and len(result["token"]) == 42
+    assert result["rpc"].startswith("http://127.0.0.1:")

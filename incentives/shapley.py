@@ -1,0 +1,434 @@
+"""Shapley-value estimators over a quantised, cached coalition utility.
+
+Every estimator is a pure function of the game and the round seed: utilities are integers, sampled
+permutations come from `RoundRng` keyed by the round seed, every truncation or convergence test is
+exact integer arithmetic, and the values come back as exact `Fraction`s in utility units. So every
+honest node and every auditor computes bit-identical values from the same public inputs.
+
+Estimators
+----------
+- `exact_shapley`: the definition, over all ``2**n`` coalitions (Shapley 1953); for n <= 12.
+- `tmc_shapley`: truncated Monte Carlo over random permutations (Ghorbani & Zou, "Data Shapley:
+  Equitable Valuation of Data for Machine Learning", ICML 2019).
+- `gtg_shapley`: guided truncation (Liu, Chen, Huang, Yu, Yang & Shen, "GTG-Shapley: Efficient and
+  Accurate Participant Contribution Evaluation in Federated Learning", ACM TIST 2022): a round whose
+  total gain is negligible is skipped, permutations are truncated once the remaining gain is
+  negligible, every player takes its turn at the first position, and sampling stops once the
+  estimate has converged.
+- `leave_one_out`: ``v(N) - v(N \\ {i})``, the cheap baseline.
+
+Truncation tolerances are relative to the round's total gain ``|v(N) - v(∅)|`` rather than to
+``v(N)`` itself: utilities here are metrics of a checkpoint that was already good before the
+round, and only the round's gain is being shared.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+from incentives.prng import RoundRng
+from incentives.utility import CoalitionUtility
+
+MAX_EXACT_PLAYERS = 12
+"""Exact Shapley evaluates every coalition: 2**12 = 4,096 utilities is the most we allow."""
+
+
+@dataclass(frozen=True)
+class ShapleyEstimate:
+    """Values of every player from one estimator run."""
+
+    method: str  # the estimator's registry name, e.g. "exact", "tmc"
+    values: tuple[Fraction, ...]  # (n_players,) exact values, in quantised utility units
+    evaluations: int  # distinct coalitions this run evaluated (cache hits are free)
+    permutations: int  # permutations whose marginals were averaged; 0 for exact and LOO
+
+
+@dataclass(frozen=True)
+class ValuationConfig:
+    """How a swarm values contributions; part of the task's public parameters."""
+
+    method: str = "auto"  # "auto", or a name in ESTIMATORS; auto = exact when it fits the budget
+    max_evaluations: int = 2_000  # most distinct coalitions one valuation may evaluate
+    truncation: Fraction = Fraction(1, 100)  # stop a permutation within this share of the gain
+    tolerance: Fraction = Fraction(1, 100)  # GTG: converged when the estimate moves less than this
+    max_permutations: int = 100_000  # a hard stop, far above what the budget allows in practice
+
+
+class _Budget:
+    """The evaluation allowance of one estimator run over a shared, cached utility."""
+
+    def __init__(self, utility: CoalitionUtility, max_evaluations: int | None) -> None:
+        if max_evaluations is not None and max_evaluations < 2:
+            raise ValueError(
+                f"max_evaluations must allow v(∅) and v(N) (at least 2), got {max_evaluations}"
+            )
+        self.utility = utility
+        self.start = utility.evaluations
+        self.end = None if max_evaluations is None else self.start + max_evaluations
+
+    def allows(self, mask: int) -> bool:
+        """Whether evaluating this coalition stays within the allowance."""
+        return (
+            self.end is None or self.utility.is_cached(mask) or self.utility.evaluations < self.end
+        )
+
+    @property
+    def spent(self) -> int:
+        """Distinct coalitions evaluated since the run started."""
+        return self.utility.evaluations - self.start
+
+
+def _check_truncation(truncation: Fraction) -> None:
+    """Raise unless 0 <= truncation < 1."""
+    if not 0 <= truncation < 1:
+        raise ValueError(f"truncation must be in [0, 1), got {truncation}")
+
+
+def _walk_permutation(
+    budget: _Budget,
+    order: Sequence[int],
+    v_empty: int,
+    v_grand: int,
+    truncation: Fraction,
+) -> list[int] | None:
+    """Marginal contributions along one permutation, truncated; None if over budget.
+
+    Once the running coalition is within ``truncation * |v(N) - v(∅)|`` of ``v(N)``, the remaining
+    players' marginals are taken as 0 without evaluating them. A truncation of 0 never truncates.
+    """
+    utility = budget.utility
+    marginals = [0] * utility.n_players
+    gain = abs(v_grand - v_empty)
+    mask = 0
+    previous = v_empty
+    for player in order:
+        if (
+            truncation.numerator > 0
+            and abs(v_grand - previous) * truncation.denominator <= truncation.numerator * gain
+        ):
+            break
+        mask |= 1 << player
+        if not budget.allows(mask):
+            return None
+        current = utility.value_of_mask(mask)
+        marginals[player] = current - previous
+        previous = current
+    return marginals
+
+
+def exact_shapley(utility: CoalitionUtility) -> ShapleyEstimate:
+    """Exact Shapley values by the definition, over all ``2**n`` coalitions.
+
+    ``φ_i = Σ_{S ⊆ N \\ {i}} |S|! (n - |S| - 1)! / n! · (v(S + i) - v(S))``, summed in integers
+    and divided once, so the result is exact.
+
+    Parameters
+    ----------
+    utility
+        The game; every coalition is evaluated once.
+
+    Returns
+    -------
+    ShapleyEstimate
+        Exact values; ``permutations`` is 0.
+
+    Raises
+    ------
+    ValueError
+        If the game has more than `MAX_EXACT_PLAYERS` players.
+    """
+    n = utility.n_players
+    if n > MAX_EXACT_PLAYERS:
+        raise ValueError(
+            f"exact Shapley needs n <= {MAX_EXACT_PLAYERS} (2**n utilities), got n={n}; "
+            "use a sampling estimator such as gtg_shapley"
+        )
+    start = utility.evaluations
+    table = [utility.value_of_mask(mask) for mask in range(1 << n)]
+    weight = [math.factorial(s) * math.factorial(n - s - 1) for s in range(n)]
+    totals = [0] * n
+    for mask, value in enumerate(table[:-1]):  # the grand coalition has no one left to add
+        w = weight[mask.bit_count()]
+        for player in range(n):
+            bit = 1 << player
+            if not mask & bit:
+                totals[player] += w * (table[mask | bit] - value)
+    denominator = math.factorial(n)
+    return ShapleyEstimate(
+        method="exact",
+        values=tuple(Fraction(total, denominator) for total in totals),
+        evaluations=utility.evaluations - start,
+        permutations=0,
+    )
+
+
+def leave_one_out(utility: CoalitionUtility) -> ShapleyEstimate:
+    """Leave-one-out values ``v(N) - v(N \\ {i})``: n + 1 evaluations, no sampling.
+
+    Parameters
+    ----------
+    utility
+        The game.
+
+    Returns
+    -------
+    ShapleyEstimate
+        Each player's marginal to the rest of the grand coalition.
+    """
+    start = utility.evaluations
+    grand = utility.grand_mask
+    v_grand = utility.value_of_mask(grand)
+    values = tuple(
+        Fraction(v_grand - utility.value_of_mask(grand & ~(1 << player)))
+        for player in range(utility.n_players)
+    )
+    return ShapleyEstimate(
+        method="loo", values=values, evaluations=utility.evaluations - start, permutations=0
+    )
+
+
+def tmc_shapley(
+    utility: CoalitionUtility,
+    seed: bytes | int,
+    *,
+    max_permutations: int = 1_000,
+    max_evaluations: int | None = None,
+    truncation: Fraction = Fraction(1, 100),
+) -> ShapleyEstimate:
+    """Truncated Monte Carlo Shapley (Ghorbani & Zou 2019).
+
+    Samples uniformly random permutations from the round seed, walks each one adding players, and
+    averages every player's marginal contribution. A walk stops early (the remaining marginals count
+    as 0) once the coalition is within ``truncation`` of the round's total gain from ``v(N)``.
+    Sampling stops after `max_permutations`, or before the permutation that would exceed
+    `max_evaluations` distinct utilities (a permutation cut short by the budget is discarded).
+
+    Parameters
+    ----------
+    utility
+        The game.
+    seed
+        The round seed; the same seed gives the same permutations everywhere.
+    max_permutations
+        Most permutations to sample; at least 1.
+    max_evaluations
+        Most distinct coalitions this run may evaluate (v(∅) and v(N) included); None: no limit.
+    truncation
+        Relative tolerance in [0, 1); 0 disables truncation.
+
+    Returns
+    -------
+    ShapleyEstimate
+        The averaged marginals.
+
+    Raises
+    ------
+    ValueError
+        On an invalid parameter, or a budget that does not complete a single permutation.
+    """
+    _check_truncation(truncation)
+    if max_permutations < 1:
+        raise ValueError(f"max_permutations must be at least 1, got {max_permutations}")
+    budget = _Budget(utility, max_evaluations)
+    n = utility.n_players
+    v_empty = utility.value_of_mask(0)
+    v_grand = utility.value_of_mask(utility.grand_mask)
+    rng = RoundRng(seed, "tmc")
+    sums = [0] * n
+    done = 0
+    while done < max_permutations:
+        marginals = _walk_permutation(budget, rng.permutation(n), v_empty, v_grand, truncation)
+        if marginals is None:
+            break
+        for player, marginal in enumerate(marginals):
+            sums[player] += marginal
+        done += 1
+    return _averaged("tmc", sums, done, budget)
+
+
+def gtg_shapley(
+    utility: CoalitionUtility,
+    seed: bytes | int,
+    *,
+    max_permutations: int = 1_000,
+    max_evaluations: int | None = None,
+    truncation: Fraction = Fraction(1, 100),
+    skip_below: int = 0,
+    tolerance: Fraction = Fraction(1, 100),
+    window: int | None = None,
+) -> ShapleyEstimate:
+    """GTG-Shapley: guided, truncated permutation sampling that stops once converged (Liu 2022).
+
+    - Between-round truncation: if ``|v(N) - v(∅)| <= skip_below`` the round's gain is noise and
+      every value is 0 (two evaluations).
+    - Guided sampling: permutations come in cycles of n; in each cycle every player leads exactly
+      one permutation (the leaders' order and the rest of each permutation are shuffled from the
+      round seed), so every player's solo marginal ``v({i}) - v(∅)``, the most informative and the
+      cheapest to cache, is always sampled.
+    - Within-round truncation: as in `tmc_shapley`, relative to the round's total gain.
+    - Convergence: after each permutation ``k >= max(n, 2 * window)``, stop once the estimate moved
+      by at most `tolerance` (L1 change relative to its L1 norm) over the last `window`
+      permutations. Sampling also stops at `max_permutations` or before exceeding
+      `max_evaluations`.
+
+    Parameters
+    ----------
+    utility
+        The game.
+    seed
+        The round seed.
+    max_permutations
+        Most permutations to sample; at least 1.
+    max_evaluations
+        Most distinct coalitions this run may evaluate; None: no limit.
+    truncation
+        Within-round relative tolerance in [0, 1); 0 disables it.
+    skip_below
+        Between-round threshold, in quantised utility units; at least 0.
+    tolerance
+        Convergence threshold, at least 0.
+    window
+        Permutations over which convergence is judged; default n.
+
+    Returns
+    -------
+    ShapleyEstimate
+        The averaged marginals.
+
+    Raises
+    ------
+    ValueError
+        On an invalid parameter, or a budget that does not complete a single permutation.
+    """
+    _check_truncation(truncation)
+    if max_permutations < 1:
+        raise ValueError(f"max_permutations must be at least 1, got {max_permutations}")
+    if skip_below < 0 or tolerance < 0:
+        raise ValueError(f"skip_below and tolerance must be >= 0, got {skip_below}, {tolerance}")
+    n = utility.n_players
+    window = n if window is None else window
+    if window < 1:
+        raise ValueError(f"window must be at least 1, got {window}")
+    budget = _Budget(utility, max_evaluations)
+    v_empty = utility.value_of_mask(0)
+    v_grand = utility.value_of_mask(utility.grand_mask)
+    if abs(v_grand - v_empty) <= skip_below:
+        return ShapleyEstimate("gtg", (Fraction(0),) * n, budget.spent, 0)
+    rng = RoundRng(seed, "gtg")
+    sums = [0] * n
+    history: list[list[int]] = []  # sums after each of the last `window` permutations
+    leaders: list[int] = []
+    done = 0
+    while done < max_permutations:
+        if not leaders:
+            leaders = rng.permutation(n)
+        leader = leaders.pop()
+        rest = [player for player in range(n) if player != leader]
+        rng.shuffle(rest)
+        marginals = _walk_permutation(budget, [leader, *rest], v_empty, v_grand, truncation)
+        if marginals is None:
+            break
+        history.append(list(sums))
+        for player, marginal in enumerate(marginals):
+            sums[player] += marginal
+        done += 1
+        if len(history) > window:
+            history.pop(0)
+        if done >= max(n, 2 * window) and _converged(sums, done, history[0], window, tolerance):
+            break
+    return _averaged("gtg", sums, done, budget)
+
+
+def _converged(
+    sums: Sequence[int], done: int, earlier: Sequence[int], window: int, tolerance: Fraction
+) -> bool:
+    """Whether ``|φ_k - φ_{k-w}|_1 <= tolerance · |φ_k|_1`` with ``φ_k = sums / k``, exactly."""
+    before = done - window
+    # Multiply both sides by k·(k-w) to stay in integers: φ_k - φ_{k-w} = (S_k (k-w) - S_{k-w} k).
+    change = sum(abs(now * before - then * done) for now, then in zip(sums, earlier, strict=True))
+    size = sum(abs(now) for now in sums) * before
+    return change * tolerance.denominator <= tolerance.numerator * size
+
+
+def _averaged(method: str, sums: Sequence[int], done: int, budget: _Budget) -> ShapleyEstimate:
+    """Per-player mean marginals over `done` permutations, or a budget error if there were none."""
+    if done == 0:
+        raise ValueError(
+            f"{method}: the evaluation budget ran out before one permutation of "
+            f"{budget.utility.n_players} players completed; raise max_evaluations"
+        )
+    return ShapleyEstimate(
+        method=method,
+        values=tuple(Fraction(total, done) for total in sums),
+        evaluations=budget.spent,
+        permutations=done,
+    )
+
+
+def estimate_shapley(
+    utility: CoalitionUtility, seed: bytes | int, config: ValuationConfig | None = None
+) -> ShapleyEstimate:
+    """Value every player with the swarm's configured estimator: the one call a node makes.
+
+    ``method="auto"`` computes exact values when all ``2**n`` coalitions fit in the evaluation
+    budget (and n <= `MAX_EXACT_PLAYERS`), and GTG-Shapley under the budget otherwise.
+
+    Parameters
+    ----------
+    utility
+        The game.
+    seed
+        The round seed.
+    config
+        The swarm's valuation parameters; default `ValuationConfig()`.
+
+    Returns
+    -------
+    ShapleyEstimate
+        The values.
+
+    Raises
+    ------
+    ValueError
+        If the method is unknown or the parameters are invalid.
+    """
+    config = config or ValuationConfig()
+    method = config.method
+    if method == "auto":
+        fits = utility.n_players <= MAX_EXACT_PLAYERS and 2**utility.n_players <= (
+            config.max_evaluations
+        )
+        method = "exact" if fits else "gtg"
+    estimator = ESTIMATORS.get(method)
+    if estimator is None:
+        raise ValueError(
+            f"unknown valuation method {method!r}; choose one of auto, {', '.join(ESTIMATORS)}"
+        )
+    return estimator(utility, seed, config)
+
+
+Estimator = Callable[[CoalitionUtility, bytes | int, ValuationConfig], ShapleyEstimate]
+
+ESTIMATORS: dict[str, Estimator] = {
+    "exact": lambda utility, _seed, _config: exact_shapley(utility),
+    "tmc": lambda utility, seed, config: tmc_shapley(
+        utility,
+        seed,
+        max_permutations=config.max_permutations,
+        max_evaluations=config.max_evaluations,
+        truncation=config.truncation,
+    ),
+    "gtg": lambda utility, seed, config: gtg_shapley(
+        utility,
+        seed,
+        max_permutations=config.max_permutations,
+        max_evaluations=config.max_evaluations,
+        truncation=config.truncation,
+        tolerance=config.tolerance,
+    ),
+    "loo": lambda utility, _seed, _config: leave_one_out(utility),
+}
+"""Estimators by name, each called as ``estimator(utility, seed, config)``."""

@@ -225,7 +225,13 @@ def test_gtg_guided_sampling_lets_every_player_lead_once_per_cycle() -> None:
             leaders.extend(coalition)
         return len(coalition)
 
-    gtg_shapley(CoalitionUtility(6, game), SEED, max_permutations=6, truncation=Fraction(0))
+    gtg_shapley(
+        CoalitionUtility(6, game),
+        SEED,
+        max_permutations=6,
+        truncation=Fraction(0),
+        antithetic=False,
+    )
 
     assert sorted(leaders) == list(range(6))
 
@@ -303,3 +309,32 @@ def test_quantise_rounds_half_to_even_on_the_exact_value(
 def test_quantise_refuses_non_finite_metrics(metric: float) -> None:
     with pytest.raises(ValueError, match="non-finite"):
         quantise(metric)
+
+
+def _pairwise(coalition: frozenset[int]) -> int:
+    # Solo worths plus pairwise synergies only: no interaction of three or more players.
+    solo = (7, -2, 4, 9, 1, 3)
+    synergy = {(0, 1): 5, (0, 3): -6, (2, 4): 8, (3, 5): 2, (1, 5): -3}
+    return sum(solo[i] for i in coalition) + sum(
+        w for (i, j), w in synergy.items() if i in coalition and j in coalition
+    )
+
+
+@pytest.mark.parametrize("method", ["tmc", "gtg"])
+def test_one_antithetic_pair_is_exact_for_pairwise_games(method: str) -> None:
+    estimator = tmc_shapley if method == "tmc" else gtg_shapley
+    exact = exact_shapley(CoalitionUtility(6, _pairwise))
+
+    pair = estimator(
+        CoalitionUtility(6, _pairwise), SEED, max_permutations=2, truncation=Fraction(0)
+    )
+    single = estimator(
+        CoalitionUtility(6, _pairwise),
+        SEED,
+        max_permutations=2,
+        truncation=Fraction(0),
+        antithetic=False,
+    )
+
+    assert pair.values == exact.values
+    assert single.values != exact.values

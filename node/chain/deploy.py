@@ -1,15 +1,20 @@
-"""Deploy compiled contracts to any EVM JSON-RPC endpoint with web3.py."""
+"""Deploy compiled contracts, and whole swarms, to any EVM JSON-RPC endpoint with web3.py."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from eth_account import Account
+from eth_utils.address import is_address, to_checksum_address
+from eth_utils.crypto import keccak
 from web3 import Web3
-from web3.exceptions import Web3Exception
+from web3.exceptions import ContractLogicError, Web3Exception
 
+from node.chain.deployment import ArtifactRecord, Deployment, SwarmParams
+from node.chain.reverts import decode_revert
 from node.chain.solidity import load_artifact
-from node.errors import ChainError
+from node.chain.tx import Sender, revert_data
+from node.errors import ChainError, ConfigError
 
 
 def connect(rpc_url: str, timeout_s: float = 10.0) -> Web3:
@@ -41,6 +46,12 @@ def deploy_contract(w3: Web3, private_key: str, name: str, *args: Any) -> str:
     ChainError
         If the deployment transaction fails or reverts.
     """
+    address, _ = _deploy(w3, private_key, name, *args)
+    return address
+
+
+def _deploy(w3: Web3, private_key: str, name: str, *args: Any) -> tuple[str, int]:
+    """Deploy `name`; returns its address and the block it was deployed in."""
     artifact = load_artifact(name)
     account = Account.from_key(private_key)
     factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
@@ -52,13 +63,89 @@ def deploy_contract(w3: Web3, private_key: str, name: str, *args: Any) -> str:
         receipt = w3.eth.wait_for_transaction_receipt(
             w3.eth.send_raw_transaction(signed.raw_transaction)
         )
+    except ContractLogicError as err:
+        raise decode_revert(revert_data(err), context=f"deploying {name}") from err
     except Web3Exception as err:
         raise ChainError(f"deploying {name} failed: {err}") from err
     if receipt["status"] != 1 or receipt["contractAddress"] is None:
         raise ChainError(
             f"deploying {name} reverted in tx {receipt['transactionHash'].to_0x_hex()}"
         )
-    return str(receipt["contractAddress"])
+    return str(receipt["contractAddress"]), int(receipt["blockNumber"])
+
+
+def _artifact_record(name: str) -> ArtifactRecord:
+    artifact = load_artifact(name)
+    return ArtifactRecord(
+        source_hash=artifact["sourceHash"],
+        bytecode_hash="0x" + keccak(hexstr=artifact["bytecode"]).hex(),
+        compiler=artifact["compiler"]["version"],
+    )
+
+
+def deploy_swarm(
+    w3: Web3, private_key: str, params: SwarmParams, *, token: str | None = None
+) -> Deployment:
+    """Deploy a swarm: the token (unless given), the coordinator, and the funded reward pool.
+
+    Parameters
+    ----------
+    w3
+        A connection to the target chain.
+    private_key
+        The deployer's key; a new token's whole supply is minted to this account, and the
+        reward pool is paid from it.
+    params
+        The task and parameters; validated before anything is sent.
+    token
+        An existing ERC-20 to use instead of deploying a new `SwarmToken`.
+
+    Returns
+    -------
+    Deployment
+        What to save with `save_deployment`.
+
+    Raises
+    ------
+    ConfigError
+        If a parameter is out of range, or `token` holds no contract.
+    ChainError
+        If a transaction fails (a named revert where the contracts give one).
+    """
+    params.validate()
+    deployer = Account.from_key(private_key).address
+    if token is None:
+        new_token = deploy_contract(w3, private_key, "SwarmToken", deployer, params.token_supply)
+        token_address = to_checksum_address(new_token)
+    else:
+        if not is_address(token) or not w3.eth.get_code(to_checksum_address(token)):
+            raise ConfigError(f"no token contract at {token}")
+        token_address = to_checksum_address(token)
+    coordinator_address, block = _deploy(
+        w3,
+        private_key,
+        "SwarmCoordinator",
+        token_address,
+        params.task_spec_cid,
+        bytes.fromhex(params.task_spec_hash[2:]),
+        params.coordinator_params().as_abi(),
+    )
+    coordinator = to_checksum_address(coordinator_address)
+    if params.reward_pool > 0:
+        sender = Sender(w3, private_key)
+        erc20 = w3.eth.contract(address=token_address, abi=load_artifact("SwarmToken")["abi"])
+        pool = w3.eth.contract(address=coordinator, abi=load_artifact("SwarmCoordinator")["abi"])
+        sender.send(erc20.functions.approve(coordinator, params.reward_pool), "approve(pool)")
+        sender.send(pool.functions.fundRewards(params.reward_pool), "fundRewards(pool)")
+    return Deployment(
+        chain_id=w3.eth.chain_id,
+        token=token_address,
+        coordinator=coordinator,
+        deploy_block=block,
+        deployer=deployer,
+        params=params,
+        artifacts={name: _artifact_record(name) for name in ("SwarmToken", "SwarmCoordinator")},
+    )
 
 
 def deploy_token(rpc_url: str, private_key: str, holder: str, supply: int) -> str:

@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +68,19 @@ def _run_solcjs(payload: str) -> tuple[dict[str, Any], str]:
             f"solc-js not found at {SOLCJS}", hint="run `npm ci --prefix contracts` or `make setup`"
         )
     cmd = [node, str(SOLCJS), "--standard-json", "--base-path", str(CONTRACTS_DIR)]
-    done = subprocess.run(cmd, input=payload, capture_output=True, text=True, check=False)
+    # stdin and stdout are files, not pipes: solc-js reads stdin with one readFileSync, which
+    # fails with EAGAIN when a large input is still arriving through a pipe, and it calls
+    # process.exit() right after writing, which cuts output to a pipe off at 64 KiB.
+    with tempfile.TemporaryFile(mode="w+") as stdin, tempfile.TemporaryFile(mode="w+") as out:
+        stdin.write(payload)
+        stdin.seek(0)
+        done = subprocess.run(
+            cmd, stdin=stdin, stdout=out, stderr=subprocess.PIPE, text=True, check=False
+        )
+        out.seek(0)
+        stdout = out.read()
     # solc-js prints one ">>> Cannot retry compilation with SMT..." style line before the JSON.
-    text = "\n".join(line for line in done.stdout.splitlines() if not line.startswith(">>>"))
+    text = "\n".join(line for line in stdout.splitlines() if not line.startswith(">>>"))
     if done.returncode != 0 or not text.strip():
         raise ToolchainError(f"solc-js failed (exit {done.returncode}): {done.stderr.strip()}")
     version = subprocess.run(

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from node import __version__
-from node.cli import demo
+from node.cli import demo, deploy, store
 from node.errors import SwarmchainError
 
 app = typer.Typer(
@@ -19,6 +19,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command(name="demo")(demo.demo)
+app.command(name="deploy")(deploy.deploy)
+app.add_typer(store.app, name="store")
 
 
 def _print_version(value: bool) -> None:

@@ -1,0 +1,418 @@
+"""Typed chain events: one frozen dataclass per event of ``SwarmCoordinator`` and ``SwarmToken``.
+
+The coordinator's events are the swarm's provenance record: from them alone an auditor rebuilds
+every round, update, attestation, slash and reward. `decode_log` turns one raw log into its
+dataclass; `fetch_events` reads a block range in chunks and returns the events in chain order.
+Field names are the ABI names in snake case; hashes are ``bytes``, addresses checksummed ``str``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from eth_utils.abi import event_abi_to_log_topic
+from eth_utils.address import to_checksum_address
+from web3 import Web3
+from web3.exceptions import Web3Exception
+from web3.types import EventData, LogReceipt
+
+from node.chain.protocol import CoordinatorParams, Outcome, SlashReason
+from node.chain.solidity import load_artifact
+from node.errors import ChainError
+
+LOG_CHUNK_BLOCKS = 5_000  # blocks per eth_getLogs request; many RPC providers cap the range
+
+
+@dataclass(frozen=True)
+class ChainEvent:
+    """Where an event was logged; every event dataclass starts with these fields."""
+
+    block_number: int
+    log_index: int
+    tx_hash: str  # 0x-prefixed
+
+
+@dataclass(frozen=True)
+class SwarmConfigured(ChainEvent):
+    """The coordinator's task and parameters, emitted once by its constructor."""
+
+    round: int
+    token: str
+    task_spec_hash: bytes
+    task_spec_cid: str
+    params: CoordinatorParams
+
+
+@dataclass(frozen=True)
+class Joined(ChainEvent):
+    """A member joined with a stake and its public keys."""
+
+    round: int
+    node: str
+    index: int
+    stake: int
+    ed25519_key: bytes
+    x25519_key: bytes
+
+
+@dataclass(frozen=True)
+class ExitRequested(ChainEvent):
+    """A member left the active set (forced: a slash left it below the minimum stake)."""
+
+    round: int
+    node: str
+    stake: int
+    unbonding_ends: int
+    forced: bool
+
+
+@dataclass(frozen=True)
+class Withdrawn(ChainEvent):
+    """An exited member took its stake back."""
+
+    round: int
+    node: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class RewardsFunded(ChainEvent):
+    """Tokens were added to the reward pool."""
+
+    round: int
+    funder: str
+    amount: int
+    pool: int
+
+
+@dataclass(frozen=True)
+class RoundOpened(ChainEvent):
+    """A round opened from the checkpoint of `base_round` (0: the task spec's genesis)."""
+
+    round: int
+    base_round: int
+    base_checkpoint_hash: bytes
+    seed: bytes
+    stake_at_open: int
+    active_at_open: int
+    commit_deadline: int
+
+
+@dataclass(frozen=True)
+class Committed(ChainEvent):
+    """A member committed to an update."""
+
+    round: int
+    node: str
+    commitment: bytes
+
+
+@dataclass(frozen=True)
+class Revealed(ChainEvent):
+    """A member revealed its committed update."""
+
+    round: int
+    node: str
+    cid: str
+    content_hash: bytes
+    num_samples: int
+    salt: bytes
+
+
+@dataclass(frozen=True)
+class Attested(ChainEvent):
+    """A member attested to an outcome with its stake at round open."""
+
+    round: int
+    node: str
+    outcome_key: bytes
+    outcome: Outcome
+    weight: int
+    outcome_stake: int
+
+
+@dataclass(frozen=True)
+class RoundFinalized(ChainEvent):
+    """A round finalized with `outcome`; the next round opened in the same transaction."""
+
+    round: int
+    caller: str
+    outcome_key: bytes
+    outcome: Outcome
+    outcome_stake: int
+    stake_at_open: int
+    reward_budget: int
+
+
+@dataclass(frozen=True)
+class RoundFailed(ChainEvent):
+    """A round ended without quorum; the next round retries from `base_round`."""
+
+    round: int
+    caller: str
+    base_round: int
+    leading_stake: int
+    required_stake: int
+
+
+@dataclass(frozen=True)
+class Slashed(ChainEvent):
+    """A member's stake was slashed for its offence in a closed round."""
+
+    round: int
+    node: str
+    reason: SlashReason
+    amount: int
+    remaining_stake: int
+
+
+@dataclass(frozen=True)
+class Claimed(ChainEvent):
+    """A reward was paid to `account`."""
+
+    round: int
+    account: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class Transfer(ChainEvent):
+    """SwarmToken: tokens moved (from the zero address: the one mint)."""
+
+    sender: str
+    receiver: str
+    value: int
+
+
+@dataclass(frozen=True)
+class Approval(ChainEvent):
+    """SwarmToken: an allowance was set."""
+
+    owner: str
+    spender: str
+    value: int
+
+
+CoordinatorEvent = (
+    SwarmConfigured
+    | Joined
+    | ExitRequested
+    | Withdrawn
+    | RewardsFunded
+    | RoundOpened
+    | Committed
+    | Revealed
+    | Attested
+    | RoundFinalized
+    | RoundFailed
+    | Slashed
+    | Claimed
+)
+TokenEvent = Transfer | Approval
+
+
+def _outcome(args: Mapping[str, Any]) -> Outcome:
+    return Outcome(
+        checkpoint_hash=bytes(args["checkpointHash"]),
+        checkpoint_cid=args["checkpointCid"],
+        accepted_bitmap=bytes(args["acceptedBitmap"]),
+        rewards_root=bytes(args["rewardsRoot"]),
+    )
+
+
+def _params(p: Mapping[str, Any]) -> CoordinatorParams:
+    return CoordinatorParams(
+        quorum_bps=p["quorumBps"],
+        slash_bps=p["slashBps"],
+        commit_duration=p["commitDuration"],
+        reveal_duration=p["revealDuration"],
+        attest_duration=p["attestDuration"],
+        unbonding_delay=p["unbondingDelay"],
+        min_stake=p["minStake"],
+        reward_per_round=p["rewardPerRound"],
+    )
+
+
+_Meta = dict[str, Any]
+_Builder = Callable[[Mapping[str, Any], _Meta], ChainEvent]
+
+# Event name -> builder from the decoded ABI arguments and the log's position.
+_BUILDERS: dict[str, _Builder] = {
+    "SwarmConfigured": lambda a, m: SwarmConfigured(
+        **m,
+        round=a["round"],
+        token=to_checksum_address(a["token"]),
+        task_spec_hash=bytes(a["taskSpecHash"]),
+        task_spec_cid=a["taskSpecCid"],
+        params=_params(a["params"]),
+    ),
+    "Joined": lambda a, m: Joined(
+        **m,
+        round=a["round"],
+        node=to_checksum_address(a["node"]),
+        index=a["index"],
+        stake=a["stake"],
+        ed25519_key=bytes(a["ed25519Key"]),
+        x25519_key=bytes(a["x25519Key"]),
+    ),
+    "ExitRequested": lambda a, m: ExitRequested(
+        **m,
+        round=a["round"],
+        node=to_checksum_address(a["node"]),
+        stake=a["stake"],
+        unbonding_ends=a["unbondingEnds"],
+        forced=a["forced"],
+    ),
+    "Withdrawn": lambda a, m: Withdrawn(
+        **m, round=a["round"], node=to_checksum_address(a["node"]), amount=a["amount"]
+    ),
+    "RewardsFunded": lambda a, m: RewardsFunded(
+        **m,
+        round=a["round"],
+        funder=to_checksum_address(a["funder"]),
+        amount=a["amount"],
+        pool=a["pool"],
+    ),
+    "RoundOpened": lambda a, m: RoundOpened(
+        **m,
+        round=a["round"],
+        base_round=a["baseRound"],
+        base_checkpoint_hash=bytes(a["baseCheckpointHash"]),
+        seed=bytes(a["seed"]),
+        stake_at_open=a["stakeAtOpen"],
+        active_at_open=a["activeAtOpen"],
+        commit_deadline=a["commitDeadline"],
+    ),
+    "Committed": lambda a, m: Committed(
+        **m,
+        round=a["round"],
+        node=to_checksum_address(a["node"]),
+        commitment=bytes(a["commitment"]),
+    ),
+    "Revealed": lambda a, m: Revealed(
+        **m,
+        round=a["round"],
+        node=to_checksum_address(a["node"]),
+        cid=a["cid"],
+        content_hash=bytes(a["contentHash"]),
+        num_samples=a["numSamples"],
+        salt=bytes(a["salt"]),
+    ),
+    "Attested": lambda a, m: Attested(
+        **m,
+        round=a["round"],
+        node=to_checksum_address(a["node"]),
+        outcome_key=bytes(a["outcomeKey"]),
+        outcome=_outcome(a),
+        weight=a["weight"],
+        outcome_stake=a["outcomeStake"],
+    ),
+    "RoundFinalized": lambda a, m: RoundFinalized(
+        **m,
+        round=a["round"],
+        caller=to_checksum_address(a["caller"]),
+        outcome_key=bytes(a["outcomeKey"]),
+        outcome=_outcome(a),
+        outcome_stake=a["outcomeStake"],
+        stake_at_open=a["stakeAtOpen"],
+        reward_budget=a["rewardBudget"],
+    ),
+    "RoundFailed": lambda a, m: RoundFailed(
+        **m,
+        round=a["round"],
+        caller=to_checksum_address(a["caller"]),
+        base_round=a["baseRound"],
+        leading_stake=a["leadingStake"],
+        required_stake=a["requiredStake"],
+    ),
+    "Slashed": lambda a, m: Slashed(
+        **m,
+        round=a["round"],
+        node=to_checksum_address(a["node"]),
+        reason=SlashReason(a["reason"]),
+        amount=a["amount"],
+        remaining_stake=a["remainingStake"],
+    ),
+    "Claimed": lambda a, m: Claimed(
+        **m, round=a["round"], account=to_checksum_address(a["account"]), amount=a["amount"]
+    ),
+    "Transfer": lambda a, m: Transfer(
+        **m,
+        sender=to_checksum_address(a["from"]),
+        receiver=to_checksum_address(a["to"]),
+        value=a["value"],
+    ),
+    "Approval": lambda a, m: Approval(
+        **m,
+        owner=to_checksum_address(a["owner"]),
+        spender=to_checksum_address(a["spender"]),
+        value=a["value"],
+    ),
+}
+
+EVENT_TYPES: dict[str, type[ChainEvent]] = {
+    cls.__name__: cls for cls in ChainEvent.__subclasses__()
+}
+
+
+class EventDecoder:
+    """Decodes the logs of one deployed contract into event dataclasses.
+
+    Parameters
+    ----------
+    w3
+        A connection (only its codec is used).
+    address
+        The contract's address; logs from other addresses are skipped.
+    contract_name
+        The artifact whose ABI describes the events (``SwarmCoordinator`` or ``SwarmToken``).
+    """
+
+    def __init__(self, w3: Web3, address: str, contract_name: str) -> None:
+        self.address = to_checksum_address(address)
+        abi = load_artifact(contract_name)["abi"]
+        self._contract = w3.eth.contract(address=self.address, abi=abi)
+        self._names = {
+            event_abi_to_log_topic(item): item["name"] for item in abi if item["type"] == "event"
+        }
+
+    def decode(self, log: LogReceipt) -> ChainEvent | None:
+        """The event in `log`, or None if the log is not one of this contract's events."""
+        if to_checksum_address(log["address"]) != self.address or not log["topics"]:
+            return None
+        name = self._names.get(bytes(log["topics"][0]))
+        if name is None:
+            return None
+        data: EventData = self._contract.events[name]().process_log(log)
+        meta: _Meta = {
+            "block_number": data["blockNumber"],
+            "log_index": data["logIndex"],
+            "tx_hash": data["transactionHash"].to_0x_hex(),
+        }
+        return _BUILDERS[name](data["args"], meta)
+
+    def fetch(self, w3: Web3, from_block: int, to_block: int | None = None) -> list[ChainEvent]:
+        """Every event of the contract in ``[from_block, to_block]`` (latest when None), in order.
+
+        Raises
+        ------
+        ChainError
+            If the node cannot serve the logs.
+        """
+        try:
+            last = w3.eth.block_number if to_block is None else to_block
+            events: list[ChainEvent] = []
+            for start in range(from_block, last + 1, LOG_CHUNK_BLOCKS):
+                end = min(start + LOG_CHUNK_BLOCKS - 1, last)
+                logs = w3.eth.get_logs(
+                    {"address": self.address, "fromBlock": start, "toBlock": end}
+                )
+                for log in logs:
+                    event = self.decode(log)
+                    if event is not None:
+                        events.append(event)
+        except Web3Exception as err:
+            raise ChainError(f"reading logs of {self.address} failed: {err}") from err
+        return sorted(events, key=lambda e: (e.block_number, e.log_index))

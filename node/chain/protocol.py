@@ -1,0 +1,303 @@
+"""The protocol's pure values, computed off-chain exactly as `SwarmCoordinator` computes them.
+
+Every hash here mirrors one in ``contracts/src/libraries/SwarmHashes.sol`` byte for byte, and a
+test holds both sides to it:
+
+- the commitment a reveal must match:
+  ``keccak256(abi.encode(cid, contentHash, numSamples, salt, node, round, coordinator))``;
+- the key an attested tuple's stake accumulates under:
+  ``keccak256(abi.encode(checkpointHash, checkpointCid, acceptedBitmap, rewardsRoot))``;
+- a reward leaf, as in OpenZeppelin's StandardMerkleTree over ``(address, uint256)``:
+  ``keccak256(bytes.concat(keccak256(abi.encode(account, amount))))``;
+- the round seed: ``keccak256(abi.encode(chainid, coordinator, round, baseRound,
+  baseCheckpointHash, openedAt))``.
+
+Content hashes are SHA-256 of the exact blob bytes. Accepted sets are bitmaps over member
+indices: bit ``i`` is bit ``i % 8`` (least significant first) of byte ``i // 8``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+
+from eth_abi.abi import encode
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
+
+MAX_CID_LENGTH = 128  # SwarmCoordinator.MAX_CID_LENGTH
+BPS = 10_000  # basis points in one whole
+
+
+class RoundStatus(IntEnum):
+    """Lifecycle of a round id (``ISwarmCoordinator.RoundStatus``)."""
+
+    NONE = 0
+    OPEN = 1
+    FINALIZED = 2
+    FAILED = 3
+
+
+class Phase(IntEnum):
+    """Which window of the current round is open (``ISwarmCoordinator.Phase``)."""
+
+    COMMIT = 0
+    REVEAL = 1
+    ATTEST = 2
+    ENDED = 3
+
+
+class MemberStatus(IntEnum):
+    """A member's standing (``ISwarmCoordinator.MemberStatus``)."""
+
+    NONE = 0
+    ACTIVE = 1
+    EXITING = 2
+
+
+class SubmissionState(IntEnum):
+    """What a node did in a round (``ISwarmCoordinator.SubmissionState``)."""
+
+    NONE = 0
+    COMMITTED = 1
+    REVEALED = 2
+    SLASHED = 3
+
+
+class SlashReason(IntEnum):
+    """Why a stake was slashed (``ISwarmCoordinator.SlashReason``)."""
+
+    NOT_REVEALED = 0
+    REJECTED = 1
+
+
+@dataclass(frozen=True)
+class CoordinatorParams:
+    """The coordinator's immutable parameters (``ISwarmCoordinator.Params``)."""
+
+    quorum_bps: int  # share of the stake at round open a tuple needs, in basis points (> 5000)
+    slash_bps: int  # share of a stake slashed per offence, in basis points (<= 10000)
+    commit_duration: int  # seconds of the commit window
+    reveal_duration: int  # seconds of the reveal window
+    attest_duration: int  # seconds of the attest window
+    unbonding_delay: int  # seconds between exit and the earliest withdrawal
+    min_stake: int  # smallest stake to join with, in token units
+    reward_per_round: int  # most a finalized round pays out, in token units
+
+    def as_abi(self) -> tuple[int, int, int, int, int, int, int, int]:
+        """The struct in ABI order, for the constructor."""
+        return (
+            self.quorum_bps,
+            self.slash_bps,
+            self.commit_duration,
+            self.reveal_duration,
+            self.attest_duration,
+            self.unbonding_delay,
+            self.min_stake,
+            self.reward_per_round,
+        )
+
+    @classmethod
+    def from_abi(cls, values: Sequence[int]) -> CoordinatorParams:
+        """Build from the struct as a contract call or event returns it (ABI order)."""
+        return cls(*(int(v) for v in values))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The tuple members attest to and a finalized round records."""
+
+    checkpoint_hash: bytes  # SHA-256 of the aggregated checkpoint blob (32 bytes)
+    checkpoint_cid: str  # CID of that blob
+    accepted_bitmap: bytes  # member indices whose updates were accepted (`encode_bitmap`)
+    rewards_root: bytes  # `RewardTree` root over the round's (account, amount) rewards (32 bytes)
+
+    def as_abi(self) -> tuple[bytes, str, bytes, bytes]:
+        """The tuple in ABI order, for contract calls."""
+        return (self.checkpoint_hash, self.checkpoint_cid, self.accepted_bitmap, self.rewards_root)
+
+    def key(self) -> bytes:
+        """The key the contract accumulates this tuple's stake under (`outcome_key`)."""
+        return outcome_key(self)
+
+
+@dataclass(frozen=True)
+class Reveal:
+    """What a node reveals for its committed update."""
+
+    cid: str  # the update blob's CID
+    content_hash: bytes  # SHA-256 of the update blob (32 bytes)
+    num_samples: int  # local training samples behind the update (>= 1, < 2**64)
+    salt: bytes  # 32 secret random bytes chosen at commit time
+
+
+def content_hash(blob: bytes) -> bytes:
+    """SHA-256 of the exact blob bytes: the content hash recorded on-chain."""
+    return hashlib.sha256(blob).digest()
+
+
+def commitment(reveal: Reveal, node: str, round_id: int, coordinator: str) -> bytes:
+    """The commitment that `reveal` by `node` in `round_id` must match.
+
+    Parameters
+    ----------
+    reveal
+        The update's CID, content hash, sample count and salt.
+    node
+        The committing account.
+    round_id
+        The round of the commitment.
+    coordinator
+        The coordinator contract's address.
+
+    Returns
+    -------
+    bytes
+        32 bytes, equal to ``SwarmCoordinator.commitmentOf(...)``.
+    """
+    return keccak(
+        encode(
+            ["string", "bytes32", "uint64", "bytes32", "address", "uint64", "address"],
+            [
+                reveal.cid,
+                reveal.content_hash,
+                reveal.num_samples,
+                reveal.salt,
+                to_checksum_address(node),
+                round_id,
+                to_checksum_address(coordinator),
+            ],
+        )
+    )
+
+
+def outcome_key(outcome: Outcome) -> bytes:
+    """The key an attested tuple's stake accumulates under (``outcomeKeyOf``)."""
+    return keccak(encode(["bytes32", "string", "bytes", "bytes32"], list(outcome.as_abi())))
+
+
+def round_seed(
+    chain_id: int,
+    coordinator: str,
+    round_id: int,
+    base_round: int,
+    base_checkpoint_hash: bytes,
+    opened_at: int,
+) -> bytes:
+    """A round's public seed, as ``SwarmCoordinator.roundSeed`` computes it."""
+    return keccak(
+        encode(
+            ["uint256", "address", "uint64", "uint64", "bytes32", "uint64"],
+            [
+                chain_id,
+                to_checksum_address(coordinator),
+                round_id,
+                base_round,
+                base_checkpoint_hash,
+                opened_at,
+            ],
+        )
+    )
+
+
+def required_stake(stake_at_open: int, quorum_bps: int) -> int:
+    """Stake one tuple needs to finalize: ceil(stake * quorum / 10000), and at least 1."""
+    return max(1, -(-stake_at_open * quorum_bps // BPS))
+
+
+def encode_bitmap(indices: Iterable[int]) -> bytes:
+    """The accepted bitmap of a set of member indices (no trailing zero bytes).
+
+    Raises
+    ------
+    ValueError
+        If an index is negative.
+    """
+    chosen = sorted(set(indices))
+    if chosen and chosen[0] < 0:
+        raise ValueError(f"member indices are >= 0, got {chosen[0]}")
+    if not chosen:
+        return b""
+    out = bytearray(chosen[-1] // 8 + 1)
+    for index in chosen:
+        out[index // 8] |= 1 << (index % 8)
+    return bytes(out)
+
+
+def decode_bitmap(bitmap: bytes) -> frozenset[int]:
+    """The member indices set in `bitmap`."""
+    return frozenset(
+        byte_index * 8 + bit
+        for byte_index, byte in enumerate(bitmap)
+        for bit in range(8)
+        if byte >> bit & 1
+    )
+
+
+def reward_leaf(account: str, amount: int) -> bytes:
+    """The StandardMerkleTree leaf of one reward: keccak(keccak(abi.encode(account, amount)))."""
+    return keccak(keccak(encode(["address", "uint256"], [to_checksum_address(account), amount])))
+
+
+def _hash_pair(a: bytes, b: bytes) -> bytes:
+    return keccak(a + b) if a < b else keccak(b + a)
+
+
+class RewardTree:
+    """OpenZeppelin StandardMerkleTree over ``(address, uint256)`` rewards.
+
+    Built as ``@openzeppelin/merkle-tree`` builds it (leaves sorted by hash, a complete binary tree
+    stored as an array, pairs hashed in sorted order), so roots match that library and proofs
+    verify with OpenZeppelin's ``MerkleProof``.
+
+    Parameters
+    ----------
+    rewards
+        Amount per account; every amount must be positive.
+
+    Raises
+    ------
+    ValueError
+        If `rewards` is empty or holds a non-positive amount.
+    """
+
+    def __init__(self, rewards: Mapping[str, int]) -> None:
+        if not rewards:
+            raise ValueError("a reward tree needs at least one (account, amount) leaf")
+        self.rewards = {to_checksum_address(a): amount for a, amount in rewards.items()}
+        bad = {a: v for a, v in self.rewards.items() if v <= 0}
+        if bad:
+            raise ValueError(f"reward amounts must be positive, got {bad}")
+        leaves = sorted(reward_leaf(a, v) for a, v in self.rewards.items())
+        size = 2 * len(leaves) - 1
+        tree = [b""] * size
+        for i, leaf in enumerate(leaves):
+            tree[size - 1 - i] = leaf
+        for i in range(size - 1 - len(leaves), -1, -1):
+            tree[i] = _hash_pair(tree[2 * i + 1], tree[2 * i + 2])
+        self._tree = tree
+        self._position = {leaf: size - 1 - i for i, leaf in enumerate(leaves)}
+
+    @property
+    def root(self) -> bytes:
+        """The 32-byte root that goes into the attested tuple."""
+        return self._tree[0]
+
+    def proof(self, account: str) -> list[bytes]:
+        """Sibling hashes from `account`'s leaf up to the root.
+
+        Raises
+        ------
+        KeyError
+            If `account` has no reward in this tree.
+        """
+        checksummed = to_checksum_address(account)
+        index = self._position[reward_leaf(checksummed, self.rewards[checksummed])]
+        path: list[bytes] = []
+        while index > 0:
+            sibling = index - 1 if index % 2 == 0 else index + 1
+            path.append(self._tree[sibling])
+            index = (index - 1) // 2
+        return path

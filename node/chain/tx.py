@@ -1,0 +1,172 @@
+"""Sending transactions: one account, one transaction at a time, reverts as named errors.
+
+`Sender` signs locally with the account's key, takes the nonce from the node's pending count
+under a lock (so threads of one process never reuse a nonce), estimates gas first (a transaction
+that would revert is never sent: the estimate's revert data becomes the named error of
+`node.chain.reverts`), waits for the receipt, and decodes the receipt's events. Run one `Sender`
+per key: two processes sending from one key can still race for a nonce.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from eth_account import Account
+from eth_typing import ChecksumAddress
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.contract.contract import ContractFunction
+from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception
+from web3.types import TxParams
+
+from node.chain.events import ChainEvent, EventDecoder
+from node.chain.reverts import UnknownRevert, decode_revert
+from node.errors import ChainError
+
+GAS_MARGIN = 1.25  # estimates are exact for the state they ran on; leave room for a changed one
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """A mined, successful transaction."""
+
+    tx_hash: str  # 0x-prefixed
+    block_number: int
+    gas_used: int
+    events: tuple[ChainEvent, ...]  # events of the known contracts it emitted, in order
+
+
+class TransactionReverted(ChainError):
+    """A sent transaction was mined but reverted, and replaying it gave no revert data."""
+
+
+def revert_data(err: ContractLogicError) -> bytes:
+    """The raw revert bytes web3 attached to a contract logic error (empty if none)."""
+    data = err.data
+    if isinstance(data, dict):
+        data = data.get("data")
+    if isinstance(data, str) and data.startswith("0x"):
+        return bytes(HexBytes(data))
+    return b""
+
+
+def call_view(fn: Callable[[], T], context: str) -> T:
+    """Run a contract read, turning reverts into named errors and transport failures into
+    `ChainError`."""
+    try:
+        return fn()
+    except ContractLogicError as err:
+        raise decode_revert(revert_data(err), context=context) from err
+    except (Web3Exception, OSError) as err:
+        raise ChainError(f"{context} failed: {err}") from err
+
+
+class Sender:
+    """Signs and sends the transactions of one account.
+
+    Parameters
+    ----------
+    w3
+        The connection.
+    private_key
+        The account's 0x-prefixed private key.
+    decoders
+        Decoders for the events of the contracts this sender talks to.
+    receipt_timeout_s
+        How long to wait for a receipt before raising `ChainError`.
+    """
+
+    def __init__(
+        self,
+        w3: Web3,
+        private_key: str,
+        decoders: Sequence[EventDecoder] = (),
+        *,
+        receipt_timeout_s: float = 120.0,
+    ) -> None:
+        self.w3 = w3
+        self._account = Account.from_key(private_key)
+        self.address: ChecksumAddress = self._account.address
+        self.decoders = list(decoders)
+        self.receipt_timeout_s = receipt_timeout_s
+        self._lock = threading.Lock()
+
+    def send(self, fn: ContractFunction, context: str) -> Transaction:
+        """Estimate, sign, send and wait for one contract call.
+
+        Parameters
+        ----------
+        fn
+            The bound contract function to call.
+        context
+            What this does (e.g. ``"commit(round 3)"``), for error messages.
+
+        Returns
+        -------
+        Transaction
+            The mined transaction and its decoded events.
+
+        Raises
+        ------
+        ChainError
+            The named `ContractRevert` subclass when the call reverts; `TransactionReverted`
+            when a mined transaction reverted without data; `ChainError` for transport failures
+            and receipt timeouts.
+        """
+        with self._lock:
+            try:
+                nonce = self.w3.eth.get_transaction_count(self.address, "pending")
+                estimate = fn.estimate_gas({"from": self.address})
+                tx = fn.build_transaction(
+                    {
+                        "from": self.address,
+                        "nonce": nonce,
+                        "gas": int(estimate * GAS_MARGIN),
+                        "chainId": self.w3.eth.chain_id,
+                    }
+                )
+                signed = self._account.sign_transaction(tx)
+                tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+                receipt = self.w3.eth.wait_for_transaction_receipt(
+                    tx_hash, timeout=self.receipt_timeout_s
+                )
+            except ContractLogicError as err:
+                raise decode_revert(revert_data(err), context=context) from err
+            except TimeExhausted as err:
+                raise ChainError(
+                    f"{context}: no receipt within {self.receipt_timeout_s}s",
+                    hint="the transaction may still be mined; check before sending again",
+                ) from err
+            except (Web3Exception, OSError) as err:
+                raise ChainError(f"{context} failed: {err}") from err
+        if receipt["status"] != 1:
+            raise self._replay_revert(tx, receipt["blockNumber"], context)
+        events = tuple(
+            event
+            for log in receipt["logs"]
+            for decoder in self.decoders
+            if (event := decoder.decode(log)) is not None
+        )
+        return Transaction(
+            tx_hash=receipt["transactionHash"].to_0x_hex(),
+            block_number=receipt["blockNumber"],
+            gas_used=receipt["gasUsed"],
+            events=events,
+        )
+
+    def _replay_revert(self, tx: Any, block_number: int, context: str) -> ChainError:
+        """Re-run a reverted transaction as a call on the state before its block for its data."""
+        call: TxParams = {"from": self.address, "to": tx["to"], "data": tx["data"]}
+        try:
+            self.w3.eth.call(call, block_identifier=block_number - 1)
+        except ContractLogicError as err:
+            error = decode_revert(revert_data(err), context=context)
+            if not isinstance(error, UnknownRevert):
+                return error
+        except (Web3Exception, OSError):
+            pass
+        return TransactionReverted(f"{context} reverted in block {block_number}")

@@ -1,0 +1,519 @@
+"""The fixed-point core: every aggregation rule computes on exact integers.
+
+Floating-point sums depend on the order of their terms, and BLAS libraries pick that order by
+thread count and CPU. Peers that must attest the same checkpoint therefore never aggregate in
+floating point. An update (a delta of named float32 tensors) is quantised once to integers on a
+grid of ``2**-frac_bits``::
+
+    q = clamp(round_half_even(x * 2**frac_bits), -COORD_BOUND, COORD_BOUND)
+
+The multiplication by a power of two is exact in float32 and the rounding is IEEE-754's, so every
+machine gets the same integers. From then on each rule works on those integers: sums, sorts,
+squared distances and weights are exact, decisions compare exact integers, and ties are broken by
+the content hash of the inputs, never by their order of arrival. The result is turned back into
+float32 once, again exactly reproducibly.
+
+Overflow proof (every bound below is checked where the value enters):
+
+* ``|q| <= COORD_BOUND = 2**30`` for every coordinate of every input and of every intermediate
+  aggregate (each rule's output is a convex combination of its inputs, rounded to the nearest
+  integer, so it cannot leave the integer interval ``[-2**30, 2**30]``).
+* Weighted sums ``sum_j c_j * q_j`` use integer coefficients with ``sum_j |c_j| <= MAX_TOTAL_WEIGHT
+  = 2**32``, so ``|sum| <= 2**32 * 2**30 = 2**62 < 2**63``: exact in int64.
+* They are computed by BLAS in float64 on split inputs ``q = hi * 2**15 + lo`` with
+  ``hi in [-2**15, 2**15]`` and ``lo in [0, 2**15)``: each partial sum is at most
+  ``2**32 * 2**15 = 2**47 < 2**53``, so every float64 operation is exact whatever order BLAS uses.
+* Inner products ``sum_k q_ik * q_jk`` (Gram matrices, squared distances) use the same split: each
+  part-product is at most ``2**30`` and at most ``MAX_DIM = 2**23`` of them are added, so every
+  partial sum stays below ``2**53`` and is exact in float64; the parts are then combined in Python
+  integers, which do not overflow.
+* Rounded division (``div_round``) takes a numerator within int64 and a positive denominator of
+  at most ``2**62``; its remainder test ``2 * r`` stays below ``2**63``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+COORD_BITS: Final = 30
+COORD_BOUND: Final = 1 << COORD_BITS  # |q| <= 2**30 for every quantised coordinate
+MAX_TOTAL_WEIGHT: Final = 1 << 32  # bound on the sum of |coefficients| of any weighted sum
+MAX_DIM: Final = 1 << 23  # most coordinates for which exact float64 inner products are proven
+MAX_INPUTS: Final = 1 << 11  # most updates one aggregation accepts
+MAX_FRAC_BITS: Final = 30  # finest grid: 2**-30
+SPLIT_BITS: Final = 15  # q = hi * 2**15 + lo for exact float64 products
+_LO_MASK: Final = (1 << SPLIT_BITS) - 1
+
+IntArray = npt.NDArray[np.int64]
+I32Array = npt.NDArray[np.int32]
+F64Array = npt.NDArray[np.float64]
+Update = Mapping[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How named tensors map onto one flat coordinate vector (names sorted)."""
+
+    names: tuple[str, ...]  # parameter names, sorted
+    shapes: tuple[tuple[int, ...], ...]  # shape of each named tensor
+
+    @classmethod
+    def of(cls, update: Update) -> Layout:
+        """Read the layout of one update (its names, sorted, and their shapes)."""
+        names = tuple(sorted(update))
+        return cls(names, tuple(tuple(update[name].shape) for name in names))
+
+    @cached_property
+    def offsets(self) -> tuple[int, ...]:
+        """Start offset of each named tensor in the flat vector, plus the total at the end."""
+        out = [0]
+        for shape in self.shapes:
+            out.append(out[-1] + int(np.prod(shape, dtype=np.int64)))
+        return tuple(out)
+
+    @property
+    def dim(self) -> int:
+        """Total number of coordinates."""
+        return self.offsets[-1]
+
+    def segments(self) -> list[tuple[str, tuple[int, ...], int, int]]:
+        """``(name, shape, start, stop)`` of each named tensor in the flat vector."""
+        return [
+            (name, shape, self.offsets[k], self.offsets[k + 1])
+            for k, (name, shape) in enumerate(zip(self.names, self.shapes, strict=True))
+        ]
+
+
+class Batch:
+    """n quantised updates of one layout, ready for the aggregation rules.
+
+    Parameters
+    ----------
+    values
+        ``(n, d)`` little-endian int32, row ``i`` = update ``i`` on the fixed-point grid.
+    weights
+        ``(n,)`` int64 sample counts (positive).
+    layout
+        Names and shapes that the ``d`` coordinates stand for.
+    frac_bits
+        The grid is ``2**-frac_bits``.
+    origin
+        For each row, the indices of the original inputs it was derived from (pre-aggregation
+        steps such as bucketing merge rows; the first batch has ``((0,), (1,), ...)``).
+    """
+
+    def __init__(
+        self,
+        values: I32Array,
+        weights: IntArray,
+        layout: Layout,
+        frac_bits: int,
+        origin: tuple[tuple[int, ...], ...],
+        gram: list[list[int]] | None = None,
+    ) -> None:
+        n = values.shape[0]
+        if values.dtype != np.dtype("<i4") or values.ndim != 2 or values.shape[1] != layout.dim:
+            raise ValueError(
+                f"batch values must be (n, {layout.dim}) little-endian int32, "
+                f"got {values.dtype} {values.shape}"
+            )
+        if not 1 <= n <= MAX_INPUTS:
+            raise ValueError(f"aggregation needs 1 <= n <= {MAX_INPUTS} updates, got n={n}")
+        if weights.shape != (n,) or len(origin) != n:
+            raise ValueError(f"batch of {n} rows needs {n} weights and {n} origins")
+        if int(weights.min()) < 1 or int(weights.sum()) > MAX_TOTAL_WEIGHT:
+            raise ValueError(
+                f"sample counts must be >= 1 and sum to <= {MAX_TOTAL_WEIGHT}, "
+                f"got min={int(weights.min())} sum={int(weights.sum())}"
+            )
+        self.values = values
+        self.weights = weights
+        self.layout = layout
+        self.frac_bits = frac_bits
+        self.origin = origin
+        self._gram = gram
+        self._sq_norms: list[int] | None = None
+        self._content_keys: dict[int, bytes] = {}
+
+    @property
+    def n(self) -> int:
+        """Number of rows."""
+        return int(self.values.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """Number of coordinates per row."""
+        return int(self.values.shape[1])
+
+    def to_grid(self, x: float) -> int:
+        """A non-negative real parameter (a norm, a radius) in grid units, at least 1."""
+        return max(1, round(x * (1 << self.frac_bits)))
+
+    @property
+    def gram(self) -> list[list[int]]:
+        """Exact inner products ``<q_i, q_j>`` of the rows, as Python integers (cached)."""
+        if self._gram is None:
+            self._gram = exact_inner(self.values, self.values)
+        return self._gram
+
+    @property
+    def sq_norms(self) -> list[int]:
+        """Exact squared Euclidean norms of the rows (from the Gram matrix when it is cached)."""
+        if self._gram is not None:
+            return [self._gram[i][i] for i in range(self.n)]
+        if self._sq_norms is None:
+            self._sq_norms = exact_sq_norms(self.values)
+        return self._sq_norms
+
+    @cached_property
+    def sq_dists(self) -> list[list[int]]:
+        """Exact squared Euclidean distances between rows, as Python integers."""
+        g = self.gram
+        return [[g[i][i] + g[j][j] - 2 * g[i][j] for j in range(self.n)] for i in range(self.n)]
+
+    def content_key(self, i: int) -> bytes:
+        """SHA-256 of row ``i``'s bytes: the arrival-order-free tie-break key."""
+        if i not in self._content_keys:
+            row = np.ascontiguousarray(self.values[i])
+            self._content_keys[i] = hashlib.sha256(row.data).digest()
+        return self._content_keys[i]
+
+    def rank(self, scores: Mapping[int, int]) -> list[int]:
+        """Rows ordered by exact score, ties broken by content hash, then by row index.
+
+        Parameters
+        ----------
+        scores
+            Row index -> exact integer score, for the rows to rank.
+
+        Returns
+        -------
+        list[int]
+            The rows, lowest score first. The order does not depend on the order of arrival:
+            only byte-identical rows fall back to their index.
+        """
+        rows = sorted(scores, key=lambda i: scores[i])
+        out: list[int] = []
+        start = 0
+        while start < len(rows):
+            end = start + 1
+            while end < len(rows) and scores[rows[end]] == scores[rows[start]]:
+                end += 1
+            group = rows[start:end]
+            if len(group) > 1:
+                group.sort(key=lambda i: (self.content_key(i), i))
+            out.extend(group)
+            start = end
+        return out
+
+    def derive(
+        self, values: I32Array, weights: IntArray, origin: tuple[tuple[int, ...], ...]
+    ) -> Batch:
+        """A new batch of the same layout and grid (the output of a pre-aggregation step)."""
+        return Batch(values, weights, self.layout, self.frac_bits, origin)
+
+    def subset(self, rows: Sequence[int]) -> Batch:
+        """The batch restricted to ``rows``, reusing any inner products already computed.
+
+        Parameters
+        ----------
+        rows
+            Distinct row indices, in the order the new batch should hold them.
+
+        Returns
+        -------
+        Batch
+            A batch whose row ``k`` is this batch's row ``rows[k]``.
+        """
+        idx = list(rows)
+        if len(set(idx)) != len(idx) or any(not 0 <= i < self.n for i in idx):
+            raise ValueError(f"subset rows must be distinct indices in [0, {self.n}), got {idx}")
+        g = self._gram
+        return Batch(
+            np.ascontiguousarray(self.values[idx]),
+            self.weights[idx].copy(),
+            self.layout,
+            self.frac_bits,
+            tuple(self.origin[i] for i in idx),
+            None if g is None else [[g[i][j] for j in idx] for i in idx],
+        )
+
+
+def check_frac_bits(frac_bits: int) -> None:
+    """Raise ValueError unless ``1 <= frac_bits <= MAX_FRAC_BITS``."""
+    if isinstance(frac_bits, bool) or not 1 <= frac_bits <= MAX_FRAC_BITS:
+        raise ValueError(f"frac_bits must be in [1, {MAX_FRAC_BITS}], got {frac_bits}")
+
+
+def quantise(updates: Sequence[Update], num_samples: Sequence[int], frac_bits: int) -> Batch:
+    """Quantise float32 updates onto the fixed-point grid.
+
+    Parameters
+    ----------
+    updates
+        Deltas as named float32 CPU tensors; all must have the same names and shapes.
+    num_samples
+        Positive sample count of each update (the FedAvg weight).
+    frac_bits
+        Grid ``2**-frac_bits``; coordinates beyond ``COORD_BOUND * 2**-frac_bits`` are clamped.
+
+    Returns
+    -------
+    Batch
+        Row ``i`` holds update ``i``; ``origin`` is ``((0,), (1,), ...)``.
+
+    Raises
+    ------
+    ValueError
+        No updates, mismatched names/shapes/dtypes, a NaN, non-positive sample counts, too
+        many coordinates, or weights beyond ``MAX_TOTAL_WEIGHT``.
+    """
+    check_frac_bits(frac_bits)
+    if not updates:
+        raise ValueError("aggregation needs at least one update, got none")
+    if len(num_samples) != len(updates):
+        raise ValueError(f"got {len(updates)} updates but {len(num_samples)} sample counts")
+    if any(isinstance(s, bool) or int(s) != s or s < 1 for s in num_samples):
+        raise ValueError(f"sample counts must be positive integers, got {list(num_samples)}")
+    layout = Layout.of(updates[0])
+    if layout.dim > MAX_DIM:
+        raise ValueError(f"updates have {layout.dim} coordinates, more than MAX_DIM={MAX_DIM}")
+    values = np.empty((len(updates), layout.dim), dtype="<i4")
+    segments = layout.segments()
+    scratch = torch.empty(max((stop - start for _, _, start, stop in segments), default=0))
+    scale = float(1 << frac_bits)
+    for i, update in enumerate(updates):
+        if Layout.of(update) != layout:
+            raise ValueError(
+                f"update {i} has tensors {_describe(update)}, expected {_describe_layout(layout)}"
+            )
+        row = torch.from_numpy(values[i])
+        for name, _, start, stop in segments:
+            tensor = update[name]
+            if tensor.dtype != torch.float32 or tensor.device.type != "cpu":
+                raise ValueError(
+                    f"update {i} tensor {name!r} must be float32 on CPU, "
+                    f"got {tensor.dtype} on {tensor.device}"
+                )
+            tmp = scratch[: stop - start]
+            torch.mul(tensor.reshape(-1), scale, out=tmp)
+            tmp.round_().clamp_(-COORD_BOUND, COORD_BOUND)
+            if bool(torch.isnan(tmp).any()):
+                raise ValueError(f"update {i} tensor {name!r} contains NaN")
+            row[start:stop].copy_(tmp)
+    weights = np.array([int(s) for s in num_samples], dtype=np.int64)
+    origin = tuple((i,) for i in range(len(updates)))
+    return Batch(values, weights, layout, frac_bits, origin)
+
+
+def quantise_vector(update: Update, layout: Layout, frac_bits: int) -> IntArray:
+    """Quantise one update of ``layout`` to a flat int64 grid vector (e.g. a rule's centre).
+
+    Parameters
+    ----------
+    update
+        Named float32 tensors matching ``layout``.
+    layout
+        The layout of the batch the vector will be used with.
+    frac_bits
+        Grid ``2**-frac_bits``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(d,)`` int64 grid coordinates within ``[-COORD_BOUND, COORD_BOUND]``.
+    """
+    batch = quantise([update], [1], frac_bits)
+    if batch.layout != layout:
+        raise ValueError(
+            f"vector has tensors {_describe(update)}, expected {_describe_layout(layout)}"
+        )
+    vector: IntArray = batch.values[0].astype(np.int64)
+    return vector
+
+
+def dequantise(vector: IntArray, layout: Layout, frac_bits: int) -> dict[str, torch.Tensor]:
+    """Turn a flat grid vector back into named float32 tensors (sorted names).
+
+    The conversion is exact up to float32's own rounding (IEEE round-half-even), so it is the
+    same on every machine.
+    """
+    if vector.shape != (layout.dim,) or int(np.abs(vector).max(initial=0)) > COORD_BOUND:
+        raise ValueError(f"grid vector must be ({layout.dim},) within +-2**{COORD_BITS}")
+    flat = (vector.astype(np.float64) * (1.0 / (1 << frac_bits))).astype(np.float32)
+    return {
+        name: torch.from_numpy(flat[start:stop].reshape(shape).copy())
+        for name, shape, start, stop in layout.segments()
+    }
+
+
+def div_round(num: IntArray, den: int) -> IntArray:
+    """Integer division rounded to nearest, ties to even, elementwise and exact.
+
+    Parameters
+    ----------
+    num
+        int64 numerators.
+    den
+        Positive denominator, at most ``2**62``.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 ``round_half_even(num / den)``.
+    """
+    if not 0 < den <= 1 << 62:
+        raise ValueError(f"denominator must be in [1, 2**62], got {den}")
+    q: IntArray = np.floor_divide(num, den)
+    twice_r = 2 * (num - q * den)
+    up = (twice_r > den) | ((twice_r == den) & (q % 2 == 1))
+    out: IntArray = q + up.astype(np.int64)
+    return out
+
+
+def _block_cols(n: int) -> int:
+    """Columns per block so that a block of split float64 parts stays within a few MiB."""
+    return max(2048, (1 << 20) // max(1, n))
+
+
+def _split(block: I32Array) -> F64Array:
+    """Stack the exact float64 parts ``[hi; lo]`` of an int32 block: ``q = hi * 2**15 + lo``."""
+    hi = np.right_shift(block, SPLIT_BITS).astype(np.float64)
+    lo = np.bitwise_and(block, _LO_MASK).astype(np.float64)
+    return np.concatenate([hi, lo], axis=0)
+
+
+def exact_inner(a: I32Array, b: I32Array) -> list[list[int]]:
+    """Exact inner products of the rows of ``a`` with the rows of ``b``.
+
+    Parameters
+    ----------
+    a
+        ``(p, d)`` int32 with entries in ``[-2**30, 2**30]``, ``d <= MAX_DIM``.
+    b
+        ``(r, d)`` int32, same bounds; pass ``a`` itself for a Gram matrix.
+
+    Returns
+    -------
+    list[list[int]]
+        ``p x r`` Python integers ``<a_i, b_j>``.
+    """
+    p, d = a.shape
+    r = b.shape[0]
+    if d > MAX_DIM:
+        raise ValueError(f"exact inner products need d <= MAX_DIM={MAX_DIM}, got d={d}")
+    same = a is b
+    acc = np.zeros((2 * p, 2 * r), dtype=np.float64)
+    step = _block_cols(p + r)
+    for start in range(0, d, step):
+        ya = _split(a[:, start : start + step])
+        yb = ya if same else _split(b[:, start : start + step])
+        # Every part-product is <= 2**30 and d <= 2**23 of them are added: exact in float64.
+        acc += ya @ (ya.T if same else yb.T)
+    parts = acc.tolist()
+    shift2, shift1 = 2 * SPLIT_BITS, SPLIT_BITS
+    return [
+        [
+            (int(parts[i][j]) << shift2)
+            + ((int(parts[i][r + j]) + int(parts[p + i][j])) << shift1)
+            + int(parts[p + i][r + j])
+            for j in range(r)
+        ]
+        for i in range(p)
+    ]
+
+
+def exact_sq_norms(a: I32Array) -> list[int]:
+    """Exact squared Euclidean norms of the rows of ``a`` (bounds as in `exact_inner`)."""
+    p, d = a.shape
+    if d > MAX_DIM:
+        raise ValueError(f"exact inner products need d <= MAX_DIM={MAX_DIM}, got d={d}")
+    hh = np.zeros(p)
+    hl = np.zeros(p)
+    ll = np.zeros(p)
+    step = _block_cols(p)
+    for start in range(0, d, step):
+        y = _split(a[:, start : start + step])
+        hi, lo = y[:p], y[p:]
+        # Same bounds as exact_inner: each partial sum < 2**53, so float64 is exact.
+        hh += np.einsum("ij,ij->i", hi, hi)
+        hl += np.einsum("ij,ij->i", hi, lo)
+        ll += np.einsum("ij,ij->i", lo, lo)
+    shift2, shift1 = 2 * SPLIT_BITS, SPLIT_BITS
+    return [
+        (int(h) << shift2) + (int(m) << (shift1 + 1)) + int(low)
+        for h, m, low in zip(hh.tolist(), hl.tolist(), ll.tolist(), strict=True)
+    ]
+
+
+def exact_combine(values: I32Array, coeffs: IntArray) -> IntArray:
+    """Exact integer linear combinations ``coeffs @ values``.
+
+    Parameters
+    ----------
+    values
+        ``(n, d)`` int32 grid rows.
+    coeffs
+        ``(k, n)`` int64 coefficients; each row's absolute sum must be at most
+        ``MAX_TOTAL_WEIGHT``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(k, d)`` int64, exact.
+    """
+    n, d = values.shape
+    if coeffs.ndim != 2 or coeffs.shape[1] != n:
+        raise ValueError(f"coefficients must be (k, {n}), got {coeffs.shape}")
+    if int(np.abs(coeffs).sum(axis=1).max(initial=0)) > MAX_TOTAL_WEIGHT:
+        raise ValueError(f"coefficient rows must sum to <= {MAX_TOTAL_WEIGHT} in absolute value")
+    c = coeffs.astype(np.float64)
+    out = np.empty((coeffs.shape[0], d), dtype=np.int64)
+    step = _block_cols(n)
+    for start in range(0, d, step):
+        block = values[:, start : start + step]
+        # |c @ hi| <= 2**32 * 2**15 = 2**47 and |c @ lo| < 2**47: exact in float64.
+        hi = (c @ np.right_shift(block, SPLIT_BITS).astype(np.float64)).astype(np.int64)
+        lo = (c @ np.bitwise_and(block, _LO_MASK).astype(np.float64)).astype(np.int64)
+        out[:, start : start + step] = (hi << SPLIT_BITS) + lo
+    return out
+
+
+def coordinate_blocks(values: I32Array) -> list[tuple[int, int]]:
+    """Column ranges ``[start, stop)`` that split ``values`` into cache-sized blocks."""
+    n, d = values.shape
+    step = max(1024, (1 << 19) // max(1, n))
+    return [(start, min(d, start + step)) for start in range(0, d, step)]
+
+
+def sorted_columns(values: I32Array, start: int, stop: int) -> I32Array:
+    """The block ``values[:, start:stop]`` transposed to ``(stop - start, n)``, each row sorted."""
+    block = np.ascontiguousarray(values[:, start:stop].T)
+    block.sort(axis=1)
+    return block
+
+
+def _describe(update: Update) -> str:
+    """A short description of an update's names and shapes."""
+    return ", ".join(f"{name}{tuple(update[name].shape)}" for name in sorted(update)) or "(none)"
+
+
+def _describe_layout(layout: Layout) -> str:
+    """A short description of a layout's names and shapes."""
+    return ", ".join(f"{n}{s}" for n, s in zip(layout.names, layout.shapes, strict=True))
+
+
+@dataclass(frozen=True)
+class RuleOutput:
+    """What an aggregation rule returns."""
+
+    aggregate: IntArray  # (d,) int64 grid vector within +-COORD_BOUND
+    selected: tuple[int, ...] | None  # rows that passed the rule's screening; None: no screening

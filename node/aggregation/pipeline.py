@@ -1,0 +1,143 @@
+"""Run a task's aggregation: quantise, pre-aggregation steps, robust rule, dequantise.
+
+`aggregate` is what a node (and an auditor) calls on the accepted updates of a round; its result
+is a pure function of the updates, their sample counts, the task spec, the round seed and the
+optional centre, identical bit for bit on every machine. `aggregate_batch` takes an already
+quantised `Batch`, so that Shapley valuation can aggregate many subsets of one batch without
+quantising again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from node.aggregation.fixed_point import (
+    Batch,
+    IntArray,
+    Update,
+    dequantise,
+    quantise,
+    quantise_vector,
+)
+from node.aggregation.registry import RULES, STEPS, resolve_params
+
+if TYPE_CHECKING:
+    from node.task import AggregationSpec, TaskSpec
+
+
+@dataclass(frozen=True)
+class AggregationResult:
+    """The outcome of one aggregation."""
+
+    delta: dict[str, torch.Tensor]  # aggregated update, float32 CPU tensors, sorted names
+    grid: IntArray  # (d,) int64 the same aggregate on the fixed-point grid
+    selected: tuple[int, ...]  # input indices whose content reached the aggregate
+    screened_out: tuple[int, ...]  # inputs the rule's screening rejected one by one
+    digest: str  # SHA-256 hex of `grid` (little-endian int64): equal on every machine
+
+
+def aggregate(
+    spec: TaskSpec,
+    updates: Sequence[Update],
+    num_samples: Sequence[int],
+    *,
+    seed: int = 0,
+    center: Update | None = None,
+) -> AggregationResult:
+    """Aggregate float32 updates with the task's rule, deterministically.
+
+    Parameters
+    ----------
+    spec
+        The task; its ``aggregation`` and ``fixed_point_bits`` fields are used.
+    updates
+        Deltas (local weights minus base weights) as named float32 CPU tensors.
+    num_samples
+        Positive sample count of each update.
+    seed
+        Non-negative round seed from chain state (used by bucketing).
+    center
+        Starting point for rules that take one (centered clipping), e.g. the previous round's
+        aggregated delta; zero when omitted.
+
+    Returns
+    -------
+    AggregationResult
+        The aggregate and which inputs the rule kept or screened out (indices into ``updates``).
+
+    Raises
+    ------
+    ValueError
+        Bad inputs (shapes, NaN, weights) or a rule's Byzantine bound, e.g.
+        "Bulyan needs n >= 4f + 3, got n=7, f=2".
+    """
+    batch = quantise(updates, num_samples, spec.fixed_point_bits)
+    grid_center = (
+        None if center is None else quantise_vector(center, batch.layout, spec.fixed_point_bits)
+    )
+    return aggregate_batch(batch, spec.aggregation, seed=seed, center=grid_center)
+
+
+def aggregate_batch(
+    batch: Batch,
+    config: AggregationSpec,
+    *,
+    seed: int = 0,
+    center: IntArray | None = None,
+) -> AggregationResult:
+    """Aggregate an already quantised batch (see `aggregate`).
+
+    Parameters
+    ----------
+    batch
+        Quantised updates; ``batch.origin`` gives the input indices reported in the result.
+    config
+        Rule name, rule parameters and pre-aggregation steps.
+    seed
+        Non-negative round seed.
+    center
+        ``(d,)`` int64 grid centre for rules that take one.
+
+    Returns
+    -------
+    AggregationResult
+        As for `aggregate`.
+    """
+    current = batch
+    for step in config.pre:
+        if step.name not in STEPS:
+            raise ValueError(f"unknown pre-aggregation step {step.name!r} (known: {sorted(STEPS)})")
+        entry = STEPS[step.name]
+        step_params = resolve_params(entry.params, step.params, f"step {step.name!r}")
+        if entry.uses_seed:
+            step_params["seed"] = seed
+        current = entry.fn(current, **step_params)
+    if config.rule not in RULES:
+        raise ValueError(f"unknown aggregation rule {config.rule!r} (known: {sorted(RULES)})")
+    rule = RULES[config.rule]
+    params = resolve_params(rule.params, config.params, f"rule {config.rule!r}")
+    out = rule.fn(current, **params, **({"center": center} if rule.uses_center else {}))
+    everyone = sorted({o for origin in batch.origin for o in origin})
+    one_to_one = all(len(origin) == 1 for origin in current.origin)
+    if out.selected is None:
+        selected, screened = everyone, []
+    else:
+        selected = sorted({o for row in out.selected for o in current.origin[row]})
+        screened = sorted(set(everyone) - set(selected)) if one_to_one else []
+    return AggregationResult(
+        delta=dequantise(out.aggregate, batch.layout, batch.frac_bits),
+        grid=out.aggregate,
+        selected=tuple(selected),
+        screened_out=tuple(screened),
+        digest=grid_digest(out.aggregate),
+    )
+
+
+def grid_digest(grid: IntArray) -> str:
+    """SHA-256 hex of a grid vector's little-endian int64 bytes."""
+    return hashlib.sha256(grid.astype("<i8").tobytes()).hexdigest()

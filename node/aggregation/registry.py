@@ -1,0 +1,140 @@
+"""The names a task spec may use for aggregation rules and pre-aggregation steps.
+
+A thin table in the style of Flower's strategies: each entry points at a pure function and lists
+the parameters it takes, with their types, defaults and lower bounds, so a task spec can be
+validated before any update arrives.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from node.aggregation.bucketing import bucketing
+from node.aggregation.bulyan import bulyan
+from node.aggregation.centered_clipping import centered_clipping
+from node.aggregation.fixed_point import Batch, RuleOutput
+from node.aggregation.geometric_median import geometric_median
+from node.aggregation.krum import krum, multi_krum
+from node.aggregation.mean import mean, weighted_mean
+from node.aggregation.median import median, trimmed_mean
+from node.aggregation.nnm import nearest_neighbour_mixing
+from node.aggregation.norm_clipping import norm_clipping
+
+ParamValue = int | float | None
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a rule or step."""
+
+    kind: type[int] | type[float]  # int parameters reject floats; float ones accept ints
+    default: ParamValue  # used when the spec omits it; None with required=False means "unset"
+    minimum: float  # inclusive lower bound
+    required: bool = False  # the spec must give a value
+    strict_minimum: bool = False  # the bound is exclusive (e.g. tau > 0)
+    maximum: float | None = None  # exclusive upper bound, if any
+
+
+@dataclass(frozen=True)
+class Rule:
+    """An aggregation rule: ``fn(batch, **params) -> RuleOutput``."""
+
+    fn: Callable[..., RuleOutput]
+    params: Mapping[str, Param]
+    uses_center: bool = False  # takes the caller's centre (the previous aggregate)
+
+
+@dataclass(frozen=True)
+class Step:
+    """A pre-aggregation step: ``fn(batch, **params) -> Batch``."""
+
+    fn: Callable[..., Batch]
+    params: Mapping[str, Param]
+    uses_seed: bool = False  # takes the round seed
+
+
+_F = Param(int, None, 0, required=True)  # assumed number of Byzantine inputs
+
+RULES: Final[Mapping[str, Rule]] = {
+    "mean": Rule(mean, {}),
+    "fedavg": Rule(weighted_mean, {}),
+    "median": Rule(median, {}),
+    "trimmed_mean": Rule(trimmed_mean, {"beta": Param(float, 0.1, 0.0, maximum=0.5)}),
+    "geometric_median": Rule(
+        geometric_median,
+        {"iterations": Param(int, 8, 1), "nu": Param(float, 1e-6, 0.0, strict_minimum=True)},
+    ),
+    "krum": Rule(krum, {"f": _F}),
+    "multi_krum": Rule(multi_krum, {"f": _F, "m": Param(int, None, 1)}),
+    "bulyan": Rule(bulyan, {"f": _F}),
+    "centered_clipping": Rule(
+        centered_clipping,
+        {
+            "tau": Param(float, None, 0.0, required=True, strict_minimum=True),
+            "iterations": Param(int, 3, 1),
+        },
+        uses_center=True,
+    ),
+}
+
+STEPS: Final[Mapping[str, Step]] = {
+    "norm_clipping": Step(
+        norm_clipping, {"max_norm": Param(float, None, 0.0, required=True, strict_minimum=True)}
+    ),
+    "bucketing": Step(bucketing, {"s": Param(int, 2, 1)}, uses_seed=True),
+    "nnm": Step(nearest_neighbour_mixing, {"f": _F}),
+}
+
+
+def resolve_params(
+    table: Mapping[str, Param], given: Mapping[str, Any], where: str
+) -> dict[str, ParamValue]:
+    """Check ``given`` against a parameter table and fill in defaults.
+
+    Parameters
+    ----------
+    table
+        The rule's or step's parameters.
+    given
+        Values from the task spec.
+    where
+        Name used in messages, e.g. ``"rule 'krum'"``.
+
+    Returns
+    -------
+    dict[str, int | float | None]
+        Every parameter of the table with its value.
+
+    Raises
+    ------
+    ValueError
+        Unknown or missing parameter, wrong type, or out of range; the message names it.
+    """
+    unknown = sorted(set(given) - set(table))
+    if unknown:
+        raise ValueError(f"{where} has no parameter {unknown[0]!r} (known: {sorted(table)})")
+    out: dict[str, ParamValue] = {}
+    for name, param in table.items():
+        if name not in given:
+            if param.required:
+                raise ValueError(f"{where} needs parameter {name!r}")
+            out[name] = param.default
+            continue
+        value = given[name]
+        ok_type = isinstance(value, int) if param.kind is int else isinstance(value, int | float)
+        if isinstance(value, bool) or not ok_type:
+            raise ValueError(
+                f"{where} parameter {name!r} must be {param.kind.__name__}, got {value!r}"
+            )
+        low_ok = value > param.minimum if param.strict_minimum else value >= param.minimum
+        high_ok = param.maximum is None or value < param.maximum
+        if not (math.isfinite(value) and low_ok and high_ok):
+            bound = f"{'>' if param.strict_minimum else '>='} {param.minimum}"
+            if param.maximum is not None:
+                bound += f" and < {param.maximum}"
+            raise ValueError(f"{where} parameter {name!r} must be {bound}, got {value!r}")
+        out[name] = float(value) if param.kind is float else int(value)
+    return out

@@ -1,0 +1,1 @@
+"""Local learning: models, datasets and partitions, training and evaluation, attack simulators."""

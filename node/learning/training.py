@@ -1,0 +1,248 @@
+"""Local training and evaluation.
+
+A round reads top to bottom: load the round's base weights into the task's model, run SGD with
+momentum (plus the FedProx proximal term when ``fedprox_mu > 0``) over the node's own data, and
+publish the delta ``local - base`` as named float32 CPU tensors. Training runs on CUDA when it is
+available and on the CPU otherwise; only aggregation has to be bit-identical across machines,
+and it is (see `node.aggregation.fixed_point`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from node.aggregation.randomness import derive_seed
+from node.learning.data import DataError, Dataset, check_dataset
+from node.learning.models import build_model
+from node.task import TaskSpec, TrainSpec, ValuationSpec
+
+State = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LocalUpdate:
+    """What one node's local training produced."""
+
+    delta: State  # local weights - base weights, float32 CPU tensors, sorted names
+    num_samples: int  # examples the node trained on
+    train_loss: float  # mean training loss of the last pass
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Evaluation of a model on a dataset."""
+
+    loss: float  # mean cross-entropy
+    accuracy: float  # correct / total
+    correct: int  # examples classified correctly
+    total: int  # examples evaluated
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def training_seed(train: TrainSpec, round_index: int, node_id: str) -> int:
+    """The seed a node uses for its local shuffling in a round.
+
+    Parameters
+    ----------
+    train
+        The task's training section (its ``seed`` and ``seed_policy``).
+    round_index
+        The round number.
+    node_id
+        The node's identity (e.g. its chain address).
+
+    Returns
+    -------
+    int
+        ``train.seed`` under the ``fixed`` policy, else a SHA-256 derivation of
+        (seed, round, node).
+    """
+    if train.seed_policy == "fixed":
+        return train.seed
+    return derive_seed("train", train.seed, round_index, node_id)
+
+
+def genesis_state(spec: TaskSpec) -> State:
+    """The round-0 weights: the task's model initialised from ``spec.train.seed`` on the CPU."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.train.seed)
+        model = build_model(spec.model, spec.data)
+    return _cpu_state(model.state_dict())
+
+
+def state_delta(local: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor]) -> State:
+    """``local - base`` per tensor, float32 CPU, sorted names."""
+    _same_names(local, base)
+    return {
+        k: (local[k].detach().cpu().float() - base[k].detach().cpu().float()) for k in sorted(base)
+    }
+
+
+def apply_delta(base: Mapping[str, torch.Tensor], delta: Mapping[str, torch.Tensor]) -> State:
+    """``base + delta`` per tensor, float32 CPU, sorted names (elementwise, so deterministic)."""
+    _same_names(base, delta)
+    return {
+        k: (base[k].detach().cpu().float() + delta[k].detach().cpu().float()) for k in sorted(base)
+    }
+
+
+def train_local(
+    spec: TaskSpec,
+    base: Mapping[str, torch.Tensor],
+    data: Dataset,
+    *,
+    seed: int,
+    device: torch.device | None = None,
+) -> LocalUpdate:
+    """Train from ``base`` on ``data`` and return the delta.
+
+    Parameters
+    ----------
+    spec
+        The task (model, data shape and training hyper-parameters).
+    base
+        The round's starting weights.
+    data
+        The node's own examples (must fit ``spec.data``).
+    seed
+        Seed of the batch shuffling (see `training_seed`).
+    device
+        Where to train; `default_device` when omitted.
+
+    Returns
+    -------
+    LocalUpdate
+        The delta, the number of examples and the last pass's mean loss.
+
+    Raises
+    ------
+    DataError
+        The data does not fit the task, or is empty.
+    """
+    check_dataset(data, spec.data)
+    if len(data) == 0:
+        raise DataError("cannot train on an empty dataset")
+    dev = default_device() if device is None else device
+    cfg = spec.train
+    model = build_model(spec.model, spec.data).to(dev)
+    model.load_state_dict({k: v.to(dev) for k, v in base.items()})
+    anchor = [p.detach().clone() for p in model.parameters()]  # w_round, for FedProx
+    opt = torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+    x, y = data.x.to(dev), data.y.to(dev)
+    n = len(data)
+    gen = torch.Generator().manual_seed(seed)
+    steps_per_pass = math.ceil(n / cfg.batch_size)
+    total_steps = cfg.local_steps if cfg.local_steps > 0 else cfg.local_epochs * steps_per_pass
+    model.train()
+    loss_sum, loss_count = 0.0, 0
+    order = torch.randperm(n, generator=gen)
+    for step in range(total_steps):
+        k = step % steps_per_pass
+        if k == 0 and step > 0:
+            order = torch.randperm(n, generator=gen)
+            loss_sum, loss_count = 0.0, 0
+        idx = order[k * cfg.batch_size : (k + 1) * cfg.batch_size].to(dev)
+        logits = model(x[idx])  # (batch, num_classes)
+        loss = F.cross_entropy(logits, y[idx])
+        objective = loss
+        if cfg.fedprox_mu > 0:
+            prox = sum(
+                ((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor, strict=True)
+            )
+            objective = loss + 0.5 * cfg.fedprox_mu * prox
+        opt.zero_grad(set_to_none=True)
+        objective.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+        loss_sum += float(loss.detach()) * len(idx)
+        loss_count += len(idx)
+    local = _cpu_state(model.state_dict())
+    return LocalUpdate(state_delta(local, base), n, loss_sum / max(1, loss_count))
+
+
+@torch.no_grad()
+def evaluate(
+    spec: TaskSpec,
+    state: Mapping[str, torch.Tensor],
+    data: Dataset,
+    *,
+    device: torch.device | None = None,
+    batch_size: int = 1024,
+) -> Metrics:
+    """Loss and accuracy of the weights ``state`` on ``data``.
+
+    Parameters
+    ----------
+    spec
+        The task.
+    state
+        Model weights (e.g. a checkpoint, or base + an aggregated delta).
+    data
+        Examples to evaluate on (must fit ``spec.data``).
+    device
+        Where to evaluate; `default_device` when omitted.
+    batch_size
+        Examples per forward pass.
+
+    Returns
+    -------
+    Metrics
+        Mean cross-entropy, accuracy, and the counts behind it.
+    """
+    check_dataset(data, spec.data)
+    dev = default_device() if device is None else device
+    model = build_model(spec.model, spec.data).to(dev)
+    model.load_state_dict({k: v.to(dev) for k, v in state.items()})
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for start in range(0, len(data), batch_size):
+        x = data.x[start : start + batch_size].to(dev)
+        y = data.y[start : start + batch_size].to(dev)
+        logits = model(x)
+        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(dim=1) == y).sum())
+    total = len(data)
+    return Metrics(loss_sum / max(1, total), correct / max(1, total), correct, total)
+
+
+def quantised_utility(metrics: Metrics, valuation: ValuationSpec) -> int:
+    """The task's utility as an integer number of quanta, safe to compare across peers.
+
+    Parameters
+    ----------
+    metrics
+        An evaluation on the reference set.
+    valuation
+        The task's valuation section (utility kind and quantum).
+
+    Returns
+    -------
+    int
+        ``round(accuracy / quantum)`` or ``round(-loss / quantum)``.
+    """
+    value = metrics.accuracy if valuation.utility == "accuracy" else -metrics.loss
+    return round(value / valuation.quantum)
+
+
+def _cpu_state(state: Mapping[str, torch.Tensor]) -> State:
+    """Detached float32 CPU copies, sorted by name."""
+    return {k: state[k].detach().cpu().float().clone() for k in sorted(state)}
+
+
+def _same_names(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> None:
+    """Raise ValueError unless both hold the same tensor names and shapes."""
+    if set(a) != set(b) or any(a[k].shape != b[k].shape for k in a):
+        raise ValueError(
+            f"tensor sets differ: {sorted((k, tuple(v.shape)) for k, v in a.items())} vs "
+            f"{sorted((k, tuple(v.shape)) for k, v in b.items())}"
+        )

@@ -1,0 +1,415 @@
+"""The task spec: everything peers must agree on to train one model together.
+
+One frozen dataclass per section, a comment per field. The spec is stored in the content store;
+the SHA-256 of its canonical bytes (JSON, sorted keys, no whitespace) is the task hash fixed
+on-chain at deployment, so every field that changes what peers compute lives here.
+
+Every value is validated when the spec is built; a bad one raises `ConfigError` naming the field
+(``task.train.lr must be > 0, got 0.0``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Final, get_type_hints
+
+import torch
+
+from node.aggregation.fixed_point import COORD_BOUND, MAX_DIM, MAX_FRAC_BITS
+from node.aggregation.registry import RULES, STEPS, ParamValue, resolve_params
+from node.errors import ConfigError
+
+SPEC_VERSION: Final = 1
+ARCHS: Final = ("mlp", "cnn")
+SEED_POLICIES: Final = ("per_round", "fixed")
+REFERENCE_SOURCES: Final = ("holdout", "cid")
+UTILITIES: Final = ("accuracy", "neg_loss")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The network every peer trains."""
+
+    arch: str = "mlp"  # "mlp": fully connected; "cnn": 3x3 conv+ReLU+maxpool layers, then MLP
+    hidden: tuple[int, ...] = (64,)  # widths of the hidden fully connected layers
+    channels: tuple[int, ...] = (16, 32)  # cnn only: output channels of each conv layer
+
+    def __post_init__(self) -> None:
+        _normalise(self)
+        _one_of("task.model.arch", self.arch, ARCHS)
+        _positive_ints("task.model.hidden", self.hidden)
+        _positive_ints("task.model.channels", self.channels)
+        if self.arch == "cnn" and not self.channels:
+            raise ConfigError("task.model.channels must not be empty for arch 'cnn'")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What one example looks like."""
+
+    dataset: str = "digits"  # "digits" (bundled with scikit-learn) or a name for the peers' files
+    input_shape: tuple[int, ...] = (1, 8, 8)  # (channels, height, width) of one example
+    num_classes: int = 10  # labels are 0 .. num_classes - 1
+
+    def __post_init__(self) -> None:
+        _normalise(self)
+        if not self.dataset:
+            raise ConfigError("task.data.dataset must not be empty")
+        if len(self.input_shape) != 3:
+            raise ConfigError(
+                f"task.data.input_shape must be (channels, height, width), got {self.input_shape}"
+            )
+        _positive_ints("task.data.input_shape", self.input_shape)
+        _at_least("task.data.num_classes", self.num_classes, 2)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Local training each peer runs every round."""
+
+    local_epochs: int = 2  # passes over the local data per round (when local_steps == 0)
+    local_steps: int = 0  # if > 0: exactly this many SGD steps per round instead of epochs
+    batch_size: int = 32  # examples per SGD step
+    lr: float = 0.05  # SGD learning rate
+    momentum: float = 0.9  # SGD momentum, reset every round
+    weight_decay: float = 0.0  # L2 penalty inside SGD
+    fedprox_mu: float = 0.0  # FedProx proximal weight mu/2 * ||w - w_round||^2 (0: plain SGD)
+    seed: int = 0  # base seed: genesis weights and local shuffling
+    seed_policy: str = "per_round"  # "per_round": H(seed, round, node); "fixed": seed every round
+
+    def __post_init__(self) -> None:
+        _normalise(self)
+        _at_least("task.train.local_epochs", self.local_epochs, 1)
+        _at_least("task.train.local_steps", self.local_steps, 0)
+        _at_least("task.train.batch_size", self.batch_size, 1)
+        _positive("task.train.lr", self.lr)
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"task.train.momentum must be in [0, 1), got {self.momentum}")
+        _non_negative("task.train.weight_decay", self.weight_decay)
+        _non_negative("task.train.fedprox_mu", self.fedprox_mu)
+        _at_least("task.train.seed", self.seed, 0)
+        _one_of("task.train.seed_policy", self.seed_policy, SEED_POLICIES)
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One pre-aggregation step."""
+
+    name: str  # a key of node.aggregation.registry.STEPS
+    params: Mapping[str, ParamValue] = field(default_factory=dict)  # its parameters
+
+    def __post_init__(self) -> None:
+        if self.name not in STEPS:
+            raise ConfigError(
+                f"task.aggregation.pre: unknown step {self.name!r} (known: {sorted(STEPS)})"
+            )
+        object.__setattr__(
+            self, "params", _resolved(STEPS[self.name].params, self.params, f"pre.{self.name}")
+        )
+
+
+@dataclass(frozen=True)
+class AggregationSpec:
+    """How peers combine the accepted updates of a round."""
+
+    rule: str = "centered_clipping"  # a key of node.aggregation.registry.RULES
+    params: Mapping[str, ParamValue] = field(  # the rule's parameters (defaults filled in)
+        default_factory=lambda: {"tau": 1.0, "iterations": 3}
+    )
+    pre: tuple[StepSpec, ...] = field(  # steps run before the rule, in order
+        default_factory=lambda: (StepSpec("bucketing", {"s": 2}),)
+    )
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise ConfigError(
+                f"task.aggregation.rule: unknown rule {self.rule!r} (known: {sorted(RULES)})"
+            )
+        object.__setattr__(
+            self, "params", _resolved(RULES[self.rule].params, self.params, "params")
+        )
+        object.__setattr__(self, "pre", tuple(self.pre))
+
+
+@dataclass(frozen=True)
+class ReferenceSpec:
+    """The reference set every peer evaluates contributions on (Shapley valuation)."""
+
+    source: str = "holdout"  # "holdout": seeded slice of the bundled dataset; "cid": an .npz blob
+    size: int = 300  # examples held out (source "holdout"); the rest is the training pool
+    seed: int = 0  # seed of the SHA-256 permutation that picks the held-out examples
+    cid: str = ""  # content id of an .npz with arrays x and y (source "cid")
+
+    def __post_init__(self) -> None:
+        _normalise(self)
+        _one_of("task.reference.source", self.source, REFERENCE_SOURCES)
+        _at_least("task.reference.size", self.size, 1)
+        _at_least("task.reference.seed", self.seed, 0)
+        if (self.source == "cid") != bool(self.cid):
+            raise ConfigError(
+                "task.reference.cid must be set exactly when source is 'cid', "
+                f"got source={self.source!r}, cid={self.cid!r}"
+            )
+
+
+@dataclass(frozen=True)
+class ValuationSpec:
+    """How contributions are valued."""
+
+    utility: str = "accuracy"  # "accuracy" or "neg_loss" on the reference set
+    quantum: float = 1e-4  # utilities are rounded to integer multiples of this before use
+
+    def __post_init__(self) -> None:
+        _normalise(self)
+        _one_of("task.valuation.utility", self.utility, UTILITIES)
+        _positive("task.valuation.quantum", self.quantum)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One swarm's task. Build it, or load it with `TaskSpec.from_json` / `load_task`."""
+
+    version: int = SPEC_VERSION  # format version of this spec
+    name: str = "digits-mlp"  # human-readable task name
+    model: ModelSpec = field(default_factory=ModelSpec)  # the network
+    data: DataSpec = field(default_factory=DataSpec)  # the examples
+    train: TrainSpec = field(default_factory=TrainSpec)  # local training
+    aggregation: AggregationSpec = field(default_factory=AggregationSpec)  # robust aggregation
+    fixed_point_bits: int = 24  # aggregation grid is 2**-fixed_point_bits
+    update_norm_bound: float = 10.0  # updates with a larger L2 norm are rejected
+    max_update_bytes: int = 1 << 20  # serialised updates larger than this are rejected
+    reference: ReferenceSpec = field(default_factory=ReferenceSpec)  # the valuation reference set
+    valuation: ValuationSpec = field(default_factory=ValuationSpec)  # contribution valuation
+
+    def __post_init__(self) -> None:
+        _normalise(self)
+        if self.version != SPEC_VERSION:
+            raise ConfigError(f"task.version must be {SPEC_VERSION}, got {self.version}")
+        if not self.name:
+            raise ConfigError("task.name must not be empty")
+        if isinstance(self.fixed_point_bits, bool) or not (
+            1 <= self.fixed_point_bits <= MAX_FRAC_BITS
+        ):
+            raise ConfigError(
+                f"task.fixed_point_bits must be in [1, {MAX_FRAC_BITS}], "
+                f"got {self.fixed_point_bits}"
+            )
+        limit = COORD_BOUND / (1 << self.fixed_point_bits)
+        _positive("task.update_norm_bound", self.update_norm_bound)
+        if self.update_norm_bound > limit:
+            raise ConfigError(
+                f"task.update_norm_bound must be <= {limit} (2**30 grid units at "
+                f"fixed_point_bits={self.fixed_point_bits}), got {self.update_norm_bound}",
+                hint="lower the bound or fixed_point_bits",
+            )
+        dim = sum(math.prod(shape) for shape, _ in expected_shapes(self).values())
+        if dim > MAX_DIM:
+            raise ConfigError(f"task.model has {dim} parameters, more than {MAX_DIM}")
+        _at_least("task.max_update_bytes", self.max_update_bytes, 4 * dim)
+
+    @classmethod
+    def from_json(cls, data: str | bytes | Mapping[str, Any]) -> TaskSpec:
+        """Build a spec from JSON text or a parsed mapping; missing fields take defaults.
+
+        Parameters
+        ----------
+        data
+            JSON text/bytes, or the parsed object.
+
+        Returns
+        -------
+        TaskSpec
+            The validated spec.
+
+        Raises
+        ------
+        ConfigError
+            Malformed JSON, an unknown field, a wrong type or an invalid value (named).
+        """
+        if isinstance(data, str | bytes):
+            try:
+                data = json.loads(data)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"task spec is not valid JSON: {exc}") from exc
+        spec: TaskSpec = _build(cls, data, "task")
+        return spec
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain JSON-ready values (tuples become lists)."""
+        return _plain(self)  # type: ignore[no-any-return]
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        """Human-readable JSON (sorted keys)."""
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    def canonical_bytes(self) -> bytes:
+        """The canonical encoding: JSON, sorted keys, no whitespace, ASCII only."""
+        return json.dumps(
+            self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=True
+        ).encode()
+
+    def task_hash(self) -> bytes:
+        """SHA-256 of `canonical_bytes`: the 32-byte task hash recorded on-chain."""
+        return hashlib.sha256(self.canonical_bytes()).digest()
+
+
+def load_task(path: Path) -> TaskSpec:
+    """Read a task spec from a JSON file.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, unreadable or invalid.
+    """
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read task spec {path}: {exc.strerror}") from exc
+    return TaskSpec.from_json(text)
+
+
+def dump_task(spec: TaskSpec, path: Path) -> None:
+    """Write a task spec as readable JSON (load it back with `load_task`)."""
+    path.write_text(spec.to_json() + "\n")
+
+
+def default_task() -> TaskSpec:
+    """The default task: an MLP on scikit-learn's bundled 8x8 digits."""
+    return TaskSpec()
+
+
+def expected_shapes(spec: TaskSpec) -> dict[str, tuple[tuple[int, ...], str]]:
+    """The parameter names, shapes and dtypes every update of the task must have.
+
+    Parameters
+    ----------
+    spec
+        The task.
+
+    Returns
+    -------
+    dict[str, tuple[tuple[int, ...], str]]
+        Parameter name (the model's ``state_dict`` names, sorted) -> (shape, safetensors dtype,
+        always ``"F32"``).
+    """
+    from node.learning.models import build_model
+
+    with torch.device("meta"):
+        model = build_model(spec.model, spec.data)
+    state = model.state_dict()
+    return {name: (tuple(state[name].shape), "F32") for name in sorted(state)}
+
+
+def _resolved(table: Mapping[str, Any], given: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    """Validate aggregation parameters, fill defaults and freeze them."""
+    try:
+        values = resolve_params(table, dict(given), where)
+    except ValueError as exc:
+        raise ConfigError(f"task.aggregation.{where}: {exc}") from exc
+    return types.MappingProxyType(values)
+
+
+def _build(cls: type[Any], data: Any, path: str) -> Any:
+    """Build dataclass ``cls`` from a JSON object, checking keys and types by field."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path} must be a JSON object, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{path} has no field {unknown[0]!r} (known: {sorted(known)})")
+    kwargs = {name: _convert(hints[name], data[name], f"{path}.{name}") for name in data}
+    return cls(**kwargs)
+
+
+def _convert(hint: Any, value: Any, path: str) -> Any:
+    """Convert one JSON value to the field type ``hint``."""
+    if is_dataclass(hint):
+        return _build(hint, value, path)  # type: ignore[arg-type]
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{path} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path} must be a string, got {value!r}")
+        return value
+    if hint == tuple[int, ...]:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path} must be a list of integers, got {value!r}")
+        return tuple(_convert(int, v, f"{path}[{k}]") for k, v in enumerate(value))
+    if hint == tuple[StepSpec, ...]:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path} must be a list of steps, got {value!r}")
+        return tuple(_build(StepSpec, v, f"{path}[{k}]") for k, v in enumerate(value))
+    if hint == Mapping[str, ParamValue]:
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{path} must be a JSON object, got {value!r}")
+        return dict(value)
+    raise TypeError(f"no JSON conversion for {path}: {hint}")
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses, mappings and tuples as JSON-ready dicts and lists."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _normalise(section: Any) -> None:
+    """Store ints given for float fields as floats and lists as tuples, so that equal specs
+    encode to equal canonical bytes however they were built."""
+    for name, hint in get_type_hints(type(section)).items():
+        value = getattr(section, name)
+        if hint is float and isinstance(value, int) and not isinstance(value, bool):
+            object.__setattr__(section, name, float(value))
+        elif hint == tuple[int, ...] and isinstance(value, list):
+            object.__setattr__(section, name, tuple(value))
+
+
+def _one_of(path: str, value: str, allowed: tuple[str, ...]) -> None:
+    """Raise ConfigError unless ``value`` is one of ``allowed``."""
+    if value not in allowed:
+        raise ConfigError(f"{path} must be one of {list(allowed)}, got {value!r}")
+
+
+def _at_least(path: str, value: int, low: int) -> None:
+    """Raise ConfigError unless ``value`` is an integer >= ``low``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{path} must be an integer >= {low}, got {value!r}")
+
+
+def _positive(path: str, value: float) -> None:
+    """Raise ConfigError unless ``value`` is a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{path} must be a number, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{path} must be > 0, got {value}")
+
+
+def _non_negative(path: str, value: float) -> None:
+    """Raise ConfigError unless ``value`` is a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{path} must be a number, got {value!r}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"{path} must be >= 0, got {value}")
+
+
+def _positive_ints(path: str, values: tuple[int, ...]) -> None:
+    """Raise ConfigError unless every entry is an integer >= 1."""
+    for k, v in enumerate(values):
+        _at_least(f"{path}[{k}]", v, 1)

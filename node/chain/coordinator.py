@@ -18,6 +18,7 @@ from typing import Any
 from eth_utils.address import to_checksum_address
 from web3 import Web3
 
+from node.chain.abis import contract_at
 from node.chain.deploy import connect
 from node.chain.deployment import Deployment, load_deployment
 from node.chain.events import ChainEvent, EventDecoder
@@ -32,7 +33,6 @@ from node.chain.protocol import (
     commitment,
 )
 from node.chain.reverts import AlreadyCommitted
-from node.chain.solidity import load_artifact
 from node.chain.tx import Sender, Transaction, call_view
 from node.errors import ChainError, ConfigError
 
@@ -118,9 +118,7 @@ class Token:
     def __init__(self, w3: Web3, address: str, sender: Sender | None = None) -> None:
         self.w3 = w3
         self.address = to_checksum_address(address)
-        self.contract = w3.eth.contract(
-            address=self.address, abi=load_artifact("SwarmToken")["abi"]
-        )
+        self.contract = contract_at(w3, "SwarmToken", self.address)
         self.events = EventDecoder(w3, self.address, "SwarmToken")
         self.sender = sender
 
@@ -200,9 +198,7 @@ class Coordinator:
                 raise ConfigError(f"no contract code at the {name} address {address}")
         self.w3 = w3
         self.deployment = deployment
-        self.contract = w3.eth.contract(
-            address=self.address, abi=load_artifact("SwarmCoordinator")["abi"]
-        )
+        self.contract = contract_at(w3, "SwarmCoordinator", self.address)
         self.decoder = EventDecoder(w3, self.address, "SwarmCoordinator")
         token_decoder = EventDecoder(w3, deployment.token, "SwarmToken")
         self.sender = (

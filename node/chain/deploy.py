@@ -9,7 +9,9 @@ from eth_utils.address import is_address, to_checksum_address
 from eth_utils.crypto import keccak
 from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3Exception
+from web3.types import RPCEndpoint
 
+from node.chain.abis import contract_at
 from node.chain.deployment import ArtifactRecord, Deployment, SwarmParams
 from node.chain.reverts import decode_revert
 from node.chain.solidity import load_artifact
@@ -25,7 +27,15 @@ def connect(rpc_url: str, timeout_s: float = 10.0) -> Web3:
     ChainError
         If nothing answers JSON-RPC at `rpc_url`.
     """
-    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}))
+    # web3 asks for the chain id before nearly every call; it cannot change under one URL, so
+    # it alone is cached (blocks are not: a reverted local chain reuses block numbers).
+    provider = Web3.HTTPProvider(
+        rpc_url,
+        request_kwargs={"timeout": timeout_s},
+        cache_allowed_requests=True,
+        cacheable_requests={RPCEndpoint("eth_chainId")},
+    )
+    w3 = Web3(provider)
     if not w3.is_connected():
         raise ChainError(
             f"no EVM node answers at {rpc_url}", hint="check --rpc, or start one with `swarm demo`"
@@ -61,7 +71,7 @@ def _deploy(w3: Web3, private_key: str, name: str, *args: Any) -> tuple[str, int
         )
         signed = account.sign_transaction(tx)
         receipt = w3.eth.wait_for_transaction_receipt(
-            w3.eth.send_raw_transaction(signed.raw_transaction)
+            w3.eth.send_raw_transaction(signed.raw_transaction), poll_latency=0.02
         )
     except ContractLogicError as err:
         raise decode_revert(revert_data(err), context=f"deploying {name}") from err
@@ -133,8 +143,8 @@ def deploy_swarm(
     coordinator = to_checksum_address(coordinator_address)
     if params.reward_pool > 0:
         sender = Sender(w3, private_key)
-        erc20 = w3.eth.contract(address=token_address, abi=load_artifact("SwarmToken")["abi"])
-        pool = w3.eth.contract(address=coordinator, abi=load_artifact("SwarmCoordinator")["abi"])
+        erc20 = contract_at(w3, "SwarmToken", token_address)
+        pool = contract_at(w3, "SwarmCoordinator", coordinator)
         sender.send(erc20.functions.approve(coordinator, params.reward_pool), "approve(pool)")
         sender.send(pool.functions.fundRewards(params.reward_pool), "fundRewards(pool)")
     return Deployment(

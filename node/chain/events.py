@@ -10,16 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+from eth_typing import ABIEvent
 from eth_utils.abi import event_abi_to_log_topic
 from eth_utils.address import to_checksum_address
 from web3 import Web3
 from web3.exceptions import Web3Exception
 from web3.types import EventData, LogReceipt
 
+from node.chain.abis import abi_of, contract_at
 from node.chain.protocol import CoordinatorParams, Outcome, SlashReason
-from node.chain.solidity import load_artifact
 from node.errors import ChainError
 
 LOG_CHUNK_BLOCKS = 5_000  # blocks per eth_getLogs request; many RPC providers cap the range
@@ -372,10 +373,12 @@ class EventDecoder:
 
     def __init__(self, w3: Web3, address: str, contract_name: str) -> None:
         self.address = to_checksum_address(address)
-        abi = load_artifact(contract_name)["abi"]
-        self._contract = w3.eth.contract(address=self.address, abi=abi)
+        abi = abi_of(contract_name)
+        self._contract = contract_at(w3, contract_name, self.address)
         self._names = {
-            event_abi_to_log_topic(item): item["name"] for item in abi if item["type"] == "event"
+            event_abi_to_log_topic(cast(ABIEvent, item)): item["name"]
+            for item in abi
+            if item["type"] == "event"
         }
 
     def decode(self, log: LogReceipt) -> ChainEvent | None:

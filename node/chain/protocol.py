@@ -7,19 +7,20 @@ test holds both sides to it:
   ``keccak256(abi.encode(cid, contentHash, numSamples, salt, node, round, coordinator))``;
 - the key an attested tuple's stake accumulates under:
   ``keccak256(abi.encode(checkpointHash, checkpointCid, acceptedBitmap, rewardsRoot))``;
-- a reward leaf, as in OpenZeppelin's StandardMerkleTree over ``(address, uint256)``:
-  ``keccak256(bytes.concat(keccak256(abi.encode(account, amount))))``;
 - the round seed: ``keccak256(abi.encode(chainid, coordinator, round, baseRound,
   baseCheckpointHash, openedAt))``.
 
 Content hashes are SHA-256 of the exact blob bytes. Accepted sets are bitmaps over member
-indices: bit ``i`` is bit ``i % 8`` (least significant first) of byte ``i // 8``.
+indices: bit ``i`` is bit ``i % 8`` (least significant first) of byte ``i // 8``. Reward roots are
+OpenZeppelin StandardMerkleTree roots over ``(address, uint256)``, built by
+`incentives.merkle.RewardTree`; the contract verifies claims against the leaf
+``keccak256(bytes.concat(keccak256(abi.encode(account, amount))))``.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -112,7 +113,7 @@ class Outcome:
     checkpoint_hash: bytes  # SHA-256 of the aggregated checkpoint blob (32 bytes)
     checkpoint_cid: str  # CID of that blob
     accepted_bitmap: bytes  # member indices whose updates were accepted (`encode_bitmap`)
-    rewards_root: bytes  # `RewardTree` root over the round's (account, amount) rewards (32 bytes)
+    rewards_root: bytes  # incentives.merkle.RewardTree root of the round's rewards (32 bytes)
 
     def as_abi(self) -> tuple[bytes, str, bytes, bytes]:
         """The tuple in ABI order, for contract calls."""
@@ -234,70 +235,3 @@ def decode_bitmap(bitmap: bytes) -> frozenset[int]:
         for bit in range(8)
         if byte >> bit & 1
     )
-
-
-def reward_leaf(account: str, amount: int) -> bytes:
-    """The StandardMerkleTree leaf of one reward: keccak(keccak(abi.encode(account, amount)))."""
-    return keccak(keccak(encode(["address", "uint256"], [to_checksum_address(account), amount])))
-
-
-def _hash_pair(a: bytes, b: bytes) -> bytes:
-    return keccak(a + b) if a < b else keccak(b + a)
-
-
-class RewardTree:
-    """OpenZeppelin StandardMerkleTree over ``(address, uint256)`` rewards.
-
-    Built as ``@openzeppelin/merkle-tree`` builds it (leaves sorted by hash, a complete binary tree
-    stored as an array, pairs hashed in sorted order), so roots match that library and proofs
-    verify with OpenZeppelin's ``MerkleProof``.
-
-    Parameters
-    ----------
-    rewards
-        Amount per account; every amount must be positive.
-
-    Raises
-    ------
-    ValueError
-        If `rewards` is empty or holds a non-positive amount.
-    """
-
-    def __init__(self, rewards: Mapping[str, int]) -> None:
-        if not rewards:
-            raise ValueError("a reward tree needs at least one (account, amount) leaf")
-        self.rewards = {to_checksum_address(a): amount for a, amount in rewards.items()}
-        bad = {a: v for a, v in self.rewards.items() if v <= 0}
-        if bad:
-            raise ValueError(f"reward amounts must be positive, got {bad}")
-        leaves = sorted(reward_leaf(a, v) for a, v in self.rewards.items())
-        size = 2 * len(leaves) - 1
-        tree = [b""] * size
-        for i, leaf in enumerate(leaves):
-            tree[size - 1 - i] = leaf
-        for i in range(size - 1 - len(leaves), -1, -1):
-            tree[i] = _hash_pair(tree[2 * i + 1], tree[2 * i + 2])
-        self._tree = tree
-        self._position = {leaf: size - 1 - i for i, leaf in enumerate(leaves)}
-
-    @property
-    def root(self) -> bytes:
-        """The 32-byte root that goes into the attested tuple."""
-        return self._tree[0]
-
-    def proof(self, account: str) -> list[bytes]:
-        """Sibling hashes from `account`'s leaf up to the root.
-
-        Raises
-        ------
-        KeyError
-            If `account` has no reward in this tree.
-        """
-        checksummed = to_checksum_address(account)
-        index = self._position[reward_leaf(checksummed, self.rewards[checksummed])]
-        path: list[bytes] = []
-        while index > 0:
-            sibling = index - 1 if index % 2 == 0 else index + 1
-            path.append(self._tree[sibling])
-            index = (index - 1) // 2
-        return path

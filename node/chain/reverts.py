@@ -16,9 +16,10 @@ from typing import Any, ClassVar
 from eth_abi.abi import decode
 from eth_abi.exceptions import DecodingError
 from eth_utils.abi import function_signature_to_4byte_selector
+from eth_utils.address import to_checksum_address
 
+from node.chain.abis import abi_of
 from node.chain.protocol import MemberStatus, Phase, RoundStatus, SubmissionState
-from node.chain.solidity import load_artifact
 from node.errors import ChainError
 
 # Contracts whose reverts can reach a caller: the coordinator, and the token (directly, or
@@ -322,7 +323,7 @@ def _abi_errors() -> dict[bytes, tuple[str, list[str], list[str]]]:
     """Selector -> (error name, argument types, argument names) over the reverting contracts."""
     table: dict[bytes, tuple[str, list[str], list[str]]] = {}
     for contract in REVERTING_CONTRACTS:
-        for item in load_artifact(contract)["abi"]:
+        for item in abi_of(contract):
             if item["type"] != "error":
                 continue
             types = [arg["type"] for arg in item["inputs"]]
@@ -361,7 +362,11 @@ def decode_revert(data: bytes, *, context: str | None = None) -> ChainError:
         if known is None:
             return UnknownRevert(data, context=context)
         name, types, names = known
-        values = dict(zip(names, decode(types, body), strict=True))
+        decoded = decode(types, body)
+        values = {
+            name: to_checksum_address(value) if kind == "address" else value
+            for name, kind, value in zip(names, types, decoded, strict=True)
+        }
     except DecodingError:  # malformed argument bytes: report the raw data
         return UnknownRevert(data, context=context)
     return REVERT_TYPES[name](values, context=context)

@@ -110,7 +110,11 @@ class StepSpec:
                 f"task.aggregation.pre: unknown step {self.name!r} (known: {sorted(STEPS)})"
             )
         object.__setattr__(
-            self, "params", _resolved(STEPS[self.name].params, self.params, f"pre.{self.name}")
+            self,
+            "params",
+            _resolved(
+                STEPS[self.name].params, self.params, f"pre.{self.name}", f"step {self.name!r}"
+            ),
         )
 
 
@@ -132,7 +136,9 @@ class AggregationSpec:
                 f"task.aggregation.rule: unknown rule {self.rule!r} (known: {sorted(RULES)})"
             )
         object.__setattr__(
-            self, "params", _resolved(RULES[self.rule].params, self.params, "params")
+            self,
+            "params",
+            _resolved(RULES[self.rule].params, self.params, "params", f"rule {self.rule!r}"),
         )
         object.__setattr__(self, "pre", tuple(self.pre))
 
@@ -306,12 +312,14 @@ def expected_shapes(spec: TaskSpec) -> dict[str, tuple[tuple[int, ...], str]]:
     return {name: (tuple(state[name].shape), "F32") for name in sorted(state)}
 
 
-def _resolved(table: Mapping[str, Any], given: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+def _resolved(
+    table: Mapping[str, Any], given: Mapping[str, Any], path: str, what: str
+) -> Mapping[str, Any]:
     """Validate aggregation parameters, fill defaults and freeze them."""
     try:
-        values = resolve_params(table, dict(given), where)
+        values = resolve_params(table, dict(given), what)
     except ValueError as exc:
-        raise ConfigError(f"task.aggregation.{where}: {exc}") from exc
+        raise ConfigError(f"task.aggregation.{path}: {exc}") from exc
     return types.MappingProxyType(values)
 
 

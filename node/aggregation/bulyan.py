@@ -15,6 +15,8 @@ import numpy as np
 
 from node.aggregation.fixed_point import (
     Batch,
+    I32Array,
+    IntArray,
     RuleOutput,
     coordinate_blocks,
     div_round,
@@ -47,6 +49,39 @@ def bulyan_selection(batch: Batch, f: int) -> list[int]:
     return chosen
 
 
+def mean_around_median(values: I32Array, beta: int) -> IntArray:
+    """Per coordinate, the mean of the ``beta`` values closest to the median (rounded).
+
+    Parameters
+    ----------
+    values
+        ``(theta, d)`` int32 grid rows.
+    beta
+        How many values to average, ``1 <= beta <= theta``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(d,)`` int64. Values at equal distance on both sides of the median are taken lower
+        side first.
+    """
+    theta = values.shape[0]
+    if not 1 <= beta <= theta:
+        raise ValueError(f"need 1 <= beta <= theta, got beta={beta}, theta={theta}")
+    out = np.empty(values.shape[1], dtype=np.int64)
+    for start, stop in coordinate_blocks(values):
+        cols = sorted_columns(values, start, stop).astype(np.int64)  # (block, theta)
+        median2 = cols[:, (theta - 1) // 2] + cols[:, theta // 2]  # twice the median
+        twice = 2 * cols - median2[:, None]  # 2 * (value - median), exact
+        # The key orders by distance to the median, lower side first, and encodes the value.
+        keys = 2 * np.abs(twice) + (twice > 0)
+        nearest = np.partition(keys, beta - 1, axis=1)[:, :beta]
+        signed = np.where(nearest & 1, 1, -1) * (nearest >> 1)  # back to 2 * (value - median)
+        total2 = beta * median2 + signed.sum(axis=1)  # twice the sum of the beta values
+        out[start:stop] = div_round(total2, 2 * beta)
+    return out
+
+
 def bulyan(batch: Batch, *, f: int) -> RuleOutput:
     """Bulyan: iterated-Krum selection, then a coordinate-wise mean around the median.
 
@@ -71,18 +106,5 @@ def bulyan(batch: Batch, *, f: int) -> RuleOutput:
     if f < 0 or n < 4 * f + 3:
         raise ValueError(f"Bulyan needs n >= 4f + 3, got n={n}, f={f}")
     chosen = bulyan_selection(batch, f)
-    theta = len(chosen)
-    beta = theta - 2 * f
     values = np.ascontiguousarray(batch.values[sorted(chosen)])
-    out = np.empty(batch.dim, dtype=np.int64)
-    for start, stop in coordinate_blocks(values):
-        cols = sorted_columns(values, start, stop).astype(np.int64)  # (block, theta)
-        median2 = cols[:, (theta - 1) // 2] + cols[:, theta // 2]  # twice the median
-        twice = 2 * cols - median2[:, None]  # 2 * (value - median), exact
-        # Key orders by distance to the median, then lower side first; it encodes the value.
-        keys = 2 * np.abs(twice) + (twice > 0)
-        nearest = np.partition(keys, beta - 1, axis=1)[:, :beta]
-        signed = np.where(nearest & 1, 1, -1) * (nearest >> 1)  # back to 2 * (value - median)
-        total2 = beta * median2 + signed.sum(axis=1)  # twice the sum of the beta values
-        out[start:stop] = div_round(total2, 2 * beta)
-    return RuleOutput(out, tuple(chosen))
+    return RuleOutput(mean_around_median(values, len(chosen) - 2 * f), tuple(chosen))

@@ -62,15 +62,12 @@ def trimmed_mean(batch: Batch, *, beta: float) -> RuleOutput:
     Raises
     ------
     ValueError
-        If ``beta`` is outside ``[0, 0.5)`` or nothing would remain
-        (trimmed mean needs n > 2 * floor(beta * n)).
+        If ``beta`` is outside ``[0, 0.5)`` (then nothing might remain).
     """
     n = batch.n
     if not 0.0 <= beta < 0.5:
         raise ValueError(f"trimmed mean needs 0 <= beta < 0.5, got beta={beta}")
-    cut = int(beta * n)
-    if n <= 2 * cut:
-        raise ValueError(f"trimmed mean needs n > 2 * floor(beta * n), got n={n}, beta={beta}")
+    cut = int(beta * n)  # beta < 0.5 keeps n - 2 * cut >= 1 values
     kept = n - 2 * cut
     out = np.empty(batch.dim, dtype=np.int64)
     for start, stop in coordinate_blocks(batch.values):

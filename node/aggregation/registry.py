@@ -124,6 +124,9 @@ def resolve_params(
             out[name] = param.default
             continue
         value = given[name]
+        if value is None and param.default is None and not param.required:
+            out[name] = None  # an optional parameter left unset, written out explicitly
+            continue
         ok_type = isinstance(value, int) if param.kind is int else isinstance(value, int | float)
         if isinstance(value, bool) or not ok_type:
             raise ValueError(

@@ -8,6 +8,7 @@ before reading, headers are checked against the payload, and ``.npz`` files are 
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import zipfile
@@ -77,12 +78,18 @@ def load_digits() -> Dataset:
     Dataset
         ``x`` is ``(1797, 1, 8, 8)`` scaled from 0..16 to ``[0, 1]``.
     """
+    images, labels = _digits_arrays()
+    return Dataset(torch.from_numpy(images.copy()), torch.from_numpy(labels.copy()))
+
+
+@functools.cache
+def _digits_arrays() -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """The digits as arrays, read from scikit-learn once per process."""
     from sklearn.datasets import load_digits as sklearn_digits
 
     bunch = sklearn_digits()
-    images = np.asarray(bunch.images, dtype=np.float32) / 16.0
-    labels = np.asarray(bunch.target, dtype=np.int64)
-    return Dataset(torch.from_numpy(images[:, None]), torch.from_numpy(labels))
+    images = np.asarray(bunch.images, dtype=np.float32)[:, None] / np.float32(16.0)
+    return images, np.asarray(bunch.target, dtype=np.int64)
 
 
 def read_idx(path: Path, *, max_bytes: int = MAX_DATA_BYTES) -> npt.NDArray[np.generic]:

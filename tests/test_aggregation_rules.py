@@ -1,0 +1,332 @@
+"""Every aggregation rule and pre-aggregation step on tiny inputs you can check by hand."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+import torch
+
+from node.aggregation.bucketing import bucketing
+from node.aggregation.bulyan import bulyan, mean_around_median
+from node.aggregation.centered_clipping import centered_clipping
+from node.aggregation.fixed_point import (
+    COORD_BOUND,
+    Batch,
+    dequantise,
+    div_round,
+    exact_combine,
+    exact_inner,
+    quantise,
+)
+from node.aggregation.geometric_median import geometric_median
+from node.aggregation.krum import krum, multi_krum
+from node.aggregation.mean import mean, weighted_mean
+from node.aggregation.median import median, trimmed_mean
+from node.aggregation.nnm import nearest_neighbour_mixing
+from node.aggregation.norm_clipping import norm_clipping
+from node.aggregation.pipeline import aggregate
+from node.aggregation.randomness import derive_seed, seeded_permutation
+from node.aggregation.registry import RULES, STEPS, resolve_params
+from node.task import AggregationSpec, StepSpec, TaskSpec
+
+
+def batch_of(
+    rows: Sequence[Sequence[float]], weights: Sequence[int] | None = None, bits: int = 1
+) -> Batch:
+    """A batch of one-tensor updates named 'w' (grid 2**-bits)."""
+    updates = [{"w": torch.tensor(row, dtype=torch.float32)} for row in rows]
+    return quantise(updates, weights or [1] * len(rows), bits)
+
+
+def as_float(grid: np.ndarray, bits: int = 1) -> list[float]:
+    return [float(v) / (1 << bits) for v in grid]
+
+
+# --- fixed-point core -------------------------------------------------------------------------
+
+
+def test_quantise_rounds_half_to_even_and_clamps() -> None:
+    batch = batch_of([[0.25, 0.75, -0.25, 1e30, -math.inf]])
+    assert batch.values[0].tolist() == [0, 2, 0, COORD_BOUND, -COORD_BOUND]
+
+
+def test_quantise_rejects_nan_mismatched_shapes_and_bad_counts() -> None:
+    good = {"w": torch.zeros(3)}
+    with pytest.raises(ValueError, match="NaN"):
+        quantise([good, {"w": torch.tensor([0.0, math.nan, 0.0])}], [1, 1], 8)
+    with pytest.raises(ValueError, match="update 1 has tensors"):
+        quantise([good, {"w": torch.zeros(4)}], [1, 1], 8)
+    with pytest.raises(ValueError, match="float32"):
+        quantise([{"w": torch.zeros(3, dtype=torch.float64)}], [1], 8)
+    with pytest.raises(ValueError, match="positive integers"):
+        quantise([good], [0], 8)
+    with pytest.raises(ValueError, match="sum to <="):
+        quantise([good, good], [2**31, 2**31 + 1], 8)
+    with pytest.raises(ValueError, match="at least one update"):
+        quantise([], [], 8)
+
+
+def test_dequantise_inverts_quantise_on_the_grid() -> None:
+    update = {"b": torch.tensor([0.5, -1.25]), "a": torch.tensor([[3.0, -0.125], [0.0, 2.5]])}
+    batch = quantise([update], [1], 3)
+    back = dequantise(batch.values[0].astype(np.int64), batch.layout, 3)
+    assert list(back) == ["a", "b"]
+    assert all(torch.equal(back[k], update[k]) for k in update)
+
+
+def test_div_round_rounds_half_to_even() -> None:
+    num = np.array([5, 7, -5, -7, 6, 1, -1], dtype=np.int64)
+    assert div_round(num, 2).tolist() == [2, 4, -2, -4, 3, 0, 0]
+    assert div_round(np.array([10, -10, 11]), 4).tolist() == [2, -2, 3]
+
+
+def test_exact_inner_matches_python_integers_at_the_bounds() -> None:
+    rng = np.random.default_rng(1)
+    a = rng.integers(-COORD_BOUND, COORD_BOUND + 1, size=(3, 5000)).astype("<i4")
+    a[0, :100] = COORD_BOUND
+    a[1, :100] = -COORD_BOUND
+    expected = [[sum(int(x) * int(y) for x, y in zip(r, s, strict=True)) for s in a] for r in a]
+    assert exact_inner(a, a) == expected
+
+
+def test_exact_combine_matches_python_integers() -> None:
+    rng = np.random.default_rng(2)
+    values = rng.integers(-COORD_BOUND, COORD_BOUND + 1, size=(4, 300)).astype("<i4")
+    coeffs = np.array([[2**31, 2**30, 2**30 - 1, 1], [-5, 0, 7, 3]], dtype=np.int64)
+    out = exact_combine(values, coeffs)
+    for k in range(2):
+        expected = [
+            sum(int(c) * int(v) for c, v in zip(coeffs[k], col, strict=True)) for col in values.T
+        ]
+        assert out[k].tolist() == expected
+    with pytest.raises(ValueError, match="absolute value"):
+        exact_combine(values, np.full((1, 4), 2**31, dtype=np.int64))
+
+
+def test_subset_reuses_inner_products() -> None:
+    batch = batch_of([[1.0, 2.0], [3.0, -1.0], [0.5, 0.5]], weights=[4, 5, 6])
+    gram = batch.gram
+    sub = batch.subset([2, 0])
+    assert sub.gram == [[gram[2][2], gram[2][0]], [gram[0][2], gram[0][0]]]
+    assert sub.gram == exact_inner(sub.values, sub.values)
+    assert sub.weights.tolist() == [6, 4]
+    assert sub.origin == ((2,), (0,))
+    with pytest.raises(ValueError, match="distinct"):
+        batch.subset([0, 0])
+
+
+def test_seeded_permutation_is_fixed_and_seed_dependent() -> None:
+    perm = seeded_permutation(10, 7, "bucketing")
+    assert sorted(perm) == list(range(10))
+    assert perm == seeded_permutation(10, 7, "bucketing")
+    assert perm != seeded_permutation(10, 8, "bucketing")
+    assert derive_seed("a", 1) == derive_seed("a", 1) != derive_seed("a", 2)
+
+
+# --- rules ------------------------------------------------------------------------------------
+
+
+def test_mean_and_fedavg() -> None:
+    batch = batch_of([[1.0, 2.0], [3.0, 4.0], [5.0, 9.0]], weights=[1, 1, 2])
+    assert as_float(mean(batch).aggregate) == [3.0, 5.0]
+    # (1*1 + 3*1 + 5*2) / 4 = 3.5 and (2 + 4 + 18) / 4 = 6
+    assert as_float(weighted_mean(batch).aggregate) == [3.5, 6.0]
+    assert mean(batch).selected is None
+
+
+def test_median_odd_and_even() -> None:
+    assert as_float(median(batch_of([[1.0], [5.0], [2.0]])).aggregate) == [2.0]
+    assert as_float(median(batch_of([[1.0], [2.0], [4.0], [10.0]])).aggregate) == [3.0]
+
+
+def test_trimmed_mean_drops_the_extremes() -> None:
+    batch = batch_of([[1.0, -100.0], [2.0, 0.0], [4.0, 1.0], [100.0, 3.0]])
+    assert as_float(trimmed_mean(batch, beta=0.25).aggregate) == [3.0, 0.5]
+    # Untrimmed: 107 / 4 = 26.75 is 53.5 grid units of 1/2, rounded half to even to 54.
+    assert as_float(trimmed_mean(batch, beta=0.0).aggregate) == [27.0, -24.0]
+    with pytest.raises(ValueError, match=r"0 <= beta < 0\.5"):
+        trimmed_mean(batch, beta=0.5)
+
+
+def test_geometric_median_resists_an_outlier() -> None:
+    # Four points symmetric about 0 and one at (1000, 0): the geometric median is (1/sqrt 3, 0)
+    # (where the unit vectors to the points sum to zero), while the mean is (200, 0).
+    rows = [[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0], [1000.0, 0.0]]
+    batch = batch_of(rows, bits=16)
+    x, y = as_float(geometric_median(batch, iterations=200).aggregate, bits=16)
+    assert x == pytest.approx(1 / math.sqrt(3), abs=1e-3)
+    assert y == 0.0
+    with pytest.raises(ValueError, match="iterations >= 1"):
+        geometric_median(batch, iterations=0)
+
+
+def test_krum_picks_the_most_central_input() -> None:
+    # Scores with n - f - 2 = 2 neighbours: 0 -> 1 + 4, 1 -> 1 + 1, 2 -> 1 + 4, 100 -> huge.
+    batch = batch_of([[0.0], [1.0], [2.0], [100.0]])
+    out = krum(batch, f=0)
+    assert as_float(out.aggregate) == [1.0]
+    assert out.selected == (1,)
+    with pytest.raises(ValueError, match="Krum needs n >= 2f \\+ 3, got n=4, f=1"):
+        krum(batch, f=1)
+
+
+def test_multi_krum_averages_the_best_m() -> None:
+    batch = batch_of([[0.0], [1.0], [2.0], [100.0]])
+    out = multi_krum(batch, f=0, m=3)
+    assert as_float(out.aggregate) == [1.0]
+    assert sorted(out.selected or ()) == [0, 1, 2]
+    assert out.selected is not None and out.selected[0] == 1
+    with pytest.raises(ValueError, match="Multi-Krum needs 1 <= m <= n - f, got n=4, f=0, m=5"):
+        multi_krum(batch, f=0, m=5)
+
+
+def test_bulyan_screens_the_outlier_and_averages_around_the_median() -> None:
+    # theta = 7 - 2 = 5 of the six inliers survive iterated Krum, the outlier never does.
+    rows = [[0.0], [1.0], [2.0], [3.0], [4.0], [5.0], [90.0]]
+    out = bulyan(batch_of(rows, bits=8), f=1)
+    assert out.selected is not None and len(out.selected) == 5 and 6 not in out.selected
+    assert 1.0 <= as_float(out.aggregate, bits=8)[0] <= 4.0
+    with pytest.raises(ValueError, match="Bulyan needs n >= 4f \\+ 3, got n=7, f=2"):
+        bulyan(batch_of(rows), f=2)
+
+
+def test_mean_around_median_takes_the_lower_side_on_ties() -> None:
+    # Median of {0, 2, 4, 5, 6} is 4; the 3 closest are 4, 5 and then 2 or 6 (both at 2): the
+    # lower one, so (4 + 5 + 2) / 3.
+    batch = batch_of([[0.0, 1.0], [2.0, 1.0], [4.0, 1.0], [5.0, 1.0], [6.0, 1.0]], bits=8)
+    out = mean_around_median(batch.values, 3)
+    assert as_float(out, bits=8) == [pytest.approx(11 / 3, abs=1 / 256), 1.0]
+    assert as_float(mean_around_median(batch.values, 5), bits=8) == [
+        pytest.approx(3.4, abs=1 / 256),
+        1.0,
+    ]
+
+
+def test_centered_clipping_clips_each_offset_to_tau() -> None:
+    # From centre 0 with tau = 1: offsets 1, 2, 10 are clipped to 1, 1, 1; their mean is 1.
+    batch = batch_of([[1.0], [2.0], [10.0]])
+    assert as_float(centered_clipping(batch, tau=1.0, iterations=1).aggregate) == [1.0]
+    # With a centre at 2, offsets -1, 0, 8 become -1, 0, 1: the centre stays at 2.
+    start = np.array([4], dtype=np.int64)
+    out = centered_clipping(batch, tau=1.0, iterations=1, center=start)
+    assert as_float(out.aggregate) == [2.0]
+    with pytest.raises(ValueError, match="tau > 0"):
+        centered_clipping(batch, tau=0.0)
+    with pytest.raises(ValueError, match="centre must be"):
+        centered_clipping(batch, tau=1.0, center=np.zeros(2, dtype=np.int64))
+
+
+# --- pre-aggregation steps -------------------------------------------------------------------
+
+
+def test_norm_clipping_scales_long_rows_only() -> None:
+    batch = batch_of([[3.0, 4.0], [0.3, 0.4]], bits=20)
+    out = norm_clipping(batch, max_norm=1.0)
+    first = [float(v) / 2**20 for v in out.values[0]]
+    assert first == pytest.approx([0.6, 0.8], abs=1e-6)
+    assert out.values[1].tolist() == batch.values[1].tolist()
+    assert out.origin == batch.origin
+
+
+def test_bucketing_averages_disjoint_buckets() -> None:
+    batch = batch_of([[0.0], [2.0], [4.0], [8.0], [16.0]], weights=[1, 2, 3, 4, 5])
+    out = bucketing(batch, s=2, seed=11)
+    assert out.n == 3
+    members = [set(o) for o in out.origin]
+    assert sorted(len(m) for m in members) == [1, 2, 2]
+    assert set().union(*members) == {0, 1, 2, 3, 4}
+    rows = [[0.0], [2.0], [4.0], [8.0], [16.0]]
+    for k, m in enumerate(out.origin):
+        assert as_float(out.values[k]) == [sum(rows[i][0] for i in m) / len(m)]
+        assert int(out.weights[k]) == sum(i + 1 for i in m)
+
+
+def test_bucketing_ignores_arrival_order() -> None:
+    rows = [[float(i), float(i * i)] for i in range(6)]
+    order = [3, 0, 5, 1, 4, 2]
+    first = bucketing(batch_of(rows), s=2, seed=5)
+    second = bucketing(batch_of([rows[i] for i in order]), s=2, seed=5)
+    as_set = lambda b: sorted(tuple(r) for r in b.values.tolist())  # noqa: E731
+    assert as_set(first) == as_set(second)
+
+
+def test_nnm_mixes_each_row_with_its_nearest_neighbours() -> None:
+    batch = batch_of([[0.0], [1.0], [10.0]])
+    out = nearest_neighbour_mixing(batch, f=1)
+    assert [as_float(r)[0] for r in out.values] == [0.5, 0.5, 5.5]
+    assert out.origin == ((0, 1), (0, 1), (1, 2))
+    with pytest.raises(ValueError, match="NNM needs 0 <= f < n, got n=3, f=3"):
+        nearest_neighbour_mixing(batch, f=3)
+
+
+# --- registry and pipeline ----------------------------------------------------------------------
+
+
+def test_registry_resolves_defaults_and_rejects_bad_params() -> None:
+    assert resolve_params(RULES["trimmed_mean"].params, {}, "rule") == {"beta": 0.1}
+    assert resolve_params(RULES["multi_krum"].params, {"f": 1}, "rule") == {"f": 1, "m": None}
+    with pytest.raises(ValueError, match="needs parameter 'f'"):
+        resolve_params(RULES["krum"].params, {}, "rule 'krum'")
+    with pytest.raises(ValueError, match="has no parameter 'g'"):
+        resolve_params(RULES["krum"].params, {"f": 1, "g": 2}, "rule 'krum'")
+    with pytest.raises(ValueError, match="must be int"):
+        resolve_params(RULES["krum"].params, {"f": 1.5}, "rule 'krum'")
+    with pytest.raises(ValueError, match=r"must be > 0\.0"):
+        resolve_params(RULES["centered_clipping"].params, {"tau": 0}, "rule")
+    with pytest.raises(ValueError, match=r"must be > 0\.0"):
+        resolve_params(STEPS["norm_clipping"].params, {"max_norm": math.inf}, "step")
+
+
+def test_pipeline_reports_screened_inputs_by_original_index() -> None:
+    spec = TaskSpec(aggregation=AggregationSpec("krum", {"f": 1}, ()))
+    rows = [[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [0.1, 0.1], [5.0, 5.0]]
+    updates = [{"w": torch.tensor(r)} for r in rows]
+    result = aggregate(spec, updates, [1] * 5)
+    assert 4 in result.screened_out
+    assert len(result.selected) == 1
+    assert set(result.selected) | set(result.screened_out) == set(range(5))
+    chosen = updates[result.selected[0]]["w"]
+    assert torch.allclose(result.delta["w"], chosen, rtol=0, atol=2**-25)
+
+
+def test_pipeline_with_bucketing_reports_no_individual_screening() -> None:
+    spec = TaskSpec(
+        aggregation=AggregationSpec("krum", {"f": 0}, (StepSpec("bucketing", {"s": 2}),))
+    )
+    updates = [{"w": torch.tensor([float(i)])} for i in range(6)]
+    result = aggregate(spec, updates, [1] * 6, seed=3)
+    assert result.screened_out == ()
+    assert len(result.selected) == 2
+
+
+def test_pipeline_centre_starts_centered_clipping() -> None:
+    spec = TaskSpec(
+        aggregation=AggregationSpec("centered_clipping", {"tau": 1.0, "iterations": 1}, ())
+    )
+    updates = [{"w": torch.tensor([v])} for v in (1.0, 2.0, 10.0)]
+    from_zero = aggregate(spec, updates, [1, 1, 1])
+    from_two = aggregate(spec, updates, [1, 1, 1], center={"w": torch.tensor([2.0])})
+    # Clipping factors are integers out of 2**20, so 1/10 is rounded down by < 2**-20.
+    assert from_zero.delta["w"].item() == pytest.approx(1.0, abs=1e-5)
+    assert from_two.delta["w"].item() == pytest.approx(2.0, abs=1e-5)
+
+
+def test_pipeline_is_invariant_to_input_order() -> None:
+    spec = TaskSpec(aggregation=AggregationSpec("multi_krum", {"f": 1, "m": 3}, ()))
+    rng = random.Random(4)
+    rows = [[rng.uniform(-1, 1) for _ in range(7)] for _ in range(6)]
+    rows[3] = rows[1][:]  # a byte-identical copy: ties must still not depend on order
+    updates = [{"w": torch.tensor(r)} for r in rows]
+    base = aggregate(spec, updates, [1] * 6)
+    perm = [5, 3, 0, 4, 1, 2]
+    shuffled = aggregate(spec, [updates[i] for i in perm], [1] * 6)
+    assert shuffled.digest == base.digest
+
+    def picked(ups: list[dict[str, torch.Tensor]], rows: tuple[int, ...]) -> list[list[float]]:
+        return sorted(ups[i]["w"].tolist() for i in rows)
+
+    assert picked([updates[i] for i in perm], shuffled.selected) == picked(updates, base.selected)

@@ -1,0 +1,123 @@
+"""The round's valuation game: what a coalition of contributors is worth on the reference set.
+
+``v(S)`` is the task's utility (accuracy or negative loss, quantised to the task's quantum) of the
+checkpoint ``base + aggregate(S)`` on the reference set, where ``aggregate(S)`` runs the swarm's own
+pre-aggregation steps and robust rule, in fixed point, over the round's accepted updates **with
+every contributor outside S replaced by a zero delta** (as if it had sent back the base model),
+keeping its sample count. Everything is a pure function of public inputs, so every peer and every
+auditor computes the same integers.
+
+Why absent members count as zero deltas, rather than being dropped from the aggregation:
+
+- Free-riders get exactly 0. A node that submits the base model has a zero delta, so adding it to
+  any coalition leaves the aggregation input bit for bit unchanged: it is a dummy player, whose
+  Shapley value is 0 under every rule, not merely about 0.
+- Splitting does not pay. With FedAvg the coalition's step is ``Σ_{i∈S} n_i Δ_i / Σ_all n_j``; a
+  node that splits its data over two identities contributes the same sum either way, and for a
+  utility that is quadratic in the step the two identities' Shapley values add up exactly to the
+  single node's value (the interaction between the halves is shared between them). Dropping
+  absent members instead renormalises every small coalition to a full-size step, which rewards
+  identities for merely existing.
+- Byzantine bounds hold for every coalition. Rules such as Krum and Bulyan need ``n >= 2f + 3``
+  or ``n >= 4f + 3`` inputs; the zero-filled batch always has the round's full n.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from incentives.utility import CoalitionUtility
+from node.aggregation.fixed_point import Batch, Update, quantise, quantise_vector
+from node.aggregation.pipeline import aggregate_batch
+from node.learning.data import Dataset
+from node.learning.training import apply_delta, evaluate, quantised_utility
+from node.task import TaskSpec
+
+
+def round_utility(
+    spec: TaskSpec,
+    base: Mapping[str, torch.Tensor],
+    updates: Sequence[Update],
+    num_samples: Sequence[int],
+    reference: Dataset,
+    *,
+    seed: int,
+    center: Update | None = None,
+    device: torch.device | None = None,
+) -> CoalitionUtility:
+    """The round's game over its accepted updates, cached and counted.
+
+    Parameters
+    ----------
+    spec
+        The task: aggregation rule and steps, fixed-point grid, model, and valuation utility.
+    base
+        The round's base checkpoint (weights the updates are deltas from).
+    updates
+        The accepted updates (float32 deltas), in the order the round aggregates them; player
+        ``i`` is ``updates[i]``.
+    num_samples
+        Each update's revealed sample count.
+    reference
+        The task's reference set.
+    seed
+        The round seed, exactly as passed to `node.aggregation.pipeline.aggregate`.
+    center
+        The centre passed to that aggregation (centered clipping), if any.
+    device
+        Where to evaluate; the CPU is the safe choice for bit-identical accuracy.
+
+    Returns
+    -------
+    CoalitionUtility
+        ``v(S)`` for coalitions of ``range(len(updates))``.
+
+    Raises
+    ------
+    ValueError
+        If there are no updates, or the updates and sample counts do not fit together.
+    """
+    batch = quantise(updates, num_samples, spec.fixed_point_bits)
+    grid_center = (
+        None if center is None else quantise_vector(center, batch.layout, spec.fixed_point_bits)
+    )
+    gram = batch.gram if _rule_reads_gram(spec) else None
+    base_state = {name: tensor.detach().cpu().float() for name, tensor in base.items()}
+
+    def evaluate_coalition(coalition: frozenset[int]) -> int:
+        masked = _zero_filled(batch, coalition, gram)
+        result = aggregate_batch(masked, spec.aggregation, seed=seed, center=grid_center)
+        metrics = evaluate(spec, apply_delta(base_state, result.delta), reference, device=device)
+        return quantised_utility(metrics, spec.valuation)
+
+    return CoalitionUtility(batch.n, evaluate_coalition)
+
+
+def _zero_filled(batch: Batch, coalition: frozenset[int], gram: list[list[int]] | None) -> Batch:
+    """The batch with every row outside the coalition set to zero (weights and order kept)."""
+    values = np.zeros_like(batch.values)
+    members = sorted(coalition)
+    values[members] = batch.values[members]
+    masked_gram = (
+        None
+        if gram is None
+        else [
+            [gram[i][j] if i in coalition and j in coalition else 0 for j in range(batch.n)]
+            for i in range(batch.n)
+        ]
+    )
+    return Batch(
+        values, batch.weights.copy(), batch.layout, batch.frac_bits, batch.origin, masked_gram
+    )
+
+
+def _rule_reads_gram(spec: TaskSpec) -> bool:
+    """Whether the rule works from pairwise inner products (then compute them once per round).
+
+    Without pre-aggregation steps the rule sees the zero-filled rows themselves, whose inner
+    products are the round's with the absent rows and columns zeroed, so they can be reused.
+    """
+    return not spec.aggregation.pre and spec.aggregation.rule in {"krum", "multi_krum", "bulyan"}

@@ -20,7 +20,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-setup: $(STAMPS)/python $(STAMPS)/anvil $(STAMPS)/solc $(STAMPS)/contracts
+setup: $(STAMPS)/python $(STAMPS)/anvil $(STAMPS)/solc $(STAMPS)/contracts $(STAMPS)/ipfs-peer
 
 $(STAMPS)/python: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ $(STAMPS)/solc: contracts/package.json contracts/package-lock.json
 	npm ci --prefix contracts --no-audit --no-fund --loglevel=error
 	mkdir -p $(STAMPS) && touch $@
 
+# js-ipfs, the real IPFS peer the storage tests and benchmark start (see storage/ipfs_peer.py).
+$(STAMPS)/ipfs-peer: tests/ipfs-peer/package.json tests/ipfs-peer/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is missing: install Node.js and npm (apt-get install nodejs npm)"; exit 1; }
+	npm ci --prefix tests/ipfs-peer --no-audit --no-fund --loglevel=error
+	mkdir -p $(STAMPS) && touch $@
+
 $(STAMPS)/contracts: $(SOL_SOURCES) $(STAMPS)/python $(STAMPS)/solc
 	$(PY) -m node.chain.solidity
 	touch $@
@@ -45,4 +51,4 @@ contracts: $(STAMPS)/python $(STAMPS)/solc
 	$(PY) -m node.chain.solidity
 
 clean:
-	rm -rf $(VENV) anvil/node_modules contracts/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) anvil/node_modules contracts/node_modules tests/ipfs-peer/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -10,6 +10,7 @@ from web3 import Web3
 
 from node.chain.anvil import Anvil, DevAccount
 from node.chain.deploy import connect
+from storage.ipfs_peer import JsIpfsPeer
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +30,14 @@ def w3(anvil: Anvil) -> Web3:
 def accounts(anvil: Anvil) -> list[DevAccount]:
     """The chain's funded dev accounts (10,000 ether each at genesis)."""
     return anvil.accounts
+
+
+@pytest.fixture(scope="session")
+def ipfs_peer() -> Iterator[JsIpfsPeer]:
+    """A real IPFS peer (js-ipfs, offline, free loopback port), stopped by its PID after the
+    session; `npm ci` runs in tests/ipfs-peer first if js-ipfs is not installed there."""
+    with JsIpfsPeer() as peer:
+        yield peer
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from node import __version__
-from node.cli import demo, deploy
+from node.cli import demo, deploy, store
 from node.errors import SwarmchainError
 
 app = typer.Typer(
@@ -20,6 +20,7 @@ app = typer.Typer(
 )
 app.command(name="demo")(demo.demo)
 app.command(name="deploy")(deploy.deploy)
+app.add_typer(store.app, name="store")
 
 
 def _print_version(value: bool) -> None:

@@ -1,0 +1,130 @@
+"""Storage throughput: the embedded store beside a plain file copy (the limit) and a real IPFS peer.
+
+For each blob size, each backend puts fresh random bytes and gets them back, several times; the
+JSON printed quotes the median put and get throughput in MB/s (10**6 bytes per second). `get`
+includes checking every block against its CID. `put_get_mb_s` is size / (put time + get time),
+and `embedded_vs_file_copy` its ratio for the embedded store over the plain copy (target: >= 0.5
+from 16 MiB up).
+
+Usage: .venv/bin/python scripts/bench_storage.py [--sizes-mib 1 16 128] [--repeats 5] [--no-ipfs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from storage.ipfs_peer import JsIpfsPeer
+from storage.kubo import KuboStore
+from storage.store import EmbeddedStore
+
+MIB = 1024 * 1024
+
+Backend = Callable[[bytes, Path], tuple[float, float]]  # (data, scratch dir) -> put s, get s
+
+
+def _timed(action: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = action()
+    return time.perf_counter() - start, result
+
+
+def _file_copy(data: bytes, scratch: Path) -> tuple[float, float]:
+    path = scratch / "blob"
+    put_s, _ = _timed(lambda: path.write_bytes(data))
+    get_s, back = _timed(path.read_bytes)
+    assert back == data
+    return put_s, get_s
+
+
+def _embedded(data: bytes, scratch: Path) -> tuple[float, float]:
+    store = EmbeddedStore(scratch / "store")
+    put_s, cid = _timed(lambda: store.put(data))
+    get_s, back = _timed(lambda: store.get(cid))
+    assert back == data
+    return put_s, get_s
+
+
+def _ipfs(store: KuboStore) -> Backend:
+    def run(data: bytes, scratch: Path) -> tuple[float, float]:
+        put_s, cid = _timed(lambda: store.put(data))
+        get_s, back = _timed(lambda: store.get(cid))
+        assert back == data
+        return put_s, get_s
+
+    return run
+
+
+def _measure(backend: Backend, size: int, repeats: int) -> dict[str, float]:
+    puts, gets, totals = [], [], []
+    for _ in range(repeats):
+        data = os.urandom(size)  # fresh bytes: no backend may skip blocks it already holds
+        scratch = Path(tempfile.mkdtemp(prefix="swarm-bench-"))
+        try:
+            put_s, get_s = backend(data, scratch)
+        finally:
+            shutil.rmtree(scratch)
+        puts.append(size / put_s / 1e6)
+        gets.append(size / get_s / 1e6)
+        totals.append(size / (put_s + get_s) / 1e6)
+    return {
+        "put_mb_s": round(statistics.median(puts), 1),
+        "get_mb_s": round(statistics.median(gets), 1),
+        "put_get_mb_s": round(statistics.median(totals), 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark and print its JSON on stdout."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes-mib", type=int, nargs="+", default=[1, 16, 128])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-ipfs", action="store_true", help="skip the js-ipfs peer")
+    args = parser.parse_args(argv)
+
+    results: list[dict[str, Any]] = []
+    with JsIpfsPeer() if not args.no_ipfs else nullcontext() as peer:
+        backends: dict[str, Backend] = {"file_copy": _file_copy, "embedded": _embedded}
+        kubo = KuboStore(peer.api_url, timeout=300) if peer is not None else None
+        if kubo is not None:
+            backends["ipfs_peer"] = _ipfs(kubo)
+        for size_mib in args.sizes_mib:
+            size = size_mib * MIB
+            by_backend = {}
+            for name, backend in backends.items():
+                row = {"size_bytes": size, "backend": name, "repeats": args.repeats}
+                row |= _measure(backend, size, args.repeats)
+                by_backend[name] = row
+                results.append(row)
+            ratio = by_backend["embedded"]["put_get_mb_s"] / by_backend["file_copy"]["put_get_mb_s"]
+            by_backend["embedded"]["embedded_vs_file_copy"] = round(ratio, 2)
+        if kubo is not None:
+            kubo.close()
+    print(
+        json.dumps(
+            {
+                "results": results,
+                "unit": "MB/s = 10**6 bytes per second, median over repeats",
+                "machine": {
+                    "python": platform.python_version(),
+                    "cpu_count": os.cpu_count(),
+                    "platform": platform.platform(),
+                },
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

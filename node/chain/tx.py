@@ -129,7 +129,7 @@ class Sender:
             try:
                 nonce = self.w3.eth.get_transaction_count(self.address, "pending")
                 if gas is None:
-                    gas = int(fn.estimate_gas({"from": self.address}) * GAS_MARGIN)
+                    gas = int(fn.estimate_gas({"from": self.address}, "pending") * GAS_MARGIN)
                 tx = fn.build_transaction(
                     {
                         "from": self.address,

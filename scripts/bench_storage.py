@@ -30,7 +30,7 @@ from storage.store import EmbeddedStore
 
 MIB = 1024 * 1024
 
-Backend = Callable[[bytes, Path], tuple[float, float]]  # (data, scratch dir) -> put s, get s
+Backend = Callable[[bytes], tuple[float, float]]  # data -> (put seconds, get seconds)
 
 
 def _timed(action: Callable[[], Any]) -> tuple[float, Any]:
@@ -39,24 +39,32 @@ def _timed(action: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
-def _file_copy(data: bytes, scratch: Path) -> tuple[float, float]:
-    path = scratch / "blob"
-    put_s, _ = _timed(lambda: path.write_bytes(data))
-    get_s, back = _timed(path.read_bytes)
-    assert back == data
-    return put_s, get_s
+def _file_copy(scratch: Path) -> Backend:
+    def run(data: bytes) -> tuple[float, float]:
+        path = scratch / "blob"
+        put_s, _ = _timed(lambda: path.write_bytes(data))
+        get_s, back = _timed(path.read_bytes)
+        assert back == data
+        path.unlink()
+        return put_s, get_s
+
+    return run
 
 
-def _embedded(data: bytes, scratch: Path) -> tuple[float, float]:
-    store = EmbeddedStore(scratch / "store")
-    put_s, cid = _timed(lambda: store.put(data))
-    get_s, back = _timed(lambda: store.get(cid))
-    assert back == data
-    return put_s, get_s
+def _embedded(store: EmbeddedStore) -> Backend:
+    def run(data: bytes) -> tuple[float, float]:
+        put_s, cid = _timed(lambda: store.put(data))
+        get_s, back = _timed(lambda: store.get(cid))
+        assert back == data
+        store.unpin(cid)
+        store.gc()  # untimed: keeps the disk from filling up
+        return put_s, get_s
+
+    return run
 
 
 def _ipfs(store: KuboStore) -> Backend:
-    def run(data: bytes, scratch: Path) -> tuple[float, float]:
+    def run(data: bytes) -> tuple[float, float]:
         put_s, cid = _timed(lambda: store.put(data))
         get_s, back = _timed(lambda: store.get(cid))
         assert back == data
@@ -66,14 +74,11 @@ def _ipfs(store: KuboStore) -> Backend:
 
 
 def _measure(backend: Backend, size: int, repeats: int) -> dict[str, float]:
+    backend(os.urandom(MIB))  # warm up: threads, connections, index
     puts, gets, totals = [], [], []
     for _ in range(repeats):
         data = os.urandom(size)  # fresh bytes: no backend may skip blocks it already holds
-        scratch = Path(tempfile.mkdtemp(prefix="swarm-bench-"))
-        try:
-            put_s, get_s = backend(data, scratch)
-        finally:
-            shutil.rmtree(scratch)
+        put_s, get_s = backend(data)
         puts.append(size / put_s / 1e6)
         gets.append(size / get_s / 1e6)
         totals.append(size / (put_s + get_s) / 1e6)
@@ -93,23 +98,29 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     results: list[dict[str, Any]] = []
-    with JsIpfsPeer() if not args.no_ipfs else nullcontext() as peer:
-        backends: dict[str, Backend] = {"file_copy": _file_copy, "embedded": _embedded}
-        kubo = KuboStore(peer.api_url, timeout=300) if peer is not None else None
-        if kubo is not None:
-            backends["ipfs_peer"] = _ipfs(kubo)
-        for size_mib in args.sizes_mib:
-            size = size_mib * MIB
-            by_backend = {}
-            for name, backend in backends.items():
-                row = {"size_bytes": size, "backend": name, "repeats": args.repeats}
-                row |= _measure(backend, size, args.repeats)
-                by_backend[name] = row
-                results.append(row)
-            ratio = by_backend["embedded"]["put_get_mb_s"] / by_backend["file_copy"]["put_get_mb_s"]
-            by_backend["embedded"]["embedded_vs_file_copy"] = round(ratio, 2)
-        if kubo is not None:
-            kubo.close()
+    scratch = Path(tempfile.mkdtemp(prefix="swarm-bench-"))
+    try:
+        with (
+            JsIpfsPeer() if not args.no_ipfs else nullcontext() as peer,
+            EmbeddedStore(scratch / "store") as embedded,
+        ):
+            backends = {"file_copy": _file_copy(scratch), "embedded": _embedded(embedded)}
+            kubo = KuboStore(peer.api_url, timeout=300) if peer is not None else None
+            if kubo is not None:
+                backends["ipfs_peer"] = _ipfs(kubo)
+            for size_mib in args.sizes_mib:
+                size = size_mib * MIB
+                rows = {}
+                for name, backend in backends.items():
+                    rows[name] = {"size_bytes": size, "backend": name, "repeats": args.repeats}
+                    rows[name] |= _measure(backend, size, args.repeats)
+                    results.append(rows[name])
+                ratio = rows["embedded"]["put_get_mb_s"] / rows["file_copy"]["put_get_mb_s"]
+                rows["embedded"]["embedded_vs_file_copy"] = round(ratio, 2)
+            if kubo is not None:
+                kubo.close()
+    finally:
+        shutil.rmtree(scratch)
     print(
         json.dumps(
             {

@@ -25,11 +25,15 @@ SHA2_256 = 0x12  # multihash function code
 DIGEST_SIZE = 32  # bytes of a SHA-256 digest
 
 _CODECS = {RAW: "raw", DAG_PB: "dag-pb"}
+# version 1, codec, sha2-256, 32 bytes: every field fits one varint byte
+_PREFIXES = {codec: bytes((1, codec, SHA2_256, DIGEST_SIZE)) for codec in _CODECS}
 _MAX_VARINT_BYTES = 9  # unsigned-varint caps values at 63 bits
 
 
 def encode_varint(value: int) -> bytes:
     """Encode a non-negative integer as an unsigned LEB128 varint (also protobuf's varint)."""
+    if 0 <= value < 0x80:
+        return bytes((value,))
     if value < 0:
         raise ValueError(f"varints are unsigned, got {value}")
     out = bytearray()
@@ -145,13 +149,7 @@ class CID:
 
     def to_bytes(self) -> bytes:
         """The binary form."""
-        return (
-            encode_varint(1)
-            + encode_varint(self.codec)
-            + encode_varint(SHA2_256)
-            + encode_varint(DIGEST_SIZE)
-            + self.digest
-        )
+        return _PREFIXES[self.codec] + self.digest
 
     def matches(self, block: bytes | memoryview) -> bool:
         """Whether `block` hashes to this CID's digest."""

@@ -68,19 +68,16 @@ def _unixfs_file(filesize: int, blocksizes: list[int]) -> bytes:
     return bytes(out)
 
 
+# PBLink field 1 (Hash) with the 36-byte length of a binary CIDv1 sha2-256
+_LINK_HASH = _field(1, _LEN) + encode_varint(36)
+# PBLink field 2 (Name), present and empty as Kubo and js-ipfs write it, then field 3's key (Tsize)
+_LINK_NAME_TSIZE = _field(2, _LEN) + encode_varint(0) + _field(3, _VARINT)
+
+
 def _pb_node(links: list[Link], data: bytes) -> bytes:
     out = bytearray()
     for link in links:
-        raw_cid = link.cid.to_bytes()
-        body = (
-            _field(1, _LEN)
-            + encode_varint(len(raw_cid))
-            + raw_cid
-            + _field(2, _LEN)
-            + encode_varint(0)  # Name: present and empty, as Kubo and js-ipfs write it
-            + _field(3, _VARINT)
-            + encode_varint(link.tsize)
-        )
+        body = _LINK_HASH + link.cid.to_bytes() + _LINK_NAME_TSIZE + encode_varint(link.tsize)
         out += _field(2, _LEN) + encode_varint(len(body)) + body
     out += _field(1, _LEN) + encode_varint(len(data)) + data
     return bytes(out)

@@ -10,7 +10,7 @@ The embedded store is a directory, the default, with no external process::
                                          blocks fetched from peers, each file its exact bytes
     <path>/packs/<root cid>              a multi-chunk blob put here: its raw leaves back to back,
                                          which is the blob itself
-    <path>/index.sqlite                  where each packed leaf lives: (cid, pack, offset, length)
+    <path>/index.sqlite                  each packed leaf: (digest, pack, offset, length)
     <path>/pins/<cid>                    an empty file per pinned root (kept by `gc`)
     <path>/tmp/                          staging: files are written there, then renamed in place
 
@@ -46,17 +46,18 @@ from storage.kubo import KuboStore
 STORE_ENV = "SWARM_STORE"
 DEFAULT_TIMEOUT_S = 30.0
 IO_THREADS = 4  # threads that hash, read and write the blocks of one blob in parallel
+PARALLEL_MIN_BLOCKS = 8  # fewer blocks are processed on the calling thread
 
 _In = TypeVar("_In")
 _Out = TypeVar("_Out")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS packed (
-    cid TEXT NOT NULL,      -- a raw leaf's CID
+    digest BLOB NOT NULL,   -- a raw leaf's SHA-256 (its CID is raw + sha2-256 of this digest)
     pack TEXT NOT NULL,     -- the root CID naming the pack file that holds it
     offset INTEGER NOT NULL,
     length INTEGER NOT NULL,
-    PRIMARY KEY (cid, pack)
+    PRIMARY KEY (digest, pack)
 ) WITHOUT ROWID
 """
 
@@ -137,7 +138,11 @@ class EmbeddedStore:
         self._db_lock = threading.Lock()  # one connection, shared by the I/O and server threads
         with self._db_lock, self._db:
             self._db.execute("PRAGMA journal_mode=WAL")
+            # No fsync per commit, like the block files: a crash may lose recent index rows, never
+            # consistency, and a lost row only hides a packed leaf from peers until it is re-put.
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
+        self._shards: set[str] = set()  # block subfolders known to exist
         self._client: httpx.Client | None = None
         self._pool: ThreadPoolExecutor | None = None
 
@@ -145,9 +150,9 @@ class EmbeddedStore:
         return f"EmbeddedStore({str(self.path)!r})"
 
     def _map(self, task: Callable[[_In], _Out], items: list[_In]) -> list[_Out]:
-        """`task` over `items` in order, on the I/O threads when there is more than one item
-        (hashing and file I/O release the GIL, so blocks are processed in parallel)."""
-        if len(items) < 2:
+        """`task` over `items` in order, on the I/O threads when there are enough items to repay
+        the hand-off (hashing and file I/O release the GIL, so blocks are processed in parallel)."""
+        if len(items) < PARALLEL_MIN_BLOCKS:
             return [task(item) for item in items]
         return list(self._threads().map(task, items))
 
@@ -168,15 +173,17 @@ class EmbeddedStore:
 
     def _write_block(self, cid: CID, block: bytes | memoryview) -> None:
         path = self._block_path(cid)
-        if not path.exists():
+        if path.parent.name not in self._shards:
             path.parent.mkdir(exist_ok=True)
+            self._shards.add(path.parent.name)
+        if not path.exists():
             self._stage(path, block)
 
     def _locate(self, cid: CID) -> tuple[Path, int, int] | None:
         """Where a packed leaf lives: (pack file, offset, length)."""
         with self._db_lock:
             rows = self._db.execute(
-                "SELECT pack, offset, length FROM packed WHERE cid = ?", (str(cid),)
+                "SELECT pack, offset, length FROM packed WHERE digest = ?", (cid.digest,)
             ).fetchall()
         for pack, offset, length in rows:
             path = self._packs / pack
@@ -249,9 +256,13 @@ class EmbeddedStore:
             self._write_block(root, data)
         else:
             staged = self._tmp / uuid.uuid4().hex
-            writing = self._threads().submit(staged.write_bytes, data)  # overlaps the hashing
-            root, leaves, interior = self._hash(data)
-            writing.result()
+            if len(data) < PARALLEL_MIN_BLOCKS * CHUNK_SIZE:
+                staged.write_bytes(data)
+                root, leaves, interior = self._hash(data)
+            else:
+                writing = self._threads().submit(staged.write_bytes, data)  # overlaps hashing
+                root, leaves, interior = self._hash(data)
+                writing.result()
             for cid, block in interior:
                 self._write_block(cid, block)
             os.replace(staged, self._packs / str(root))
@@ -263,7 +274,7 @@ class EmbeddedStore:
         rows = []
         offset = 0
         for cid, size in leaves:
-            rows.append((str(cid), str(root), offset, size))
+            rows.append((cid.digest, str(root), offset, size))
             offset += size
         with self._db_lock, self._db:
             self._db.executemany("INSERT OR IGNORE INTO packed VALUES (?, ?, ?, ?)", rows)
@@ -339,9 +350,11 @@ class EmbeddedStore:
         int
             How many files (blocks and packs) were deleted.
         """
-        keep: set[str] = set()
-        for pinned in self.pins():
-            keep.update(str(cid) for cid in dag_cids(CID.parse(pinned), self._load))
+        reachable = {
+            cid for pinned in self.pins() for cid in dag_cids(CID.parse(pinned), self._load)
+        }
+        keep = {str(cid) for cid in reachable}
+        keep_leaves = {cid.digest for cid in reachable if cid.codec == RAW}
         removed = 0
         for path in self._blocks.glob("*/*"):
             if path.name not in keep:
@@ -350,9 +363,9 @@ class EmbeddedStore:
         for pack in self._packs.iterdir():
             with self._db_lock:
                 leaves = self._db.execute(
-                    "SELECT cid FROM packed WHERE pack = ?", (pack.name,)
+                    "SELECT digest FROM packed WHERE pack = ?", (pack.name,)
                 ).fetchall()
-            if pack.name not in keep and not any(leaf in keep for (leaf,) in leaves):
+            if pack.name not in keep and not any(leaf in keep_leaves for (leaf,) in leaves):
                 with self._db_lock, self._db:
                     self._db.execute("DELETE FROM packed WHERE pack = ?", (pack.name,))
                 pack.unlink()

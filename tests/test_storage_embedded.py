@@ -105,6 +105,19 @@ def test_gc_keeps_pinned_content_and_drops_the_rest(tmp_path: Path) -> None:
         store.get(dropped_cid)
 
 
+def test_gc_keeps_a_pack_whose_leaf_another_pin_reaches(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path)
+    shared = _blob(262_144, seed=4)
+    first, second = shared + b"first tail", shared + b"second tail"
+    first_cid, second_cid = store.put(first), store.put(second)
+    store.unpin(second_cid)
+    assert store.gc() == 1  # second's root node; its pack holds a leaf the first pin reaches
+    assert store.get(first_cid) == first
+    store.unpin(first_cid)
+    assert store.gc() == 3  # both packs and the first root node
+    assert list((tmp_path / "packs").iterdir()) == []
+
+
 def test_pin_requires_every_block(tmp_path: Path) -> None:
     source = EmbeddedStore(tmp_path / "a")
     cid = source.put(_blob(300_000))

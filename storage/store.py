@@ -306,15 +306,21 @@ class EmbeddedStore:
             If the DAG is too large, malformed, or not a file.
         """
         root = CID.parse(cid)
-        pack = self._packs / cid
-        if root.codec == DAG_PB and pack.exists():
-            size = pack.stat().st_size
-            if max_size is not None and size > max_size:
-                raise ContentTooLarge(cid, size, max_size)
-            data = pack.read_bytes()
-            if self._hash(data)[0] == root:
-                return data
+        packed = self._read_pack(root, max_size) if root.codec == DAG_PB else None
+        if packed is not None and self._hash(packed)[0] == root:
+            return packed
         return read_file(root, self._load, max_size, load_many=lambda c: self._map(self._load, c))
+
+    def _read_pack(self, root: CID, max_size: int | None) -> bytes | None:
+        """The pack named `root`, unchecked, or None if there is none."""
+        try:
+            with (self._packs / str(root)).open("rb") as pack:
+                size = os.fstat(pack.fileno()).st_size
+                if max_size is not None and size > max_size:
+                    raise ContentTooLarge(str(root), size, max_size)
+                return pack.read()
+        except FileNotFoundError:
+            return None
 
     def has(self, cid: str) -> bool:
         """Whether `cid` is pinned here (put or pinned, so `gc` keeps it)."""
@@ -344,6 +350,9 @@ class EmbeddedStore:
 
     def gc(self) -> int:
         """Delete every block and pack no pin reaches, and stale staging files.
+
+        Run it while no other process writes to the store: a blob being put is not pinned until
+        its `put` returns.
 
         Returns
         -------

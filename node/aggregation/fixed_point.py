@@ -20,9 +20,11 @@ Overflow proof (every bound below is checked where the value enters):
   integer, so it cannot leave the integer interval ``[-2**30, 2**30]``).
 * Weighted sums ``sum_j c_j * q_j`` use integer coefficients with ``sum_j |c_j| <= MAX_TOTAL_WEIGHT
   = 2**32``, so ``|sum| <= 2**32 * 2**30 = 2**62 < 2**63``: exact in int64.
-* They are computed by BLAS in float64 on split inputs ``q = hi * 2**15 + lo`` with
+* When ``sum_j |c_j| <= 2**23`` BLAS computes them in float64 directly: every partial sum is at
+  most ``2**23 * 2**30 = 2**53`` in magnitude, so every float64 operation is exact whatever order
+  BLAS uses. Otherwise BLAS works on split inputs ``q = hi * 2**15 + lo`` with
   ``hi in [-2**15, 2**15]`` and ``lo in [0, 2**15)``: each partial sum is at most
-  ``2**32 * 2**15 = 2**47 < 2**53``, so every float64 operation is exact whatever order BLAS uses.
+  ``2**32 * 2**15 = 2**47 < 2**53``, exact again.
 * Inner products ``sum_k q_ik * q_jk`` (Gram matrices, squared distances) use the same split: each
   part-product is at most ``2**30`` and at most ``MAX_DIM = 2**23`` of them are added, so every
   partial sum stays below ``2**53`` and is exact in float64; the parts are then combined in Python
@@ -50,6 +52,7 @@ MAX_DIM: Final = 1 << 23  # most coordinates for which exact float64 inner produ
 MAX_INPUTS: Final = 1 << 11  # most updates one aggregation accepts
 MAX_FRAC_BITS: Final = 30  # finest grid: 2**-30
 SPLIT_BITS: Final = 15  # q = hi * 2**15 + lo for exact float64 products
+DIRECT_WEIGHT: Final = 1 << 23  # weighted sums with sum |c| <= 2**23 need no split
 _LO_MASK: Final = (1 << SPLIT_BITS) - 1
 
 IntArray = npt.NDArray[np.int64]
@@ -286,16 +289,16 @@ def quantise(updates: Sequence[Update], num_samples: Sequence[int], frac_bits: i
     layout = Layout.of(updates[0])
     if layout.dim > MAX_DIM:
         raise ValueError(f"updates have {layout.dim} coordinates, more than MAX_DIM={MAX_DIM}")
-    values = np.empty((len(updates), layout.dim), dtype="<i4")
     segments = layout.segments()
-    scratch = torch.empty(max((stop - start for _, _, start, stop in segments), default=0))
-    scale = float(1 << frac_bits)
+    values = np.empty((len(updates), layout.dim), dtype="<i4")
+    longest = max((stop - start for _, _, start, stop in segments), default=0)
+    scratch = np.empty(longest, dtype=np.float32)
+    scale = np.float32(1 << frac_bits)
     for i, update in enumerate(updates):
         if Layout.of(update) != layout:
             raise ValueError(
                 f"update {i} has tensors {_describe(update)}, expected {_describe_layout(layout)}"
             )
-        row = torch.from_numpy(values[i])
         for name, _, start, stop in segments:
             tensor = update[name]
             if tensor.dtype != torch.float32 or tensor.device.type != "cpu":
@@ -304,11 +307,14 @@ def quantise(updates: Sequence[Update], num_samples: Sequence[int], frac_bits: i
                     f"got {tensor.dtype} on {tensor.device}"
                 )
             tmp = scratch[: stop - start]
-            torch.mul(tensor.reshape(-1), scale, out=tmp)
-            tmp.round_().clamp_(-COORD_BOUND, COORD_BOUND)
-            if bool(torch.isnan(tmp).any()):
+            # NumPy only: mixing torch's OpenMP pool with NumPy's BLAS threads makes both spin.
+            with np.errstate(over="ignore"):  # beyond float32 range: inf, clamped below
+                np.multiply(tensor.detach().reshape(-1).numpy(), scale, out=tmp)
+            np.rint(tmp, out=tmp)
+            np.clip(tmp, -COORD_BOUND, COORD_BOUND, out=tmp)
+            if np.isnan(tmp).any():
                 raise ValueError(f"update {i} tensor {name!r} contains NaN")
-            row[start:stop].copy_(tmp)
+            values[i, start:stop] = tmp
     weights = np.array([int(s) for s in num_samples], dtype=np.int64)
     origin = tuple((i,) for i in range(len(updates)))
     return Batch(values, weights, layout, frac_bits, origin)
@@ -473,13 +479,18 @@ def exact_combine(values: I32Array, coeffs: IntArray) -> IntArray:
     n, d = values.shape
     if coeffs.ndim != 2 or coeffs.shape[1] != n:
         raise ValueError(f"coefficients must be (k, {n}), got {coeffs.shape}")
-    if int(np.abs(coeffs).sum(axis=1).max(initial=0)) > MAX_TOTAL_WEIGHT:
+    total = int(np.abs(coeffs).sum(axis=1).max(initial=0))
+    if total > MAX_TOTAL_WEIGHT:
         raise ValueError(f"coefficient rows must sum to <= {MAX_TOTAL_WEIGHT} in absolute value")
     c = coeffs.astype(np.float64)
     out = np.empty((coeffs.shape[0], d), dtype=np.int64)
     step = _block_cols(n)
     for start in range(0, d, step):
         block = values[:, start : start + step]
+        if total <= DIRECT_WEIGHT:
+            # Every partial sum is at most 2**23 * 2**30 = 2**53 in magnitude: exact in float64.
+            out[:, start : start + step] = c @ block.astype(np.float64)
+            continue
         # |c @ hi| <= 2**32 * 2**15 = 2**47 and |c @ lo| < 2**47: exact in float64.
         hi = (c @ np.right_shift(block, SPLIT_BITS).astype(np.float64)).astype(np.int64)
         lo = (c @ np.bitwise_and(block, _LO_MASK).astype(np.float64)).astype(np.int64)

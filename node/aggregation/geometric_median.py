@@ -6,7 +6,7 @@ Signal Processing 70, 2022 (arXiv:1912.13445).
 Starting from the weighted mean, each iteration re-weights input ``i`` by
 ``alpha_i / max(nu, ||z - x_i||)`` and moves ``z`` to the re-weighted mean. Distances are exact
 integer square roots of exact squared distances, weights are integers normalised to sum to at most
-``2**31``, and the iteration stops early only when ``z`` stops changing exactly, so every machine
+``2**22``, and the iteration stops early only when ``z`` stops changing exactly, so every machine
 runs the same iterations and reaches the same point.
 """
 
@@ -25,7 +25,7 @@ from node.aggregation.fixed_point import (
     exact_inner,
 )
 
-WEIGHT_BITS = 31  # normalised Weiszfeld weights sum to at most 2**31 (<= MAX_TOTAL_WEIGHT)
+WEIGHT_BITS = 22  # normalised Weiszfeld weights sum to at most 2**22 (exact float64 sums)
 _RATIO_BITS = 96  # precision of alpha_i / distance_i before normalisation
 
 

@@ -1,0 +1,203 @@
+"""Time every aggregation rule against Flower's implementation of the same rule, as JSON.
+
+For n in {10, 50, 100} updates of d in {100k, 1M} float32 parameters (three named tensors), each
+rule runs through the full deterministic pipeline (quantise, exact fixed-point rule, dequantise);
+where Flower has the rule, its function from ``flwr.server.strategy.aggregate`` runs on the same
+arrays, and ``max_abs_diff`` compares the two results. Times are medians over repeats. Both get
+the inputs in canonical order (sorted by the hash of their fixed-point content), the order in
+which our rules break ties, so that exact ties in Krum scores resolve alike.
+
+Flower is optional and is NOT a project dependency. Installing ``flwr`` into the project's venv
+would downgrade rich and typer, so install it, without dependencies, into a separate directory::
+
+    .venv/bin/pip install --no-deps --target /tmp/flwr-only flwr==1.41.0 protobuf==6.33.6 \
+        grpcio==1.85.1 cryptography==50.0.2 iterators
+    FLWR_PATH=/tmp/flwr-only .venv/bin/python scripts/bench_aggregation.py
+
+Without Flower every ``flower_s`` is null. Flower's Krum and Bulyan compare all pairs in Python
+loops (Bulyan once per selected update), so cells whose estimated Flower time exceeds
+``--flower-budget-s`` are skipped and say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from node.aggregation.fixed_point import quantise
+from node.aggregation.pipeline import aggregate
+from node.task import AggregationSpec, default_task
+
+SIZES_N = (10, 50, 100)
+SIZES_D = (100_000, 1_000_000)
+RULES = (
+    "mean",
+    "fedavg",
+    "median",
+    "trimmed_mean",
+    "krum",
+    "multi_krum",
+    "bulyan",
+    "geometric_median",
+    "centered_clipping",
+)
+BETA = 0.1  # trimmed mean: fraction cut from each side
+PAIR_COST_S = 2.5e-9  # Flower's per-coordinate cost of one pairwise distance (for skipping)
+
+
+def byzantine_f(n: int) -> int:
+    """The largest f that Bulyan allows at n (n >= 4f + 3), used for Krum too."""
+    return (n - 3) // 4
+
+
+def make_inputs(n: int, d: int, seed: int) -> tuple[list[dict[str, torch.Tensor]], list[int]]:
+    """n updates of three named float32 tensors totalling d coordinates, and sample counts."""
+    rng = np.random.default_rng(seed)
+    sizes = {"a.weight": d // 2, "b.weight": d - d // 2 - d // 100, "c.bias": d // 100}
+    updates = [
+        {k: torch.from_numpy(rng.normal(0.0, 0.01, s).astype(np.float32)) for k, s in sizes.items()}
+        for _ in range(n)
+    ]
+    return updates, [int(c) for c in rng.integers(50, 500, n)]
+
+
+def ours(rule: str, n: int) -> AggregationSpec:
+    """Our pipeline for a rule, with the benchmark's parameters."""
+    f = byzantine_f(n)
+    params: dict[str, dict[str, Any]] = {
+        "trimmed_mean": {"beta": BETA},
+        "krum": {"f": f},
+        "multi_krum": {"f": f, "m": n - f},
+        "bulyan": {"f": f},
+        "geometric_median": {"iterations": 4},
+        "centered_clipping": {"tau": 0.5, "iterations": 3},
+    }
+    return AggregationSpec(rule, params.get(rule, {}), ())
+
+
+def flower(rule: str, n: int, module: Any) -> tuple[Callable[..., Any], bool] | None:
+    """Flower's function for a rule (and whether it takes the real sample counts), or None."""
+    f = byzantine_f(n)
+    table: dict[str, tuple[Callable[..., Any], bool]] = {
+        "mean": (module.aggregate, False),  # FedAvg with equal counts is the plain mean
+        "fedavg": (module.aggregate, True),
+        "median": (module.aggregate_median, False),
+        "trimmed_mean": (lambda r: module.aggregate_trimmed_avg(r, BETA), False),
+        "krum": (lambda r: module.aggregate_krum(r, f, 0), False),
+        # Flower's Multi-Krum averages by sample count; ours is unweighted: equal counts.
+        "multi_krum": (lambda r: module.aggregate_krum(r, f, n - f), False),
+        "bulyan": (
+            lambda r: module.aggregate_bulyan(list(r), f, module.aggregate_krum, to_keep=0),
+            False,
+        ),
+    }
+    return table.get(rule)
+
+
+def flower_estimate_s(rule: str, n: int, d: int) -> float:
+    """Rough Flower time from its pairwise loops (Krum: n^2 pairs; Bulyan: n^2 per pick)."""
+    if rule in ("krum", "multi_krum"):
+        return n * n * d * PAIR_COST_S
+    if rule == "bulyan":
+        picks = n - 2 * byzantine_f(n)
+        return sum(k * k for k in range(n - picks + 1, n + 1)) * d * PAIR_COST_S
+    return 0.0
+
+
+def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    """Median wall time of ``repeats`` calls, and the last result."""
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the grid and print JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, nargs="+", default=list(SIZES_N))
+    parser.add_argument("--d", type=int, nargs="+", default=list(SIZES_D))
+    parser.add_argument("--rules", nargs="+", default=list(RULES), choices=list(RULES))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--flower-budget-s", type=float, default=120.0)
+    args = parser.parse_args(argv)
+    if os.environ.get("FLWR_PATH"):
+        sys.path.insert(0, os.environ["FLWR_PATH"])
+    try:
+        fl: Any = importlib.import_module("flwr.server.strategy.aggregate")
+        flower_version = importlib.import_module("flwr").__version__
+    except ImportError as exc:
+        fl, flower_version = None, f"not installed ({exc})"
+    base = default_task()
+    results = []
+    for n in args.n:
+        for d in args.d:
+            updates, counts = make_inputs(n, d, seed=n * 7 + d)
+            # Present inputs in the canonical order (by content hash) to both implementations:
+            # equal Krum scores are then resolved alike (Flower takes the lowest index, ours the
+            # lowest content hash), so results are comparable when Bulyan's last picks tie.
+            keyed = quantise(updates, counts, base.fixed_point_bits)
+            order = sorted(range(n), key=keyed.content_key)
+            updates, counts = [updates[i] for i in order], [counts[i] for i in order]
+            arrays = [[u[k].numpy() for k in sorted(u)] for u in updates]
+            for rule in args.rules:
+                spec = replace(base, aggregation=ours(rule, n))
+                weights = counts if rule == "fedavg" else [1] * n
+                ours_s, mine = timed(
+                    lambda s=spec, u=updates, w=weights: aggregate(s, u, w), args.repeats
+                )
+                row: dict[str, Any] = {
+                    "rule": rule,
+                    "n": n,
+                    "d": d,
+                    "ours_s": round(ours_s, 4),
+                    "flower_s": None,
+                    "max_abs_diff": None,
+                }
+                entry = None if fl is None else flower(rule, n, fl)
+                estimate = flower_estimate_s(rule, n, d)
+                if entry is not None and estimate > args.flower_budget_s:
+                    row["flower_skipped"] = f"estimated {estimate:.0f} s > budget"
+                elif entry is not None:
+                    fn, weighted = entry
+                    res = [(a, c if weighted else 1) for a, c in zip(arrays, counts, strict=True)]
+                    reps = 1 if estimate > 10 else args.repeats
+                    flower_s, theirs = timed(lambda fn=fn, res=res: fn(res), reps)
+                    ours_flat = np.concatenate(
+                        [mine.delta[k].numpy().ravel() for k in sorted(mine.delta)]
+                    )
+                    their_flat = np.concatenate(
+                        [np.asarray(t, dtype=np.float64).ravel() for t in theirs]
+                    )
+                    row["flower_s"] = round(flower_s, 4)
+                    row["max_abs_diff"] = float(np.abs(ours_flat - their_flat).max())
+                    row["speedup"] = round(flower_s / ours_s, 2)
+                results.append(row)
+                print(json.dumps(row), file=sys.stderr)
+    report = {
+        "results": results,
+        "flower_version": flower_version,
+        "grid_step": 2.0**-base.fixed_point_bits,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "note": "times are medians; max_abs_diff is in parameter units",
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Final test accuracy of every aggregation rule under every attack, as JSON.
+
+A simulated swarm (node.learning.simulation) of 10 nodes, 2 of them Byzantine, trains the default
+digits task on a Dirichlet(0.5) split for a number of rounds; each (rule, attack) cell is the
+test accuracy after the last round, averaged over seeds. The rule with the best worst case over
+all attacks is reported as ``default_rule``, with whether it reaches the target: under every
+attack at least 97% of what plain mean aggregation reaches with no attack.
+
+    .venv/bin/python scripts/bench_robustness.py            # full table (~10-15 min on 2 cores)
+    .venv/bin/python scripts/bench_robustness.py --rules mean centered_clipping+bucketing \
+        --attacks none alie --seeds 1 --rounds 10            # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from node.learning.attacks import ATTACKS
+from node.learning.simulation import simulate
+from node.task import AggregationSpec, StepSpec, default_task
+
+NUM_NODES = 10
+NUM_BYZANTINE = 2
+TARGET = 0.97
+
+# Each entry: a rule with the parameters it would get in a swarm of 10 with f = 2.
+PIPELINES: dict[str, AggregationSpec] = {
+    "mean": AggregationSpec("mean", {}, ()),
+    "fedavg": AggregationSpec("fedavg", {}, ()),
+    "median": AggregationSpec("median", {}, ()),
+    "trimmed_mean": AggregationSpec("trimmed_mean", {"beta": 0.2}, ()),
+    "geometric_median": AggregationSpec("geometric_median", {"iterations": 8}, ()),
+    "krum": AggregationSpec("krum", {"f": NUM_BYZANTINE}, ()),
+    "multi_krum": AggregationSpec("multi_krum", {"f": NUM_BYZANTINE}, ()),
+    "bulyan": AggregationSpec("bulyan", {"f": NUM_BYZANTINE}, ()),
+    "centered_clipping": AggregationSpec("centered_clipping", {"tau": 0.1, "iterations": 3}, ()),
+    "centered_clipping+bucketing": AggregationSpec(
+        "centered_clipping", {"tau": 0.1, "iterations": 3}, (StepSpec("bucketing", {"s": 2}),)
+    ),
+    "trimmed_mean+nnm": AggregationSpec(
+        "trimmed_mean", {"beta": 0.2}, (StepSpec("nnm", {"f": NUM_BYZANTINE}),)
+    ),
+    "geometric_median+bucketing": AggregationSpec(
+        "geometric_median", {"iterations": 8}, (StepSpec("bucketing", {"s": 2}),)
+    ),
+}
+ATTACK_NAMES = ["none", *ATTACKS]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the table and print it as JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rules", nargs="+", default=list(PIPELINES), choices=list(PIPELINES))
+    parser.add_argument("--attacks", nargs="+", default=ATTACK_NAMES, choices=ATTACK_NAMES)
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per cell (averaged)")
+    parser.add_argument("--rounds", type=int, default=20, help="rounds per simulated swarm")
+    parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label skew")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # tiny models: one thread each, and the machine is shared
+    cpu = torch.device("cpu")
+    base = default_task()
+    started = time.perf_counter()
+    accuracy: dict[str, dict[str, float | None]] = {}
+    spread: dict[str, dict[str, float | None]] = {}
+    errors: dict[str, str] = {}
+    for name in args.rules:
+        spec = replace(base, aggregation=PIPELINES[name])
+        accuracy[name], spread[name] = {}, {}
+        for attack in args.attacks:
+            try:
+                finals = [
+                    simulate(
+                        spec,
+                        attack=None if attack == "none" else attack,
+                        num_nodes=NUM_NODES,
+                        num_byzantine=NUM_BYZANTINE,
+                        rounds=args.rounds,
+                        alpha=args.alpha,
+                        seed=seed,
+                        device=cpu,
+                    ).accuracy[-1]
+                    for seed in range(args.seeds)
+                ]
+            except ValueError as exc:  # a Byzantine bound the rule cannot meet at n=10, f=2
+                errors[name] = str(exc)
+                accuracy[name][attack] = spread[name][attack] = None
+                continue
+            accuracy[name][attack] = round(statistics.fmean(finals), 4)
+            spread[name][attack] = round(statistics.pstdev(finals), 4)
+            print(f"{name:30s} {attack:12s} {accuracy[name][attack]:.4f}", file=sys.stderr)
+    print(json.dumps(_report(args, accuracy, spread, errors, started), indent=2))
+    return 0
+
+
+def _report(
+    args: argparse.Namespace,
+    accuracy: dict[str, dict[str, float | None]],
+    spread: dict[str, dict[str, float | None]],
+    errors: dict[str, str],
+    started: float,
+) -> dict[str, Any]:
+    """The JSON report: table, chosen default rule and whether it meets the target."""
+    worst = {
+        name: min(v for v in cells.values() if v is not None)
+        for name, cells in accuracy.items()
+        if cells and all(v is not None for v in cells.values())
+    }
+    default = max(worst, key=lambda name: worst[name]) if worst else None
+    baseline = accuracy.get("mean", {}).get("none")
+    return {
+        "default_rule": default,
+        "accuracy": accuracy,
+        "std_over_seeds": spread,
+        "worst_case": worst,
+        "errors": errors,
+        "target": None if baseline is None else round(TARGET * baseline, 4),
+        "default_meets_target": (
+            None if baseline is None or default is None else worst[default] >= TARGET * baseline
+        ),
+        "default_aggregation": None if default is None else _aggregation_json(default),
+        "config": {
+            "nodes": NUM_NODES,
+            "byzantine": NUM_BYZANTINE,
+            "dirichlet_alpha": args.alpha,
+            "rounds": args.rounds,
+            "seeds": args.seeds,
+            "task": json.loads(default_task().canonical_bytes()),
+        },
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def _aggregation_json(name: str) -> Any:
+    """The ``aggregation`` section of a task spec using pipeline ``name``."""
+    spec = replace(default_task(), aggregation=PIPELINES[name])
+    return json.loads(spec.canonical_bytes())["aggregation"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""`swarm node join`: stake, register keys, then run rounds until stopped (headless).
+
+Progress is printed one event per line, as words or (``--events json``) as JSON objects that
+scripts, tests and displays read; Ctrl-C or SIGTERM stops the node after its current step.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from enum import StrEnum
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from node.runtime.config import DEFAULT_RPC, NodeConfig, read_private_key
+from node.runtime.events import NodeEvent
+from node.runtime.local import AttackPlan
+from node.runtime.node import SwarmNode
+
+app = typer.Typer(help="Run a swarm node.", no_args_is_help=True, add_completion=False)
+
+
+class EventFormat(StrEnum):
+    """How progress events are printed."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+@app.command()
+def join(
+    deployment: Annotated[
+        Path, typer.Option("--deployment", help="The deployment file `swarm deploy` wrote.")
+    ],
+    key: Annotated[
+        str,
+        typer.Option(
+            "--key",
+            envvar="SWARM_NODE_KEY",
+            help="The member's chain private key (0x...), or a file holding it.",
+        ),
+    ],
+    data: Annotated[
+        Path, typer.Option("--data", help="The node's examples: .npz (x, y) or IDX images.")
+    ],
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="IDX labels file (with IDX --data).")
+    ] = None,
+    rpc: Annotated[str, typer.Option("--rpc", help="JSON-RPC URL of the chain.")] = DEFAULT_RPC,
+    store: Annotated[
+        Path | None,
+        typer.Option("--store", help="Embedded store directory (default ~/.swarmchain/store)."),
+    ] = None,
+    ipfs_api: Annotated[
+        str | None, typer.Option("--ipfs-api", help="Use an IPFS daemon's RPC API as the store.")
+    ] = None,
+    peer: Annotated[
+        list[str] | None,
+        typer.Option("--peer", help="A gateway URL to fetch missing blocks from (repeatable)."),
+    ] = None,
+    serve: Annotated[
+        str | None, typer.Option("--serve", help="Serve this node's blocks on HOST:PORT.")
+    ] = None,
+    journal: Annotated[
+        Path | None,
+        typer.Option("--journal", help="Journal directory (default ~/.swarmchain/nodes/ADDR)."),
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="Torch CPU threads.", min=1)
+    ] = None,
+    attack: Annotated[
+        str | None,
+        typer.Option("--attack", help="Forge updates with an attack, e.g. alie or alie:z=1.5."),
+    ] = None,
+    encrypt: Annotated[
+        bool, typer.Option("--encrypt", help="Encrypt updates for the round's members.")
+    ] = False,
+    stake: Annotated[
+        int | None, typer.Option("--stake", help="Tokens to stake (default: the minimum).")
+    ] = None,
+    min_members: Annotated[
+        int, typer.Option("--min-members", help="Open the first round at this many members.")
+    ] = 1,
+    until_round: Annotated[
+        int | None,
+        typer.Option("--until-round", help="Exit once this round is closed and settled."),
+    ] = None,
+    poll: Annotated[float, typer.Option("--poll", help="Seconds between looks at the chain.")] = (
+        0.25
+    ),
+    events: Annotated[
+        EventFormat, typer.Option("--events", help="Print progress as text or JSON lines.")
+    ] = EventFormat.TEXT,
+) -> None:
+    """Join a swarm and run rounds until stopped.
+
+    Example: swarm node join --deployment deployment.json --key key.txt --data site-a.npz
+    """
+    config = NodeConfig(
+        deployment=deployment,
+        private_key=read_private_key(key),
+        data=data,
+        labels=labels,
+        rpc_url=rpc,
+        store=store,
+        ipfs_api=ipfs_api,
+        peers=tuple(peer or ()),
+        serve=serve,
+        journal=journal,
+        threads=threads,
+        attack=None if attack is None else AttackPlan.parse(attack),
+        encrypt=encrypt,
+        stake=stake,
+        min_members=min_members,
+        until_round=until_round,
+        poll_s=poll,
+    )
+
+    def show(event: NodeEvent) -> None:
+        text = event.line() if events == EventFormat.JSON else event.describe()
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+    node = SwarmNode(config, on_event=show)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        node.stop()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    node.run()

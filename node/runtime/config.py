@@ -1,0 +1,104 @@
+"""A node's configuration: where the swarm is, who the node is, and how it runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from eth_account import Account
+
+from node.errors import ConfigError
+from node.learning.data import Dataset, load_idx, load_npz
+from node.runtime.local import AttackPlan
+
+DEFAULT_RPC = "http://127.0.0.1:8545"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything `SwarmNode` needs; every field but the first three has a default."""
+
+    deployment: Path  # the deployment file `swarm deploy` wrote
+    private_key: str  # the member's chain account key (0x + 64 hex digits)
+    data: Path  # the node's examples: an .npz (x, y) or an IDX images file
+    labels: Path | None = None  # the IDX labels file (IDX data only)
+    rpc_url: str = DEFAULT_RPC  # JSON-RPC endpoint of the swarm's chain
+    store: Path | None = None  # embedded store directory (None: ~/.swarmchain/store)
+    ipfs_api: str | None = None  # a Kubo RPC URL; when set it is the store
+    peers: tuple[str, ...] = ()  # trustless gateways the embedded store fetches missing blocks from
+    serve: str | None = None  # "host:port" to serve this node's blocks to peers (per-node stores)
+    journal: Path | None = None  # journal directory (None: ~/.swarmchain/nodes/<address>)
+    threads: int | None = None  # torch intra-op threads (None: torch's default)
+    attack: AttackPlan | None = None  # forge updates with this attack (tests and demos)
+    encrypt: bool = False  # encrypt updates for the round's members (auditors cannot read them)
+    stake: int | None = None  # tokens to stake when joining (None: the swarm's minimum)
+    min_members: int = 1  # open the first counted round once this many members are active
+    until_round: int | None = None  # exit once this round is closed and settled (None: forever)
+    poll_s: float = 0.25  # seconds between looks at the chain
+    deadline_margin_s: float = 1.0  # do not send a phase's transaction this close to its deadline
+    stagger_s: float = 0.4  # per member index: delay before a shared duty (finalize, failRound)
+
+    def __post_init__(self) -> None:
+        try:
+            Account.from_key(self.private_key)
+        except (ValueError, TypeError):
+            raise ConfigError(
+                "the node key is not a valid private key (0x + 64 hex digits)"
+            ) from None
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        if self.min_members < 1:
+            raise ConfigError(f"min_members must be >= 1, got {self.min_members}")
+        if self.poll_s <= 0 or self.deadline_margin_s < 0 or self.stagger_s < 0:
+            raise ConfigError("poll_s must be > 0; deadline_margin_s and stagger_s >= 0")
+
+    @property
+    def address(self) -> str:
+        """The member's checksummed account address."""
+        return str(Account.from_key(self.private_key).address)
+
+    def journal_dir(self) -> Path:
+        """The journal directory: `journal`, or ``~/.swarmchain/nodes/<address>``."""
+        if self.journal is not None:
+            return self.journal
+        return Path.home() / ".swarmchain" / "nodes" / self.address
+
+
+def read_private_key(value: str) -> str:
+    """A private key given inline (``0x...``) or as the path of a file holding one.
+
+    Raises
+    ------
+    ConfigError
+        If the value is neither a key nor a readable file holding one.
+    """
+    text = value.strip()
+    if not text.startswith("0x"):
+        try:
+            text = Path(text).read_text().strip()
+        except OSError as err:
+            raise ConfigError(
+                f"--key is neither a 0x private key nor a readable key file: {err.strerror}"
+            ) from None
+    try:
+        Account.from_key(text)
+    except (ValueError, TypeError):
+        raise ConfigError("--key is not a valid private key (0x + 64 hex digits)") from None
+    return text
+
+
+def load_node_data(data: Path, labels: Path | None) -> Dataset:
+    """Load the node's examples: an ``.npz`` with ``x`` and ``y``, or IDX images plus labels.
+
+    Raises
+    ------
+    ConfigError
+        If the files are missing or malformed, or IDX images come without labels.
+    """
+    if data.suffix == ".npz":
+        return load_npz(data)
+    if labels is None:
+        raise ConfigError(
+            f"{data} is not an .npz file, so it is read as IDX images and needs --labels"
+        )
+    return load_idx(data, labels)

@@ -1,0 +1,166 @@
+"""The swarm's task document: the blob whose CID and SHA-256 the coordinator fixes at deployment.
+
+It binds the task spec to the checkpoint round 1 starts from, so that a node needs nothing but
+the chain and the content store to know exactly what to train::
+
+    {"format":"swarmchain-task/1","genesis":{"cid":"bafk...","sha256":"0x..."},"task":{...}}
+
+The bytes are canonical JSON (sorted keys, no whitespace, ASCII), ``task`` is
+`node.task.TaskSpec.to_dict`, and ``genesis`` names the genesis checkpoint: the task's model
+initialised from ``task.train.seed`` (`node.learning.training.genesis_state`), encoded with the
+update codec. Nodes check the document against the on-chain hash and the genesis blob against
+the document before using either, so a store can withhold them but not swap them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from node.chain.protocol import content_hash
+from node.errors import ConfigError, VerificationError
+from node.learning.training import genesis_state
+from node.runtime.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
+from node.task import TaskSpec
+from storage.cid import CID
+from storage.errors import InvalidCID
+from storage.store import Store
+
+DOCUMENT_FORMAT = "swarmchain-task/1"
+MAX_DOCUMENT_BYTES = 1 << 20  # a task document is a few KiB; refuse anything absurd
+
+
+class TaskDocumentError(VerificationError):
+    """A task document does not match its on-chain hash, or is malformed."""
+
+
+@dataclass(frozen=True)
+class TaskDocument:
+    """A task spec and the genesis checkpoint it starts from."""
+
+    spec: TaskSpec  # the task every member trains
+    genesis_cid: str  # CID of the genesis checkpoint blob
+    genesis_hash: bytes  # SHA-256 of that blob (32 bytes)
+
+    def canonical_bytes(self) -> bytes:
+        """The document's canonical encoding: what is stored and hashed."""
+        body = {
+            "format": DOCUMENT_FORMAT,
+            "genesis": {"cid": self.genesis_cid, "sha256": "0x" + self.genesis_hash.hex()},
+            "task": self.spec.to_dict(),
+        }
+        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> TaskDocument:
+        """Parse a document, insisting on its canonical form.
+
+        Raises
+        ------
+        TaskDocumentError
+            If the bytes are too long, not canonical JSON of this format, or name a malformed
+            genesis; a bad task spec raises it too, carrying the spec's own message.
+        """
+        if len(data) > MAX_DOCUMENT_BYTES:
+            raise TaskDocumentError(f"task document holds {len(data)} bytes, over the bound")
+        try:
+            body = json.loads(data.decode("ascii"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise TaskDocumentError(f"task document is not ASCII JSON: {err}") from None
+        if not isinstance(body, dict) or set(body) != {"format", "genesis", "task"}:
+            raise TaskDocumentError("task document must hold exactly format, genesis and task")
+        if body["format"] != DOCUMENT_FORMAT:
+            raise TaskDocumentError(
+                f"task document format {body['format']!r} is not {DOCUMENT_FORMAT!r}"
+            )
+        genesis = body["genesis"]
+        if not isinstance(genesis, dict) or set(genesis) != {"cid", "sha256"}:
+            raise TaskDocumentError("task document genesis must hold exactly cid and sha256")
+        try:
+            spec = TaskSpec.from_json(body["task"])
+        except ConfigError as err:
+            raise TaskDocumentError(f"task document holds an invalid task: {err}") from None
+        document = cls(spec, _cid(genesis["cid"]), _sha256(genesis["sha256"]))
+        if document.canonical_bytes() != data:
+            raise TaskDocumentError("task document is not in canonical form")
+        return document
+
+
+def _cid(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TaskDocumentError(f"genesis cid must be a string, got {value!r}")
+    try:
+        CID.parse(value)
+    except InvalidCID as err:
+        raise TaskDocumentError(f"genesis cid: {err}") from None
+    return value
+
+
+def _sha256(value: Any) -> bytes:
+    if isinstance(value, str) and value.startswith("0x") and len(value) == 66:
+        try:
+            return bytes.fromhex(value[2:])
+        except ValueError:
+            pass
+    raise TaskDocumentError(f"genesis sha256 must be 0x + 64 hex digits, got {value!r}")
+
+
+def publish_task(store: Store, spec: TaskSpec) -> tuple[str, bytes, TaskDocument]:
+    """Store a task's genesis checkpoint and its task document.
+
+    Parameters
+    ----------
+    store
+        Where members will fetch both blobs.
+    spec
+        The task.
+
+    Returns
+    -------
+    tuple[str, bytes, TaskDocument]
+        The document's CID and SHA-256 (what the coordinator records) and the document.
+    """
+    genesis = encode_checkpoint(genesis_state(spec))
+    stored = store.put(genesis.blob)
+    document = TaskDocument(spec, stored, genesis.hash)
+    blob = document.canonical_bytes()
+    return store.put(blob), content_hash(blob), document
+
+
+def fetch_task(store: Store, cid: str, expected_hash: bytes) -> tuple[TaskDocument, Checkpoint]:
+    """Fetch and check a swarm's task document and its genesis checkpoint.
+
+    Parameters
+    ----------
+    store
+        The content store.
+    cid, expected_hash
+        The document's CID and SHA-256 as the coordinator records them.
+
+    Returns
+    -------
+    tuple[TaskDocument, Checkpoint]
+        The document and the decoded genesis checkpoint.
+
+    Raises
+    ------
+    TaskDocumentError
+        If the document's hash differs from the chain's, or it is malformed.
+    StorageError
+        If a blob cannot be fetched.
+    VerificationError
+        If the genesis blob does not match the document or the task's shapes.
+    """
+    blob = store.get(cid, max_size=MAX_DOCUMENT_BYTES)
+    if content_hash(blob) != expected_hash:
+        raise TaskDocumentError(
+            f"task document {cid} hashes to 0x{content_hash(blob).hex()}, the chain records "
+            f"0x{expected_hash.hex()}"
+        )
+    document = TaskDocument.from_bytes(blob)
+    genesis_blob = store.get(document.genesis_cid, max_size=document.spec.max_update_bytes)
+    genesis = decode_checkpoint(
+        genesis_blob, document.spec, cid=document.genesis_cid, expected_hash=document.genesis_hash
+    )
+    return document, genesis

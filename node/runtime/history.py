@@ -1,0 +1,124 @@
+"""The coordinator's event record, read incrementally, with the queries a round needs.
+
+`ChainHistory` keeps every coordinator event since deployment and fetches only new blocks on
+`refresh`. A local chain restarted from an older state file can forget blocks a node already
+read; the history notices (the last block it read is gone or has another hash) and reads the
+record again from the deployment block, so it never reasons from events the chain no longer has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from node.chain.coordinator import Coordinator
+from node.chain.events import (
+    Attested,
+    ChainEvent,
+    Committed,
+    Joined,
+    Revealed,
+    RoundFinalized,
+)
+from node.chain.tx import call_view
+from node.runtime.round import reward_for_round
+from node.runtime.verify import Submission
+
+
+@dataclass(frozen=True)
+class MemberKeys:
+    """A member's index and registered public keys (its latest `Joined`)."""
+
+    node: str
+    index: int
+    ed25519_key: bytes
+    x25519_key: bytes
+
+
+class ChainHistory:
+    """Every coordinator event since deployment, kept current by `refresh`.
+
+    Parameters
+    ----------
+    coordinator
+        A client of the swarm (read-only is enough).
+    """
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        self.coordinator = coordinator
+        self.events: list[ChainEvent] = []
+        self._next_block = coordinator.deployment.deploy_block
+        self._last_hash: bytes | None = None
+
+    def _block_hash(self, number: int) -> bytes | None:
+        w3 = self.coordinator.w3
+        block = call_view(lambda: w3.eth.get_block(number), "eth_getBlockByNumber")
+        block_hash = block.get("hash")
+        return None if block_hash is None else bytes(block_hash)
+
+    def refresh(self) -> None:
+        """Read the events of every block mined since the last refresh.
+
+        Raises
+        ------
+        ChainError
+            If the chain cannot be reached.
+        """
+        w3 = self.coordinator.w3
+        latest = call_view(lambda: w3.eth.block_number, "eth_blockNumber")
+        if self._last_hash is not None:
+            last = self._next_block - 1
+            if last > latest or self._block_hash(last) != self._last_hash:
+                self.events = []
+                self._next_block = self.coordinator.deployment.deploy_block
+                self._last_hash = None
+        if latest < self._next_block:
+            return
+        self.events.extend(self.coordinator.events(self._next_block, latest))
+        self._next_block = latest + 1
+        self._last_hash = self._block_hash(latest)
+
+    def members(self) -> dict[str, MemberKeys]:
+        """Every member that ever joined, by address, with its latest keys."""
+        out: dict[str, MemberKeys] = {}
+        for e in self.events:
+            if isinstance(e, Joined):
+                out[e.node] = MemberKeys(e.node, e.index, e.ed25519_key, e.x25519_key)
+        return out
+
+    def committed(self, round_id: int) -> list[str]:
+        """Members that committed in the round, in chain order."""
+        return [e.node for e in self.events if isinstance(e, Committed) and e.round == round_id]
+
+    def revealed(self, round_id: int) -> list[Revealed]:
+        """The round's reveals, in chain order."""
+        return [e for e in self.events if isinstance(e, Revealed) and e.round == round_id]
+
+    def submissions(self, round_id: int) -> tuple[Submission, ...]:
+        """The round's revealed updates with their members' indices and signing keys."""
+        members = self.members()
+        return tuple(
+            Submission(
+                index=members[e.node].index,
+                node=e.node,
+                cid=e.cid,
+                content_hash=e.content_hash,
+                num_samples=e.num_samples,
+                signer=members[e.node].ed25519_key,
+            )
+            for e in self.revealed(round_id)
+        )
+
+    def attestations(self, round_id: int) -> list[Attested]:
+        """The round's attestations, in chain order."""
+        return [e for e in self.events if isinstance(e, Attested) and e.round == round_id]
+
+    def finalized(self, round_id: int) -> RoundFinalized | None:
+        """The round's finalization, if it happened."""
+        for e in self.events:
+            if isinstance(e, RoundFinalized) and e.round == round_id:
+                return e
+        return None
+
+    def reward(self, round_id: int, reward_per_round: int) -> int:
+        """The round's reward (`node.runtime.round.reward_for_round`)."""
+        return reward_for_round(self.events, round_id, reward_per_round)

@@ -1,0 +1,823 @@
+"""The swarm node: a resumable state machine driven by chain state and a local journal.
+
+There is no leader and no coordinator process. Every `SwarmNode` looks at the chain a few times a
+second and does whatever the current round still needs from it:
+
+========  ==================================================================================
+phase     what the node does (each step only if the chain does not show it done already)
+========  ==================================================================================
+commit    train from the round's base checkpoint, encode, (encrypt,) store the update and its
+          signed envelope, journal the secret, then commit
+reveal    reveal the journaled update whose commitment the chain holds
+attest    fetch and verify every revealed update, aggregate, value, save the reward tree,
+          journal the outcome, then attest; finalize at once if that attestation made quorum
+ended     finalize a tuple at quorum (any node may), or fail the round once its windows are over
+closed    load the new checkpoint, claim this node's reward, slash offenders when it is this
+          node's turn (lazily: an offender is also slashed at its own next commit)
+========  ==================================================================================
+
+Look before you send: each transaction follows a read showing that the chain still needs it,
+and the journal keeps the secrets behind a commitment before the commitment is sent, so a node
+killed at any instant and restarted resumes without sending anything twice or losing a reward.
+A phase whose deadline (less a safety margin) has passed is skipped. Chain and store failures
+are retried with backoff, so a restarted chain (or store) only pauses the node.
+
+Every decision about a round's outcome is `node.runtime.round.compute_round`, a pure function
+of public inputs, so every honest node attests the identical tuple.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from incentives.claims import load_reward_tree, save_reward_tree
+from incentives.merkle import RewardTree
+from node.aggregation.registry import RULES
+from node.chain.coordinator import Coordinator, RoundInfo
+from node.chain.deploy import connect
+from node.chain.deployment import Deployment, load_deployment
+from node.chain.events import Attested
+from node.chain.protocol import (
+    MemberStatus,
+    Outcome,
+    Phase,
+    Reveal,
+    RoundStatus,
+    SubmissionState,
+    content_hash,
+    decode_bitmap,
+)
+from node.chain.reverts import (
+    AlreadyAttested,
+    AlreadyClaimed,
+    AlreadyCommitted,
+    AlreadyRevealed,
+    AlreadySlashed,
+    ContractRevert,
+    DeadlinePassed,
+    NotSlashable,
+    QuorumReached,
+    RoundAlreadyFinalized,
+    RoundNotExpired,
+    WrongRound,
+)
+from node.chain.tx import Transaction
+from node.errors import ChainError, ConfigError, StorageError
+from node.learning.data import Dataset, check_dataset, load_npz, task_splits
+from node.learning.training import evaluate
+from node.runtime.checkpoint import Checkpoint, State, aggregate_of, decode_checkpoint
+from node.runtime.config import NodeConfig, load_node_data
+from node.runtime.document import TaskDocument, fetch_task
+from node.runtime.events import EventKind, EventSink, NodeEvent
+from node.runtime.history import ChainHistory
+from node.runtime.journal import Journal, Record
+from node.runtime.local import local_update
+from node.runtime.round import RoundInputs, RoundResult, compute_round, one_thread
+from storage.codec import encode_update
+from storage.envelope import Manifest, decrypt_blob, encrypt_blob, sign_manifest
+from storage.errors import BlockNotFound, StoreTimeout, StoreUnavailable
+from storage.gateway import BlockServer
+from storage.keys import NodeKeys
+from storage.store import EmbeddedStore, Store, open_store
+
+KEYS_FILE = "node-keys.json"
+REWARDS_DIR = "rewards"
+MAX_BACKOFF_S = 5.0
+FETCH_RETRIES = 4  # attempts at a blob a peer may still be writing
+BENIGN = {  # reverts that mean "someone else already did it", by action
+    "commit": (AlreadyCommitted,),
+    "reveal": (AlreadyRevealed,),
+    "attest": (AlreadyAttested,),
+    "finalize": (RoundAlreadyFinalized, WrongRound),
+    "fail": (RoundAlreadyFinalized, WrongRound, QuorumReached, RoundNotExpired),
+    "slash": (AlreadySlashed, NotSlashable),
+    "claim": (AlreadyClaimed,),
+}
+_SENT_EVENT = {
+    "commit": EventKind.COMMITTED,
+    "reveal": EventKind.REVEALED,
+    "attest": EventKind.ATTESTED,
+    "finalize": EventKind.FINALIZE_SENT,
+    "fail": EventKind.FAIL_SENT,
+    "slash": EventKind.SLASH_SENT,
+    "claim": EventKind.CLAIMED,
+}
+
+
+class NodeStopped(Exception):
+    """Raised inside the loop when the stop event is set during a wait."""
+
+
+@dataclass
+class _RoundClock:
+    """Where one round's wall time went, from this node's point of view."""
+
+    seen: float = field(default_factory=time.monotonic)  # when the node first saw the round
+    parts: dict[str, float] = field(default_factory=dict)  # seconds by part
+
+    def add(self, part: str, seconds: float) -> None:
+        self.parts[part] = self.parts.get(part, 0.0) + seconds
+
+    def summary(self) -> dict[str, float]:
+        total = time.monotonic() - self.seen
+        busy = {k: round(v, 4) for k, v in sorted(self.parts.items())}
+        return {**busy, "round": round(total, 4), "waiting": round(total - sum(busy.values()), 4)}
+
+
+def _transient(err: Exception) -> bool:
+    """Whether an error is worth retrying: the chain or the store was unreachable."""
+    if isinstance(err, ContractRevert):
+        return False
+    return isinstance(err, ChainError | StoreUnavailable | StoreTimeout | BlockNotFound)
+
+
+class SwarmNode:
+    """One member of a swarm, running rounds until stopped.
+
+    Parameters
+    ----------
+    config
+        Where the swarm is and how to run.
+    on_event
+        Called with every `NodeEvent` (from the node's thread).
+    """
+
+    def __init__(self, config: NodeConfig, on_event: EventSink | None = None) -> None:
+        self.config = config
+        self._sink = on_event
+        self._stop = threading.Event()
+        self._store: Store | None = None
+        self._server: BlockServer | None = None
+        self._journal: Journal | None = None
+        self._results: dict[tuple[int, bytes], RoundResult] = {}
+        self._checkpoints: dict[tuple[int, bytes], Checkpoint] = {}
+        self._clocks: dict[int, _RoundClock] = {}
+        self._duty_seen: dict[tuple[int, str], float] = {}
+        self._skipped: set[tuple[int, str]] = set()
+        self._announced: set[int] = set()
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to finish its current step and return."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Join the swarm (if needed) and run rounds until stopped or `until_round` is settled.
+
+        Raises
+        ------
+        ConfigError
+            For a bad deployment, key, data or task document, or too few tokens to stake.
+        VerificationError
+            If the task document or genesis checkpoint fails its checks.
+        """
+        try:
+            self._retrying(self._setup)
+            reason = "stopped"
+            while not self._stop.is_set():
+                if self._retrying(self.step):
+                    reason = f"round {self.config.until_round} settled"
+                    break
+                self._stop.wait(self.config.poll_s)
+            self._emit(EventKind.STOPPED, 0, reason=reason)
+        except NodeStopped:
+            self._emit(EventKind.STOPPED, 0, reason="stopped")
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Release the store, the block server and the journal."""
+        if self._server is not None:
+            self._server.__exit__(None, None, None)
+            self._server = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+    def _retrying(self, action: Callable[[], Any]) -> Any:
+        """Run `action`, retrying transient chain and store failures with backoff."""
+        delay = self.config.poll_s
+        while True:
+            try:
+                return action()
+            except (ChainError, StorageError) as err:
+                if not _transient(err):
+                    raise
+                self._emit(EventKind.RETRYING, 0, error=str(err), delay=round(delay, 3))
+                if self._stop.wait(delay):
+                    raise NodeStopped from err
+                delay = min(MAX_BACKOFF_S, delay * 2)
+
+    def _emit(self, kind: EventKind, round_id: int, **data: Any) -> None:
+        if self._sink is not None:
+            self._sink(NodeEvent(kind, round_id, data))
+
+    # ---- setup -------------------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        cfg = self.config
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
+        deployment: Deployment = load_deployment(cfg.deployment)
+        self.coordinator = Coordinator(connect(cfg.rpc_url), deployment, cfg.private_key)
+        self.address = self.coordinator.account
+        if self._journal is None:
+            self._journal = Journal(cfg.journal_dir())
+        self.journal = self._journal
+        started = self.journal.last("started")
+        if started is not None and (
+            started["node"] != self.address or started["coordinator"] != deployment.coordinator
+        ):
+            raise ConfigError(
+                f"journal {self.journal.path} belongs to node {started['node']} of swarm "
+                f"{started['coordinator']}",
+                hint="give each node and swarm its own --journal directory",
+            )
+        self.keys = self._node_keys(cfg.journal_dir() / KEYS_FILE)
+        if self._store is None:
+            self._store = open_store(cfg.store, cfg.ipfs_api, peers=cfg.peers)
+            if cfg.serve is not None:
+                self._serve(self._store, cfg.serve)
+        self.store = self._store
+        self.params = self.coordinator.params()
+        self.document, genesis = fetch_task(self.store, *self.coordinator.task_spec())
+        self.spec = self.document.spec
+        self._checkpoints[(0, genesis.hash)] = genesis
+        self.genesis = genesis
+        self.data = load_node_data(cfg.data, cfg.labels)
+        check_dataset(self.data, self.spec.data)
+        self.reference = self._reference_set(self.document)
+        self.history = ChainHistory(self.coordinator)
+        self._join()
+        if started is None:
+            started = self.journal.append(
+                "started",
+                node=self.address,
+                coordinator=deployment.coordinator,
+                chain_id=deployment.chain_id,
+                round=self.coordinator.current_round(),
+            )
+        self.first_round = int(started["round"])
+        closed = self.journal.last("closed")
+        self.next_close = self.first_round if closed is None else int(closed["round"]) + 1
+        self.rewards_dir = cfg.journal_dir() / REWARDS_DIR
+        self._emit(
+            EventKind.STARTED,
+            self.coordinator.current_round(),
+            node=self.address,
+            coordinator=deployment.coordinator,
+            chain_id=deployment.chain_id,
+            task=self.spec.name,
+            journal=str(self.journal.path),
+        )
+
+    def _node_keys(self, path: Path) -> NodeKeys:
+        if path.exists():
+            return NodeKeys.load(path)
+        keys = NodeKeys.generate()
+        keys.save(path)
+        return keys
+
+    def _serve(self, store: Store, address: str) -> None:
+        if not isinstance(store, EmbeddedStore):
+            raise ConfigError("--serve needs the embedded store, not --ipfs-api")
+        host, _, port = address.rpartition(":")
+        try:
+            self._server = BlockServer(store, host or "127.0.0.1", int(port))
+        except (ValueError, OSError) as err:
+            raise ConfigError(f"cannot serve blocks on {address}: {err}") from None
+        self._server.__enter__()
+
+    def _reference_set(self, document: TaskDocument) -> Dataset:
+        spec = document.spec
+        if spec.reference.source == "holdout":
+            return task_splits(spec)[1]
+        return load_npz(self.store.get(spec.reference.cid))
+
+    def _join(self) -> None:
+        me = self.coordinator.member_info()
+        keys = (self.keys.signing_public, self.keys.encryption_public)
+        if me.status != MemberStatus.NONE:
+            if (me.ed25519_key, me.x25519_key) != keys:
+                raise ConfigError(
+                    f"{self.address} is a member with other public keys than {KEYS_FILE}",
+                    hint="run with the journal directory this account joined with",
+                )
+            return
+        stake = self.config.stake or self.params.min_stake
+        balance = self.coordinator.token.balance_of(self.address)
+        if balance < stake:
+            raise ConfigError(
+                f"{self.address} holds {balance} tokens, fewer than the stake {stake}",
+                hint="get tokens from the swarm's deployer first",
+            )
+        tx = self.coordinator.join(stake, *keys)
+        if tx is not None:
+            index = self.coordinator.member_info().index
+            self._emit(EventKind.JOINED, self.coordinator.current_round(), stake=stake, index=index)
+
+    # ---- the loop ----------------------------------------------------------------------------
+
+    def step(self) -> bool:
+        """Look at the chain once and do what the current round needs from this node.
+
+        Returns
+        -------
+        bool
+            True once `until_round` is closed and settled (the node should exit).
+        """
+        current = self.coordinator.current_round()
+        self._close_rounds(current)
+        until = self.config.until_round
+        if until is not None and current > until and self.next_close > until:
+            return True
+        info = self.coordinator.round_info(current)
+        now = self._chain_now()
+        phase = _phase_at(info, now)
+        if info.active_at_open == 0:
+            if phase == Phase.ENDED and self._opens_first_round() and self._duty_due(info, "open"):
+                self._send("fail", current, lambda: self.coordinator.fail_round(current))
+            return False
+        me = self.coordinator.member_info()
+        eligible = me.stake_at_open > 0
+        self._announce(info, eligible)
+        if phase == Phase.COMMIT and eligible:
+            self._commit(info)
+        elif phase == Phase.REVEAL:
+            self._reveal(info)
+        elif phase == Phase.ATTEST and eligible and me.last_attest_round != current:
+            self._attest(info)
+        if phase in (Phase.ATTEST, Phase.ENDED):
+            self._finish(self.coordinator.round_info(current), phase)
+        return False
+
+    def _chain_now(self) -> int:
+        """The time the next block will carry, at the latest: max(latest block, wall clock)."""
+        return max(self.coordinator.timestamp(), int(time.time()))
+
+    def _opens_first_round(self) -> bool:
+        return self.coordinator.totals().active_members >= self.config.min_members
+
+    def _announce(self, info: RoundInfo, eligible: bool) -> None:
+        if info.round in self._announced:
+            return
+        self._announced.add(info.round)
+        self._clocks.setdefault(info.round, _RoundClock())
+        self._emit(
+            EventKind.ROUND,
+            info.round,
+            base_round=info.base_round,
+            eligible=eligible,
+            members=info.active_at_open,
+            commit_deadline=info.commit_deadline,
+        )
+
+    def _clock(self, round_id: int) -> _RoundClock:
+        return self._clocks.setdefault(round_id, _RoundClock())
+
+    def _skip(self, round_id: int, phase: str, reason: str) -> None:
+        if (round_id, phase) in self._skipped:
+            return
+        self._skipped.add((round_id, phase))
+        self.journal.append("skipped", round=round_id, phase=phase, reason=reason)
+        self._emit(EventKind.SKIPPED, round_id, phase=phase, reason=reason)
+
+    def _in_time(self, round_id: int, phase: str, deadline: int) -> bool:
+        """Whether a phase's transaction may still be sent; records a skip if not."""
+        if self._chain_now() + self.config.deadline_margin_s < deadline:
+            return True
+        self._skip(round_id, phase, f"deadline {deadline} passed")
+        return False
+
+    def _send(
+        self, action: str, round_id: int, call: Callable[[], Transaction | None], **data: Any
+    ) -> Transaction | None:
+        """Send one transaction (the call reads the chain first), journal and report it."""
+        started = time.monotonic()
+        try:
+            tx = call()
+        except DeadlinePassed as err:
+            self._skip(round_id, action, str(err))
+            return None
+        except BENIGN[action]:
+            return None
+        finally:
+            self._clock(round_id).add("chain", time.monotonic() - started)
+        if tx is None:
+            return None
+        self.journal.append(
+            "sent", round=round_id, action=action, tx=tx.tx_hash, block=tx.block_number, **data
+        )
+        self._emit(_SENT_EVENT[action], round_id, tx=tx.tx_hash, **data)
+        return tx
+
+    # ---- commit and reveal -------------------------------------------------------------------
+
+    def _commit(self, info: RoundInfo) -> None:
+        r = info.round
+        if self.coordinator.submission(r).state != SubmissionState.NONE:
+            return
+        if (r, "commit") in self._skipped:
+            return
+        base = self._base(info)
+        record = self.journal.last("update", r)
+        if record is None or record["base_cid"] != base.cid:
+            record = self._prepare(info, base)
+        if not self._in_time(r, "commit", info.commit_deadline):
+            return
+        reveal = _reveal_of(record)
+        commitment = self.coordinator.commitment_for(reveal, r)
+        self._send("commit", r, lambda: self.coordinator.commit(r, commitment))
+
+    def _prepare(self, info: RoundInfo, base: Checkpoint) -> Record:
+        """Train, publish and journal this node's update for the round."""
+        r = info.round
+        clock = self._clock(r)
+        started = time.monotonic()
+        update = local_update(
+            self.spec,
+            base.state,
+            self.data,
+            round_id=r,
+            node=self.address,
+            attack=self.config.attack,
+            members=info.active_at_open,
+        )
+        trained = time.monotonic()
+        clock.add("training", trained - started)
+        self._emit(
+            EventKind.TRAINED,
+            r,
+            num_samples=update.num_samples,
+            train_loss=round(update.train_loss, 6),
+            seconds=round(trained - started, 4),
+            attack=None if self.config.attack is None else self.config.attack.name,
+        )
+        blob = encode_update(update.delta)
+        if self.config.encrypt:
+            blob = encrypt_blob(blob, self._recipients(r))
+        update_cid = self.store.put(blob)
+        manifest = Manifest(
+            chain_id=self.coordinator.deployment.chain_id,
+            coordinator=self.coordinator.address,
+            round=r,
+            node=self.address,
+            base_cid=base.cid,
+            update_cid=update_cid,
+            content_hash="0x" + content_hash(blob).hex(),
+            num_samples=update.num_samples,
+            metrics={"train_loss": float(update.train_loss)},
+        )
+        envelope = sign_manifest(manifest, self.keys)
+        envelope_cid = self.store.put(envelope)
+        reveal = Reveal(envelope_cid, content_hash(envelope), update.num_samples, os.urandom(32))
+        stored = time.monotonic()
+        clock.add("storage", stored - trained)
+        self._emit(
+            EventKind.STORED,
+            r,
+            cid=envelope_cid,
+            update_cid=update_cid,
+            seconds=round(stored - trained, 4),
+        )
+        # The secret is on disk before the commitment that depends on it can be sent.
+        return self.journal.append(
+            "update",
+            round=r,
+            base_cid=base.cid,
+            cid=reveal.cid,
+            content_hash="0x" + reveal.content_hash.hex(),
+            update_cid=update_cid,
+            num_samples=reveal.num_samples,
+            salt="0x" + reveal.salt.hex(),
+            commitment="0x" + self.coordinator.commitment_for(reveal, r).hex(),
+        )
+
+    def _recipients(self, round_id: int) -> list[bytes]:
+        """X25519 keys of the members counted in the round (this node included)."""
+        self.history.refresh()
+        return [
+            keys.x25519_key
+            for node, keys in sorted(self.history.members().items())
+            if self.coordinator.member_info(node).stake_at_open > 0
+        ]
+
+    def _reveal(self, info: RoundInfo) -> None:
+        r = info.round
+        mine = self.coordinator.submission(r)
+        if mine.state != SubmissionState.COMMITTED or mine.commitment is None:
+            return
+        stored = "0x" + mine.commitment.hex()
+        records = [rec for rec in self.journal.of_kind("update", r) if rec["commitment"] == stored]
+        if not records:
+            self._skip(r, "reveal", "the journal holds no secret for the commitment on chain")
+            return
+        if not self._in_time(r, "reveal", info.reveal_deadline):
+            return
+        reveal = _reveal_of(records[-1])
+        self._send("reveal", r, lambda: self.coordinator.reveal(r, reveal))
+
+    # ---- attest and close --------------------------------------------------------------------
+
+    def _attest(self, info: RoundInfo) -> None:
+        r = info.round
+        if (r, "attest") in self._skipped:
+            return
+        result = self._result(info)
+        fields = _outcome_fields(r, result)
+        last = self.journal.last("outcome", r)
+        if last is None or any(last[k] != fields[k] for k in _OUTCOME_KEYS):
+            save_reward_tree(self.rewards_dir, r, result.tree)
+            self.journal.append("outcome", **fields)
+        if not self._in_time(r, "attest", info.attest_deadline):
+            return
+        tx = self._send(
+            "attest",
+            r,
+            lambda: self.coordinator.attest(r, result.outcome),
+            checkpoint_hash="0x" + result.outcome.checkpoint_hash.hex(),
+            accepted=sum(v.accepted for v in result.verdicts),
+        )
+        if tx is not None and any(
+            isinstance(e, Attested) and e.outcome_stake >= info.required_stake for e in tx.events
+        ):
+            self._send("finalize", r, lambda: self.coordinator.finalize(r, result.outcome))
+
+    def _finish(self, info: RoundInfo, phase: Phase) -> None:
+        """Finalize a tuple at quorum, or fail a round whose windows are over without one."""
+        r = info.round
+        if info.status != RoundStatus.OPEN:
+            return
+        if info.leading_stake >= info.required_stake:
+            outcome = self._quorum_outcome(info)
+            if outcome is not None and self._duty_due(info, "finalize"):
+                self._send("finalize", r, lambda: self.coordinator.finalize(r, outcome))
+        elif phase == Phase.ENDED and self._duty_due(info, "fail"):
+            self._send("fail", r, lambda: self.coordinator.fail_round(r))
+
+    def _quorum_outcome(self, info: RoundInfo) -> Outcome | None:
+        """The tuple holding quorum: this node's own if it does, else read from attestations."""
+        mine = self._results.get((info.round, info.seed))
+        if mine is not None and (
+            self.coordinator.outcome_stake(info.round, mine.outcome) >= info.required_stake
+        ):
+            return mine.outcome
+        self.history.refresh()
+        for event in self.history.attestations(info.round):
+            if event.outcome_stake >= info.required_stake:
+                return event.outcome
+        return None
+
+    def _duty_due(self, info: RoundInfo, duty: str) -> bool:
+        """Whether this node's turn at a duty anyone may do has come (staggered by index)."""
+        key = (info.round, duty)
+        first = self._duty_seen.setdefault(key, time.monotonic())
+        index = self.coordinator.member_info().index
+        return time.monotonic() - first >= self.config.stagger_s * (index % 16 + 1)
+
+    # ---- round inputs ------------------------------------------------------------------------
+
+    def _checkpoint_of(self, round_id: int) -> Checkpoint:
+        """The checkpoint a finalized round produced (0: the genesis), fetched if needed."""
+        if round_id == 0:
+            return self.genesis
+        outcome = self.coordinator.finalized_outcome(round_id)
+        key = (round_id, outcome.checkpoint_hash)
+        cached = self._checkpoints.get(key)
+        if cached is None:
+            computed = [
+                res.checkpoint
+                for (rid, _), res in self._results.items()
+                if rid == round_id and res.checkpoint.hash == outcome.checkpoint_hash
+            ]
+            if computed:
+                cached = computed[0]
+            else:
+                blob = self._fetch(outcome.checkpoint_cid, len(self.genesis.blob))
+                cached = decode_checkpoint(
+                    blob,
+                    self.spec,
+                    cid=outcome.checkpoint_cid,
+                    expected_hash=outcome.checkpoint_hash,
+                )
+            self._checkpoints[key] = cached
+        return cached
+
+    def _base(self, info: RoundInfo) -> Checkpoint:
+        return self._checkpoint_of(info.base_round)
+
+    def _center(self, base_round: int) -> State | None:
+        """The step that produced the base checkpoint (None from the genesis)."""
+        if base_round == 0 or not RULES[self.spec.aggregation.rule].uses_center:
+            return None
+        before = self.coordinator.round_info(base_round).base_round
+        return aggregate_of(self._checkpoint_of(base_round), self._checkpoint_of(before))
+
+    def _fetch(self, cid: str, max_bytes: int) -> bytes:
+        """Read a blob, retrying a little while a peer may still be writing it."""
+        delay = 0.1
+        for _ in range(FETCH_RETRIES - 1):
+            try:
+                return self.store.get(cid, max_size=max_bytes)
+            except (BlockNotFound, StoreUnavailable, StoreTimeout):
+                time.sleep(delay)
+                delay *= 2
+        return self.store.get(cid, max_size=max_bytes)
+
+    def round_inputs(self, info: RoundInfo) -> RoundInputs:
+        """The public inputs of a round whose reveal window is over."""
+        self.history.refresh()
+        return RoundInputs(
+            chain_id=self.coordinator.deployment.chain_id,
+            coordinator=self.coordinator.address,
+            round=info.round,
+            seed=info.seed,
+            reward=self.history.reward(info.round, self.params.reward_per_round),
+            spec=self.spec,
+            base=self._base(info),
+            center=self._center(info.base_round),
+            reference=self.reference,
+            submissions=self.history.submissions(info.round),
+        )
+
+    def _result(self, info: RoundInfo) -> RoundResult:
+        """The round's outcome, computed once per (round, seed)."""
+        key = (info.round, info.seed)
+        if key not in self._results:
+            inputs = self.round_inputs(info)
+            started = time.monotonic()
+            result = compute_round(inputs, self._fetch, lambda blob: decrypt_blob(blob, self.keys))
+            seconds = time.monotonic() - started
+            self._clock(info.round).add("verification", seconds)
+            if not self.store.has(result.checkpoint.cid):
+                self.store.put(result.checkpoint.blob)
+            self._results[key] = result
+            self._emit(
+                EventKind.VERIFIED,
+                info.round,
+                accepted=sum(v.accepted for v in result.verdicts),
+                rejected={str(v.index): v.reason.value for v in result.verdicts if v.reason},
+                checkpoint_hash="0x" + result.outcome.checkpoint_hash.hex(),
+                rewards_root="0x" + result.outcome.rewards_root.hex(),
+                seconds=round(seconds, 4),
+            )
+        return self._results[key]
+
+    # ---- closed rounds -----------------------------------------------------------------------
+
+    def _close_rounds(self, current: int) -> None:
+        """Settle every round that closed since the last look: load, claim, slash, report."""
+        self.next_close = min(self.next_close, current)
+        while self.next_close < current:
+            r = self.next_close
+            info = self.coordinator.round_info(r)
+            if info.status == RoundStatus.FINALIZED:
+                self._settle_finalized(info)
+            elif info.status == RoundStatus.FAILED:
+                self._emit(
+                    EventKind.FAILED,
+                    r,
+                    leading_stake=str(info.leading_stake),
+                    required_stake=str(info.required_stake),
+                )
+                self._slash_offenders(info, None)
+            self.journal.append("closed", round=r, status=info.status.name.lower())
+            self._clocks.pop(r, None)
+            self.next_close = r + 1
+
+    def _settle_finalized(self, info: RoundInfo) -> None:
+        r = info.round
+        outcome = self.coordinator.finalized_outcome(r)
+        checkpoint = self._checkpoint_of(r)
+        reward = self._claim(info, outcome)
+        self._slash_offenders(info, outcome)
+        with one_thread():
+            accuracy = evaluate(
+                self.spec, checkpoint.state, self.reference, device=torch.device("cpu")
+            ).accuracy
+        self._emit(
+            EventKind.FINALIZED,
+            r,
+            checkpoint_hash="0x" + outcome.checkpoint_hash.hex(),
+            checkpoint_cid=outcome.checkpoint_cid,
+            accepted=len(decode_bitmap(outcome.accepted_bitmap)),
+            accuracy=accuracy,
+            reward=str(reward),
+            timings=self._clock(r).summary(),
+        )
+
+    def _claim(self, info: RoundInfo, outcome: Outcome) -> int:
+        """Claim this node's reward for a finalized round; returns the amount owed."""
+        r = info.round
+        index = self.coordinator.member_info().index
+        if index not in decode_bitmap(outcome.accepted_bitmap):
+            return 0
+        tree = load_reward_tree(self.rewards_dir, r)
+        if tree is None or tree.root != outcome.rewards_root:
+            tree = self._recomputed_tree(info, outcome)
+        if tree is None:
+            self._skip(r, "claim", "no reward tree matches the finalized root")
+            return 0
+        amount = tree.amount_of(self.address)
+        if amount > 0:
+            proof = tree.proof(self.address)
+            self._send(
+                "claim",
+                r,
+                lambda: self.coordinator.claim(r, self.address, amount, proof),
+                amount=str(amount),
+            )
+        return amount
+
+    def _recomputed_tree(self, info: RoundInfo, outcome: Outcome) -> RewardTree | None:
+        """Recompute a round this node did not attest (it was down): the tree if it matches."""
+        result = self._result(info)
+        if result.outcome.rewards_root != outcome.rewards_root:
+            return None
+        save_reward_tree(self.rewards_dir, info.round, result.tree)
+        return result.tree
+
+    def _slash_offenders(self, info: RoundInfo, outcome: Outcome | None) -> None:
+        """Slash unrevealed (and, when finalized, rejected) submitters if it is this node's turn.
+
+        The turn rotates over the round's accepted (or, in a failed round, revealed) members by
+        round id, so one node sends each slash; if that node is down, the offender is slashed
+        anyway when it next commits.
+        """
+        self.history.refresh()
+        members = self.history.members()
+        revealed = {e.node for e in self.history.revealed(info.round)}
+        offenders = set(self.history.committed(info.round)) - revealed
+        candidates = revealed
+        if outcome is not None:
+            accepted = decode_bitmap(outcome.accepted_bitmap)
+            candidates = {n for n in revealed if members[n].index in accepted}
+            offenders |= revealed - candidates
+        if not offenders or not candidates:
+            return
+        turn = sorted(candidates, key=lambda n: members[n].index)
+        if turn[info.round % len(turn)] != self.address:
+            return
+        for node in sorted(offenders, key=lambda n: members[n].index):
+            if self.coordinator.submission(info.round, node).state == SubmissionState.SLASHED:
+                continue
+            self._send(
+                "slash", info.round, partial(self.coordinator.slash, info.round, node), node=node
+            )
+
+
+def _phase_at(info: RoundInfo, now: int) -> Phase:
+    """The window `now` falls in (the chain's own rule, evaluated at the next block's time)."""
+    if info.status != RoundStatus.OPEN or now >= info.attest_deadline:
+        return Phase.ENDED
+    if now < info.commit_deadline:
+        return Phase.COMMIT
+    if now < info.reveal_deadline:
+        return Phase.REVEAL
+    return Phase.ATTEST
+
+
+def _reveal_of(record: Record) -> Reveal:
+    return Reveal(
+        cid=record["cid"],
+        content_hash=bytes.fromhex(record["content_hash"][2:]),
+        num_samples=int(record["num_samples"]),
+        salt=bytes.fromhex(record["salt"][2:]),
+    )
+
+
+_OUTCOME_KEYS = ("checkpoint_hash", "checkpoint_cid", "bitmap", "rewards_root")
+
+
+def _outcome_fields(round_id: int, result: RoundResult) -> dict[str, Any]:
+    outcome = result.outcome
+    return {
+        "round": round_id,
+        "checkpoint_hash": "0x" + outcome.checkpoint_hash.hex(),
+        "checkpoint_cid": outcome.checkpoint_cid,
+        "bitmap": "0x" + outcome.accepted_bitmap.hex(),
+        "rewards_root": "0x" + outcome.rewards_root.hex(),
+        "verdicts": [
+            {
+                "index": v.index,
+                "node": v.node,
+                "cid": v.cid,
+                "reason": None if v.reason is None else v.reason.value,
+                "detail": v.detail,
+            }
+            for v in result.verdicts
+        ],
+    }

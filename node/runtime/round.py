@@ -1,0 +1,319 @@
+"""One round's outcome as a pure function of public inputs.
+
+`compute_round` is what every node runs before attesting, what an auditor re-runs to check a
+finalized round, and what an in-process simulation runs without any chain. Its inputs are all
+public: the round's base checkpoint (and, for rules that take one, the step that produced it),
+the revealed updates (read through a content-addressed `fetch`), the task spec, the reference
+set, the round seed and the round's reward. Its output is the attested tuple
+``(checkpointHash, checkpointCid, acceptedBitmap, rewardsRoot)``, a verdict per revealed update,
+the new checkpoint and the reward tree.
+
+The steps, in order:
+
+1. verify each revealed update (`node.runtime.verify`), in member-index order;
+2. reject free-riders among the survivors (`incentives.freeriders`);
+3. aggregate the rest with the task's rule, in fixed point, seeded by the round seed; inputs the
+   rule screens out are rejected;
+4. the checkpoint is ``base + aggregate``, encoded canonically;
+5. value the aggregated updates by Shapley on the reference set (`incentives.game`), then split
+   the round's reward and build the Merkle tree (`incentives.settlement`);
+6. the accepted bitmap holds every member whose update was neither rejected nor screened.
+
+Valuation evaluates on one CPU thread so that the quantised utilities, and hence the rewards
+root, never depend on the caller's thread count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+from incentives.freeriders import free_riders
+from incentives.game import round_utility
+from incentives.merkle import RewardTree
+from incentives.settlement import settle_round
+from incentives.shapley import ValuationConfig
+from node.aggregation.pipeline import aggregate
+from node.aggregation.randomness import derive_seed
+from node.aggregation.registry import RULES
+from node.chain.events import ChainEvent, RewardsFunded, RoundFinalized, RoundOpened, Slashed
+from node.chain.protocol import Outcome, encode_bitmap
+from node.learning.data import Dataset
+from node.learning.training import apply_delta
+from node.runtime.checkpoint import Checkpoint, State, encode_checkpoint
+from node.runtime.verify import (
+    Decrypt,
+    Fetch,
+    Rejected,
+    RejectReason,
+    RoundFrame,
+    Submission,
+    verify_submission,
+)
+from node.task import TaskSpec
+
+
+@dataclass(frozen=True)
+class RoundInputs:
+    """Everything a round's outcome depends on; all of it public."""
+
+    chain_id: int
+    coordinator: str  # checksummed coordinator address
+    round: int  # the round id
+    seed: bytes  # the round's public seed (``roundSeed``)
+    reward: int  # tokens the round pays out (`reward_for_round`)
+    spec: TaskSpec
+    base: Checkpoint  # the round's base checkpoint
+    center: State | None  # the step that produced `base`, for rules that take a centre
+    reference: Dataset  # the task's reference set
+    submissions: tuple[Submission, ...]  # the round's revealed updates, any order
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What happened to one revealed update."""
+
+    index: int  # the member's bitmap index
+    node: str  # the member's address
+    cid: str  # the revealed envelope CID
+    reason: RejectReason | None  # None: accepted
+    detail: str  # why, in words ("" when accepted)
+
+    @property
+    def accepted(self) -> bool:
+        """Whether the update is in the accepted bitmap."""
+        return self.reason is None
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """The round's outcome and how it was reached."""
+
+    outcome: Outcome  # the tuple to attest
+    checkpoint: Checkpoint  # base + aggregate
+    verdicts: tuple[Verdict, ...]  # one per revealed update, in member-index order
+    amounts: dict[str, int]  # reward per account (rejected and non-positive at 0)
+    tree: RewardTree = field(compare=False)  # the reward tree; its root is in `outcome`
+
+
+def aggregation_seed(seed: bytes) -> int:
+    """The non-negative integer seed the aggregation rule gets from the round seed."""
+    return derive_seed("swarmchain/aggregation", seed)
+
+
+def valuation_config(spec: TaskSpec) -> ValuationConfig:
+    """How the task values contributions.
+
+    The task spec carries the utility and its quantum; the estimator is the incentives
+    package's default policy (exact Shapley while all ``2**n`` coalitions fit its evaluation
+    budget, GTG-Shapley beyond), identical for every member of every swarm.
+    """
+    return ValuationConfig()
+
+
+def reward_for_round(events: Sequence[ChainEvent], round_id: int, reward_per_round: int) -> int:
+    """Tokens a round pays: ``min(rewardPerRound, reward pool when the round opened)``.
+
+    The pool only grows between a round's opening and its finalization (slashes and funding add
+    to it; only finalization draws from it), so the budget reserved at finalization always
+    covers this amount. Replaying the coordinator's events makes it a pure function of the
+    chain's record, the same for every node and auditor.
+
+    Parameters
+    ----------
+    events
+        The coordinator's events in chain order, at least up to the round's `RoundOpened`.
+    round_id
+        The round.
+    reward_per_round
+        The coordinator's ``rewardPerRound`` parameter.
+
+    Returns
+    -------
+    int
+        The round's reward.
+
+    Raises
+    ------
+    ValueError
+        If the events do not reach the round's opening.
+    """
+    pool = 0
+    for event in events:
+        if isinstance(event, RewardsFunded | Slashed):
+            pool += event.amount
+        elif isinstance(event, RoundFinalized):
+            pool -= event.reward_budget
+        elif isinstance(event, RoundOpened) and event.round == round_id:
+            return min(reward_per_round, pool)
+    raise ValueError(f"the events do not include the opening of round {round_id}")
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread, restoring the caller's setting afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _verdict(
+    index: int, node: str, cid: str, reason: RejectReason | None = None, detail: str = ""
+) -> Verdict:
+    return Verdict(index, node, cid, reason, detail)
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """A verified update, ready to aggregate."""
+
+    index: int  # the member's bitmap index
+    node: str  # the member's address
+    num_samples: int  # its revealed sample count (the aggregation weight)
+    delta: State  # float32 CPU tensors, sorted names
+    cid: str = ""  # the revealed envelope CID ("" for in-process contributions)
+
+
+def compute_round(inputs: RoundInputs, fetch: Fetch, decrypt: Decrypt | None = None) -> RoundResult:
+    """Verify, aggregate and value one round; return the tuple every honest node attests.
+
+    Parameters
+    ----------
+    inputs
+        The round's public inputs.
+    fetch
+        Reads CID-checked content from the store (``store.get``).
+    decrypt
+        Opens updates encrypted for this node; None rejects encrypted updates.
+
+    Returns
+    -------
+    RoundResult
+        The outcome, verdicts, checkpoint and rewards.
+
+    Raises
+    ------
+    ValueError
+        If two submissions share a member index (the chain never records that).
+    """
+    subs = sorted(inputs.submissions, key=lambda s: s.index)
+    if len({s.index for s in subs}) != len(subs):
+        raise ValueError("two submissions share a member index")
+    frame = RoundFrame(
+        inputs.chain_id, inputs.coordinator, inputs.round, inputs.base.cid, inputs.spec
+    )
+    rejected: list[Verdict] = []
+    contributions: list[Contribution] = []
+    for sub in subs:
+        try:
+            verified = verify_submission(sub, frame, fetch, decrypt)
+        except Rejected as err:
+            rejected.append(_verdict(sub.index, sub.node, sub.cid, err.reason, err.detail))
+        else:
+            contributions.append(
+                Contribution(sub.index, sub.node, sub.num_samples, verified.delta, sub.cid)
+            )
+    return combine_round(inputs, contributions, rejected)
+
+
+def combine_round(
+    inputs: RoundInputs,
+    contributions: Sequence[Contribution],
+    rejected: Sequence[Verdict] = (),
+) -> RoundResult:
+    """Aggregate and value verified updates: the part of `compute_round` after verification.
+
+    An in-process simulation (or a baseline without some members) calls this directly with
+    updates it trained itself; ``inputs.submissions`` is not read.
+
+    Parameters
+    ----------
+    inputs
+        The round's public inputs.
+    contributions
+        The updates that passed verification, with distinct member indices.
+    rejected
+        Verdicts of the updates verification already rejected.
+
+    Returns
+    -------
+    RoundResult
+        The outcome, verdicts (rejected ones included), checkpoint and rewards.
+    """
+    spec = inputs.spec
+    players = sorted(contributions, key=lambda c: c.index)
+    verdicts = {v.index: v for v in rejected}
+    riders = free_riders([c.delta for c in players], spec.fixed_point_bits)
+    for position, why in riders.items():
+        c = players[position]
+        verdicts[c.index] = _verdict(c.index, c.node, c.cid, RejectReason.FREE_RIDER, why)
+    players = [c for position, c in enumerate(players) if position not in riders]
+
+    step: State | None = None
+    seed = aggregation_seed(inputs.seed)
+    center = inputs.center if RULES[spec.aggregation.rule].uses_center else None
+    samples = [c.num_samples for c in players]
+    if players:
+        try:
+            result = aggregate(spec, [c.delta for c in players], samples, seed=seed, center=center)
+        except ValueError as err:
+            # A rule's Byzantine bound (e.g. Krum's n >= 2f + 3) that too few valid updates
+            # cannot meet: nobody is at fault, so the round keeps its base and pays nothing.
+            for c in players:
+                verdicts[c.index] = _verdict(c.index, c.node, c.cid, None, f"not aggregated: {err}")
+        else:
+            step = result.delta
+            for position in result.screened_out:
+                c = players[position]
+                verdicts[c.index] = _verdict(
+                    c.index,
+                    c.node,
+                    c.cid,
+                    RejectReason.SCREENED,
+                    f"screened out by {spec.aggregation.rule}",
+                )
+    for c in players:
+        verdicts.setdefault(c.index, _verdict(c.index, c.node, c.cid))
+
+    checkpoint = (
+        inputs.base if step is None else encode_checkpoint(apply_delta(inputs.base.state, step))
+    )
+    losers = [v.node for v in verdicts.values() if not v.accepted]
+    if step is not None:
+        with one_thread():
+            utility = round_utility(
+                spec,
+                inputs.base.state,
+                [c.delta for c in players],
+                samples,
+                inputs.reference,
+                seed=seed,
+                center=center,
+                device=torch.device("cpu"),
+            )
+            settled = settle_round(
+                utility,
+                [c.node for c in players],
+                seed=inputs.seed,
+                reward=inputs.reward,
+                rejected=losers,
+                config=valuation_config(spec),
+            )
+        amounts, tree = settled.amounts, settled.tree
+    else:
+        amounts = dict.fromkeys(sorted({v.node for v in verdicts.values()}), 0)
+        tree = RewardTree.from_amounts({})
+    ordered = tuple(verdicts[index] for index in sorted(verdicts))
+    outcome = Outcome(
+        checkpoint_hash=checkpoint.hash,
+        checkpoint_cid=checkpoint.cid,
+        accepted_bitmap=encode_bitmap(v.index for v in ordered if v.accepted),
+        rewards_root=tree.root,
+    )
+    return RoundResult(outcome, checkpoint, ordered, amounts, tree)

@@ -1,0 +1,318 @@
+"""Local swarms of real node processes, for tests, the demo, benchmarks and soaks.
+
+`LocalSwarm.create` deploys a ready-to-run swarm on a local Anvil: the task document and genesis
+checkpoint in a shared embedded store, the contracts, the deployment file, funded member
+accounts, and one data file per member (the task's training pool split by Dirichlet label skew,
+with a held-out test set). `LocalSwarm.start` launches ``swarm node join`` for a member as a
+separate process; `NodeProcess` collects its JSON events and can wait on them, signal it
+(SIGKILL, SIGSTOP, ...) and restart it with the same journal.
+
+It relies on Anvil's ``anvil_setBalance`` and derives member keys from a public label, so it is
+for local chains only.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import numpy as np
+
+from node.chain.anvil import Anvil
+from node.chain.deploy import connect
+from node.chain.deployment import Deployment, SwarmParams
+from node.chain.harness import SwarmHarness
+from node.errors import ToolchainError
+from node.learning.data import Dataset, holdout_split, task_splits
+from node.learning.partition import dirichlet_partition
+from node.runtime.deploy import deploy_task_swarm
+from node.runtime.events import EventKind, NodeEvent, parse_event
+from node.task import TaskSpec
+from storage.store import EmbeddedStore
+
+STAKE = 100 * 10**18  # tokens each local member stakes (the default minimum stake)
+
+
+def save_npz(data: Dataset, path: Path) -> None:
+    """Write a dataset as an ``.npz`` with arrays ``x`` and ``y`` (what ``--data`` reads)."""
+    np.savez(path, x=data.x.numpy(), y=data.y.numpy())
+
+
+@dataclass(frozen=True)
+class Member:
+    """A local member: its account, data file and journal directory."""
+
+    index: int  # position in the swarm's member list (not the chain's bitmap index)
+    private_key: str
+    address: str
+    data: Path
+    journal: Path
+
+
+class NodeProcess:
+    """One ``swarm node join`` process, its events collected as they are printed.
+
+    Parameters
+    ----------
+    member
+        Who runs it.
+    command
+        The full command line.
+    log
+        Where its stderr goes.
+    """
+
+    def __init__(self, member: Member, command: Sequence[str], log: Path) -> None:
+        self.member = member
+        self.command = list(command)
+        self.log = log
+        self.events: list[NodeEvent] = []
+        self._lock = threading.Condition()
+        self._process: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+
+    def start(self) -> Self:
+        """Start the process (again, after it exited or was killed)."""
+        with self.log.open("a") as err:
+            self._process = subprocess.Popen(
+                self.command,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                start_new_session=True,
+            )
+        self._reader = threading.Thread(target=self._read, args=(self._process,), daemon=True)
+        self._reader.start()
+        return self
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            try:
+                event = parse_event(line)
+            except (ValueError, KeyError):
+                continue
+            with self._lock:
+                self.events.append(event)
+                self._lock.notify_all()
+
+    @property
+    def pid(self) -> int | None:
+        """The process id while it runs."""
+        return self._process.pid if self._process and self._process.poll() is None else None
+
+    def signal(self, signum: int) -> None:
+        """Send a signal to the running process (SIGKILL to crash it, SIGSTOP to stall it)."""
+        if self._process is not None and self._process.poll() is None:
+            os.kill(self._process.pid, signum)
+
+    def kill(self) -> None:
+        """Crash the process with SIGKILL and reap it."""
+        self.signal(signal.SIGKILL)
+        self.wait()
+
+    def wait(self, timeout: float = 30.0) -> int:
+        """Wait for the process to exit; returns its exit code."""
+        assert self._process is not None
+        code = self._process.wait(timeout=timeout)
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        return code
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Ask the node to stop (SIGTERM, SIGCONT in case it is stalled), SIGKILL if it hangs."""
+        if self._process is None or self._process.poll() is not None:
+            return
+        self.signal(signal.SIGTERM)
+        self.signal(signal.SIGCONT)
+        try:
+            self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code, or None while running."""
+        return None if self._process is None else self._process.poll()
+
+    def of_kind(self, kind: EventKind, round_id: int | None = None) -> list[NodeEvent]:
+        """Events of one kind (and round) so far."""
+        with self._lock:
+            return [
+                e
+                for e in self.events
+                if e.kind == kind and (round_id is None or e.round == round_id)
+            ]
+
+    def wait_for(
+        self, predicate: Callable[[NodeEvent], bool], timeout: float, what: str = "an event"
+    ) -> NodeEvent:
+        """Block until an event satisfying `predicate` arrives (earlier events count).
+
+        Raises
+        ------
+        TimeoutError
+            Naming `what`, the node and the log's tail, when none arrives in time.
+        """
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._lock:
+            while True:
+                for event in self.events[seen:]:
+                    if predicate(event):
+                        return event
+                seen = len(self.events)
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.returncode is not None and seen == len(self.events)):
+                    break
+                self._lock.wait(min(left, 0.5))
+        raise TimeoutError(
+            f"node {self.member.index} ({self.member.address}) gave no {what} within "
+            f"{timeout}s (exit code {self.returncode}); log: {self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 8) -> str:
+        """The last lines of the node's stderr."""
+        if not self.log.exists():
+            return "(no output)"
+        text = self.log.read_text(errors="replace").strip().splitlines()
+        return " | ".join(text[-lines:]) or "(no output)"
+
+
+def swarm_executable() -> Path:
+    """The ``swarm`` console script of the running environment.
+
+    Raises
+    ------
+    ToolchainError
+        If the package is not installed with its script (``make setup`` installs it).
+    """
+    found = shutil.which("swarm", path=str(Path(sys.executable).parent))
+    if found is None:
+        raise ToolchainError(f"no `swarm` script next to {sys.executable}", hint="run `make setup`")
+    return Path(found)
+
+
+@dataclass
+class LocalSwarm:
+    """A swarm deployed on a local Anvil, with its members' accounts and data files."""
+
+    anvil: Anvil
+    workdir: Path
+    spec: TaskSpec
+    deployment: Deployment
+    deployment_file: Path
+    store: Path  # the shared embedded store directory
+    members: list[Member]
+    test_set: Dataset  # held out from every member's data
+    processes: dict[int, NodeProcess] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls,
+        anvil: Anvil,
+        workdir: Path,
+        spec: TaskSpec,
+        nodes: int,
+        *,
+        params: SwarmParams | None = None,
+        alpha: float = 0.5,
+        test_size: int = 300,
+        seed: int = 0,
+    ) -> LocalSwarm:
+        """Deploy a swarm for `spec` and prepare `nodes` funded members with their data.
+
+        Parameters
+        ----------
+        anvil
+            The running local chain.
+        workdir
+            Where the store, deployment file, data files, journals and logs go.
+        spec
+            The task (a digits task with a holdout reference set).
+        nodes
+            Members to prepare.
+        params
+            Coordinator parameters (windows, quorum, rewards); the task fields are filled in.
+        alpha
+            Dirichlet concentration of the members' label skew.
+        test_size
+            Examples of the training pool held out as the test set.
+        seed
+            Seeds the test split and the partition.
+        """
+        workdir.mkdir(parents=True, exist_ok=True)
+        store_dir = workdir / "store"
+        deployer = anvil.accounts[0]
+        deployment_file = workdir / "deployment.json"
+        with EmbeddedStore(store_dir) as store:
+            deployment = deploy_task_swarm(
+                connect(anvil.rpc_url), deployer.private_key, store, spec, deployment_file, params
+            )
+        harness = SwarmHarness(anvil, deployment, deployer.private_key)
+        pool, _ = task_splits(spec)
+        train, test = holdout_split(pool, test_size, seed)
+        parts = dirichlet_partition(
+            train.y.numpy(), nodes, alpha, seed, min_size=spec.train.batch_size
+        )
+        members = []
+        for i, part in enumerate(parts):
+            account = harness.new_member(deployment.params.min_stake, label="node")
+            data = workdir / f"node-{i}.npz"
+            save_npz(train.subset(part), data)
+            members.append(
+                Member(i, account.private_key, account.address, data, workdir / f"journal-{i}")
+            )
+        return cls(anvil, workdir, spec, deployment, deployment_file, store_dir, members, test)
+
+    def command(self, index: int, *options: str) -> list[str]:
+        """The ``swarm node join`` command line of member `index`, plus extra options."""
+        member = self.members[index]
+        return [
+            str(swarm_executable()),
+            "node",
+            "join",
+            "--deployment", str(self.deployment_file),
+            "--key", member.private_key,
+            "--data", str(member.data),
+            "--rpc", self.anvil.rpc_url,
+            "--store", str(self.store),
+            "--journal", str(member.journal),
+            "--events", "json",
+            *options,
+        ]  # fmt: skip
+
+    def start(self, index: int, *options: str) -> NodeProcess:
+        """Start member `index` as a node process (the same journal on every start)."""
+        process = NodeProcess(
+            self.members[index], self.command(index, *options), self.workdir / f"node-{index}.log"
+        )
+        self.processes[index] = process.start()
+        return process
+
+    def stop_all(self) -> None:
+        """Stop every node process."""
+        for process in self.processes.values():
+            process.stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop_all()

@@ -1,0 +1,242 @@
+"""Verification of one revealed update: every check a peer's bytes must pass, each with a name.
+
+A member reveals the CID and SHA-256 of a signed envelope (`storage.envelope`); the envelope
+names the update blob by CID and SHA-256, the base checkpoint it was trained from, the round and
+the sample count. `verify_submission` runs the checks in an order that never parses bytes before
+their hash is known to match::
+
+    envelope:  fetch (CID-checked, size-bounded) -> SHA-256 == revealed hash -> signature by the
+               registered Ed25519 key -> same swarm, round and node -> samples == revealed
+               -> base == this round's base checkpoint
+    update:    fetch -> SHA-256 == signed hash -> decrypt (if encrypted) -> canonical safetensors
+               with the task's names, shapes and dtypes -> finite -> L2 norm <= the task's bound
+
+The first failed check rejects the update with its `RejectReason`. Every decision is a pure
+function of public inputs (the norm is compared exactly on the fixed-point grid), so every honest
+node rejects the same updates for the same reasons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from node.aggregation.fixed_point import exact_sq_norms, quantise
+from node.chain.protocol import content_hash
+from node.errors import StorageError, VerificationError
+from node.runtime.checkpoint import State, codec_spec, max_blob_bytes
+from node.task import TaskSpec
+from storage.codec import decode_update
+from storage.envelope import MAX_ENVELOPE_BYTES, Manifest, is_encrypted, open_envelope
+from storage.errors import (
+    BadSignature,
+    ContentTooLarge,
+    DtypeMismatch,
+    InvalidCID,
+    MalformedBlock,
+    MalformedCiphertext,
+    MalformedEnvelope,
+    MalformedUpdate,
+    NonFiniteValues,
+    NotARecipient,
+    ShapeMismatch,
+    TamperedBlock,
+    TensorNameMismatch,
+    UnsupportedContent,
+    UpdateTooLarge,
+    WrongNode,
+    WrongRound,
+    WrongSigner,
+    WrongSwarm,
+)
+
+Fetch = Callable[[str, int], bytes]  # (cid, max bytes) -> CID-checked content; StorageError if not
+Decrypt = Callable[[bytes], bytes]  # an encrypted blob -> plaintext; VerificationError if not
+ENCRYPTION_OVERHEAD = 64 * 1024  # room for wrapped keys and the MAC around an encrypted update
+
+
+class RejectReason(StrEnum):
+    """Why an update was left out of a round's accepted set."""
+
+    UNAVAILABLE = "unavailable"  # the envelope or update could not be fetched in time
+    CID_MISMATCH = "cid_mismatch"  # content does not match its CID, or a CID is malformed
+    HASH_MISMATCH = "hash_mismatch"  # SHA-256 differs from the revealed or signed hash
+    BAD_SIGNATURE = "bad_signature"  # not signed by the member's registered Ed25519 key
+    BAD_ENVELOPE = "bad_envelope"  # malformed, or for another swarm, round, node or sample count
+    WRONG_BASE = "wrong_base"  # trained from another checkpoint than the round's base
+    UNDECRYPTABLE = "undecryptable"  # encrypted, but not for this node, or corrupted
+    MALFORMED = "malformed_update"  # not a canonical safetensors update (pickle, truncated, ...)
+    WRONG_SHAPE = "wrong_shape"  # tensor names, shapes or dtypes differ from the task's
+    NON_FINITE = "non_finite"  # NaN or infinite values
+    NORM_EXCEEDED = "norm_exceeded"  # L2 norm beyond the task's update_norm_bound
+    FREE_RIDER = "free_rider"  # a zero update, or a copy of another member's update
+    SCREENED = "screened"  # the robust aggregation rule screened it out
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A revealed update as the chain records it, with its member's registered signing key."""
+
+    index: int  # the member's bit in accepted bitmaps
+    node: str  # the member's checksummed address
+    cid: str  # revealed CID of the signed envelope
+    content_hash: bytes  # revealed SHA-256 of the envelope
+    num_samples: int  # revealed sample count
+    signer: bytes  # the member's registered Ed25519 public key
+
+
+@dataclass(frozen=True)
+class VerifiedUpdate:
+    """An update that passed every per-update check."""
+
+    submission: Submission
+    manifest: Manifest
+    delta: State  # float32 CPU tensors, sorted names
+
+
+class Rejected(VerificationError):
+    """An update failed a check; `reason` names which."""
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason.value}: {detail}")
+
+
+@dataclass(frozen=True)
+class RoundFrame:
+    """What every update of one round is checked against."""
+
+    chain_id: int
+    coordinator: str  # checksummed coordinator address
+    round: int
+    base_cid: str  # CID of the round's base checkpoint
+    spec: TaskSpec
+
+
+def _fetch(fetch: Fetch, cid: str, max_bytes: int, what: str) -> bytes:
+    """Fetch a blob, mapping storage failures to rejections."""
+    try:
+        return fetch(cid, max_bytes)
+    except (TamperedBlock, InvalidCID, MalformedBlock, UnsupportedContent) as err:
+        raise Rejected(RejectReason.CID_MISMATCH, f"{what} {cid}: {err}") from None
+    except ContentTooLarge as err:
+        reason = RejectReason.BAD_ENVELOPE if what == "envelope" else RejectReason.MALFORMED
+        raise Rejected(reason, f"{what} {cid}: {err}") from None
+    except StorageError as err:
+        raise Rejected(RejectReason.UNAVAILABLE, f"{what} {cid}: {err}") from None
+
+
+def _open(sub: Submission, frame: RoundFrame, envelope: bytes) -> Manifest:
+    """Check the envelope's hash, signature and fields."""
+    digest = content_hash(envelope)
+    if digest != sub.content_hash:
+        raise Rejected(
+            RejectReason.HASH_MISMATCH,
+            f"envelope hashes to 0x{digest.hex()}, revealed 0x{sub.content_hash.hex()}",
+        )
+    try:
+        manifest = open_envelope(
+            envelope,
+            signer=sub.signer,
+            chain_id=frame.chain_id,
+            coordinator=frame.coordinator,
+            round=frame.round,
+            node=sub.node,
+        )
+    except (WrongSigner, BadSignature) as err:
+        raise Rejected(RejectReason.BAD_SIGNATURE, str(err)) from None
+    except (MalformedEnvelope, WrongSwarm, WrongRound, WrongNode) as err:
+        raise Rejected(RejectReason.BAD_ENVELOPE, str(err)) from None
+    if manifest.num_samples != sub.num_samples:
+        raise Rejected(
+            RejectReason.BAD_ENVELOPE,
+            f"envelope claims {manifest.num_samples} samples, {sub.num_samples} were revealed",
+        )
+    if manifest.base_cid != frame.base_cid:
+        raise Rejected(
+            RejectReason.WRONG_BASE,
+            f"trained from {manifest.base_cid}, the round's base is {frame.base_cid}",
+        )
+    return manifest
+
+
+def _decode(blob: bytes, manifest: Manifest, spec: TaskSpec, decrypt: Decrypt | None) -> State:
+    """Check the update blob's hash, decrypt it if needed, and decode it."""
+    digest = "0x" + content_hash(blob).hex()
+    if digest != manifest.content_hash:
+        raise Rejected(
+            RejectReason.HASH_MISMATCH,
+            f"update {manifest.update_cid} hashes to {digest}, signed {manifest.content_hash}",
+        )
+    if is_encrypted(blob):
+        if decrypt is None:
+            raise Rejected(RejectReason.UNDECRYPTABLE, "encrypted, and this verifier has no key")
+        try:
+            blob = decrypt(blob)
+        except (NotARecipient, MalformedCiphertext) as err:
+            raise Rejected(RejectReason.UNDECRYPTABLE, str(err)) from None
+    try:
+        return decode_update(blob, codec_spec(spec), max_blob_bytes(spec))
+    except (UpdateTooLarge, MalformedUpdate) as err:
+        raise Rejected(RejectReason.MALFORMED, str(err)) from None
+    except (TensorNameMismatch, ShapeMismatch, DtypeMismatch) as err:
+        raise Rejected(RejectReason.WRONG_SHAPE, str(err)) from None
+    except NonFiniteValues as err:
+        raise Rejected(RejectReason.NON_FINITE, str(err)) from None
+
+
+def check_norm(delta: State, spec: TaskSpec) -> None:
+    """Reject an update whose L2 norm exceeds the task's bound, compared exactly on the grid.
+
+    Raises
+    ------
+    Rejected
+        With `RejectReason.NORM_EXCEEDED`.
+    """
+    bits = spec.fixed_point_bits
+    row = quantise([delta], [1], bits).values
+    squared = exact_sq_norms(row)[0]
+    bound = round(spec.update_norm_bound * (1 << bits))
+    if squared > bound * bound:
+        norm = squared**0.5 / (1 << bits)
+        raise Rejected(
+            RejectReason.NORM_EXCEEDED,
+            f"L2 norm {norm:.6g} exceeds the task's bound {spec.update_norm_bound}",
+        )
+
+
+def verify_submission(
+    sub: Submission, frame: RoundFrame, fetch: Fetch, decrypt: Decrypt | None = None
+) -> VerifiedUpdate:
+    """Run every per-update check on one revealed update.
+
+    Parameters
+    ----------
+    sub
+        The revealed update.
+    frame
+        The round it was revealed in.
+    fetch
+        Reads CID-checked content from the store.
+    decrypt
+        Opens updates encrypted for this verifier; None rejects encrypted updates.
+
+    Returns
+    -------
+    VerifiedUpdate
+        The decoded delta and its signed manifest.
+
+    Raises
+    ------
+    Rejected
+        Naming the first check that failed.
+    """
+    envelope = _fetch(fetch, sub.cid, MAX_ENVELOPE_BYTES, "envelope")
+    manifest = _open(sub, frame, envelope)
+    limit = max_blob_bytes(frame.spec) + ENCRYPTION_OVERHEAD
+    blob = _fetch(fetch, manifest.update_cid, limit, "update")
+    delta = _decode(blob, manifest, frame.spec, decrypt)
+    check_norm(delta, frame.spec)
+    return VerifiedUpdate(sub, manifest, {name: delta[name] for name in sorted(delta)})

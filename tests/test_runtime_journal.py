@@ -1,0 +1,133 @@
+"""The journal, the task document, node configuration, attack plans and event lines."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from node.chain.protocol import content_hash
+from node.errors import ConfigError
+from node.runtime.checkpoint import CheckpointMismatch, encode_checkpoint
+from node.runtime.config import NodeConfig, load_node_data, read_private_key
+from node.runtime.document import TaskDocument, TaskDocumentError, fetch_task, publish_task
+from node.runtime.events import EventKind, NodeEvent, parse_event
+from node.runtime.journal import Journal, JournalCorrupt
+from node.runtime.local import AttackPlan
+from node.task import default_task
+from storage.store import EmbeddedStore
+
+KEY = "0x" + "11" * 32
+
+
+def test_journal_records_survive_reopening(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.append("update", round=3, salt="0x01")
+    journal.append("sent", round=3, action="commit", tx="0xaa")
+    journal.close()
+
+    again = Journal(tmp_path)
+
+    assert [r["kind"] for r in again.records] == ["update", "sent"]
+    last = again.last("sent", 3)
+    assert last == {"round": 3, "action": "commit", "tx": "0xaa", "kind": "sent", "seq": 1}
+    assert again.last("update", 4) is None
+
+
+def test_a_torn_last_line_is_dropped_and_later_records_append_cleanly(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.append("update", round=1)
+    journal.close()
+    with (tmp_path / "journal.jsonl").open("ab") as out:
+        out.write(b'{"kind":"sent","rou')  # a kill in the middle of a write
+
+    again = Journal(tmp_path)
+    again.append("closed", round=1)
+    again.close()
+
+    lines = (tmp_path / "journal.jsonl").read_text().splitlines()
+    assert [json.loads(line)["kind"] for line in lines] == ["update", "closed"]
+
+
+def test_a_damaged_record_before_the_last_line_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "journal.jsonl").write_text('{"kind":"update"}\nnot json\n{"kind":"sent"}\n')
+
+    with pytest.raises(JournalCorrupt, match="line 2"):
+        Journal(tmp_path)
+
+
+def test_task_document_round_trips_through_the_store(tmp_path: Path) -> None:
+    spec = default_task()
+    with EmbeddedStore(tmp_path) as store:
+        cid, digest, document = publish_task(store, spec)
+
+        fetched, genesis = fetch_task(store, cid, digest)
+
+    assert fetched == document
+    assert fetched.spec == spec
+    assert genesis.cid == document.genesis_cid
+    assert TaskDocument.from_bytes(document.canonical_bytes()) == document
+
+
+def test_task_document_must_match_the_chain_and_be_canonical(tmp_path: Path) -> None:
+    spec = default_task()
+    with EmbeddedStore(tmp_path) as store:
+        cid, digest, document = publish_task(store, spec)
+        with pytest.raises(TaskDocumentError, match="the chain records"):
+            fetch_task(store, cid, bytes(32))
+        spaced = json.dumps(json.loads(document.canonical_bytes()), indent=1).encode()
+        with pytest.raises(TaskDocumentError, match="canonical"):
+            TaskDocument.from_bytes(spaced)
+        other = encode_checkpoint(
+            {k: v + 1 for k, v in fetch_task(store, cid, digest)[1].state.items()}
+        )
+        forged = replace(document, genesis_cid=store.put(other.blob))
+        blob = forged.canonical_bytes()
+        with pytest.raises(CheckpointMismatch):
+            fetch_task(store, store.put(blob), content_hash(blob))
+
+
+def test_task_document_rejects_an_unknown_format_and_a_bad_task() -> None:
+    genesis = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+    body = json.loads(TaskDocument(default_task(), genesis, bytes(32)).canonical_bytes())
+    with pytest.raises(TaskDocumentError, match="format"):
+        TaskDocument.from_bytes(json.dumps({**body, "format": "v0"}).encode())
+    body["task"]["train"]["lr"] = 0
+    with pytest.raises(TaskDocumentError, match="lr"):
+        TaskDocument.from_bytes(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+
+
+def test_attack_plans_parse_names_and_parameters() -> None:
+    assert AttackPlan.parse("alie") == AttackPlan("alie")
+    assert AttackPlan.parse("alie:z=1.5").params == {"z": 1.5}
+    with pytest.raises(ConfigError, match="unknown attack"):
+        AttackPlan.parse("teleport")
+    with pytest.raises(ConfigError, match="no parameter 'q'"):
+        AttackPlan.parse("scaling:q=3")
+    with pytest.raises(ConfigError, match="number"):
+        AttackPlan.parse("scaling:factor=big")
+
+
+def test_node_config_rejects_a_bad_key_and_reads_a_key_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="private key"):
+        NodeConfig(tmp_path / "d.json", "0x1234", tmp_path / "x.npz")
+    key_file = tmp_path / "key.txt"
+    key_file.write_text(KEY + "\n")
+
+    assert read_private_key(str(key_file)) == KEY
+    with pytest.raises(ConfigError, match="key file"):
+        read_private_key(str(tmp_path / "missing"))
+
+
+def test_idx_data_needs_labels(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--labels"):
+        load_node_data(tmp_path / "images.idx", None)
+
+
+def test_event_lines_parse_back() -> None:
+    event = NodeEvent(EventKind.FINALIZED, 4, {"accuracy": 0.9, "accepted": 5})
+
+    assert parse_event(event.line()) == event
+    assert "round 4 finalized" in event.describe()

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from node import __version__
-from node.cli import demo, deploy, store
+from node.cli import demo, deploy, node, store
 from node.errors import SwarmchainError
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app = typer.Typer(
 app.command(name="demo")(demo.demo)
 app.command(name="deploy")(deploy.deploy)
 app.add_typer(store.app, name="store")
+app.add_typer(node.app, name="node")
 
 
 def _print_version(value: bool) -> None:

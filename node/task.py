@@ -24,6 +24,7 @@ import torch
 from node.aggregation.fixed_point import COORD_BOUND, MAX_DIM, MAX_FRAC_BITS
 from node.aggregation.registry import RULES, STEPS, ParamValue, resolve_params
 from node.errors import ConfigError
+from node.learning.models import build_model
 
 SPEC_VERSION: Final = 1
 ARCHS: Final = ("mlp", "cnn")
@@ -76,7 +77,7 @@ class TrainSpec:
     local_epochs: int = 2  # passes over the local data per round (when local_steps == 0)
     local_steps: int = 0  # if > 0: exactly this many SGD steps per round instead of epochs
     batch_size: int = 32  # examples per SGD step
-    lr: float = 0.05  # SGD learning rate
+    lr: float = 0.1  # SGD learning rate
     momentum: float = 0.9  # SGD momentum, reset every round
     weight_decay: float = 0.0  # L2 penalty inside SGD
     fedprox_mu: float = 0.0  # FedProx proximal weight mu/2 * ||w - w_round||^2 (0: plain SGD)
@@ -122,13 +123,13 @@ class StepSpec:
 class AggregationSpec:
     """How peers combine the accepted updates of a round."""
 
+    # The default is chosen by scripts/bench_robustness.py: centered clipping around the previous
+    # round's aggregate kept >= 97% of honest mean accuracy under every simulated attack.
     rule: str = "centered_clipping"  # a key of node.aggregation.registry.RULES
     params: Mapping[str, ParamValue] = field(  # the rule's parameters (defaults filled in)
-        default_factory=lambda: {"tau": 1.0, "iterations": 3}
+        default_factory=lambda: {"tau": 0.2, "iterations": 3}
     )
-    pre: tuple[StepSpec, ...] = field(  # steps run before the rule, in order
-        default_factory=lambda: (StepSpec("bucketing", {"s": 2}),)
-    )
+    pre: tuple[StepSpec, ...] = ()  # pre-aggregation steps run before the rule, in order
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -304,8 +305,6 @@ def expected_shapes(spec: TaskSpec) -> dict[str, tuple[tuple[int, ...], str]]:
         Parameter name (the model's ``state_dict`` names, sorted) -> (shape, safetensors dtype,
         always ``"F32"``).
     """
-    from node.learning.models import build_model
-
     with torch.device("meta"):
         model = build_model(spec.model, spec.data)
     state = model.state_dict()

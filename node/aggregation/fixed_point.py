@@ -111,6 +111,8 @@ class Batch:
     origin
         For each row, the indices of the original inputs it was derived from (pre-aggregation
         steps such as bucketing merge rows; the first batch has ``((0,), (1,), ...)``).
+    gram
+        The rows' exact Gram matrix, when already known (see `subset`).
     """
 
     def __init__(
@@ -312,7 +314,8 @@ def quantise(updates: Sequence[Update], num_samples: Sequence[int], frac_bits: i
                 np.multiply(tensor.detach().reshape(-1).numpy(), scale, out=tmp)
             np.rint(tmp, out=tmp)
             np.clip(tmp, -COORD_BOUND, COORD_BOUND, out=tmp)
-            if np.isnan(tmp).any():
+            # Clipped values are finite and at most 2**30 each, so only a NaN makes the sum NaN.
+            if not np.isfinite(tmp.sum(dtype=np.float64)):
                 raise ValueError(f"update {i} tensor {name!r} contains NaN")
             values[i, start:stop] = tmp
     weights = np.array([int(s) for s in num_samples], dtype=np.int64)

@@ -1,8 +1,8 @@
 """Typed chain events: one frozen dataclass per event of ``SwarmCoordinator`` and ``SwarmToken``.
 
 The coordinator's events are the swarm's provenance record: from them alone an auditor rebuilds
-every round, update, attestation, slash and reward. `decode_log` turns one raw log into its
-dataclass; `fetch_events` reads a block range in chunks and returns the events in chain order.
+every round, update, attestation, slash and reward. `EventDecoder.decode` turns one raw log into
+its dataclass; `EventDecoder.fetch` reads a block range in chunks and returns the events in order.
 Field names are the ABI names in snake case; hashes are ``bytes``, addresses checksummed ``str``.
 """
 
@@ -396,8 +396,17 @@ class EventDecoder:
         }
         return _BUILDERS[name](data["args"], meta)
 
-    def fetch(self, w3: Web3, from_block: int, to_block: int | None = None) -> list[ChainEvent]:
+    def fetch(
+        self,
+        w3: Web3,
+        from_block: int,
+        to_block: int | None = None,
+        *,
+        chunk_blocks: int = LOG_CHUNK_BLOCKS,
+    ) -> list[ChainEvent]:
         """Every event of the contract in ``[from_block, to_block]`` (latest when None), in order.
+
+        The range is read `chunk_blocks` blocks per ``eth_getLogs`` request.
 
         Raises
         ------
@@ -407,8 +416,8 @@ class EventDecoder:
         try:
             last = w3.eth.block_number if to_block is None else to_block
             events: list[ChainEvent] = []
-            for start in range(from_block, last + 1, LOG_CHUNK_BLOCKS):
-                end = min(start + LOG_CHUNK_BLOCKS - 1, last)
+            for start in range(from_block, last + 1, chunk_blocks):
+                end = min(start + chunk_blocks - 1, last)
                 logs = w3.eth.get_logs(
                     {"address": self.address, "fromBlock": start, "toBlock": end}
                 )
@@ -416,6 +425,6 @@ class EventDecoder:
                     event = self.decode(log)
                     if event is not None:
                         events.append(event)
-        except Web3Exception as err:
+        except (Web3Exception, OSError) as err:
             raise ChainError(f"reading logs of {self.address} failed: {err}") from err
         return sorted(events, key=lambda e: (e.block_number, e.log_index))

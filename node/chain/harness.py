@@ -107,7 +107,7 @@ class SwarmHarness:
         seed = f"swarm-harness/{label}/{self._created}".encode()
         private_key = "0x" + keccak(seed).hex()
         address = Account.from_key(private_key).address
-        self._anvil_rpc("anvil_setBalance", [address, hex(GAS_ETHER)])
+        self.rpc("anvil_setBalance", [address, hex(GAS_ETHER)])
         if tokens > 0:
             self.deployer.token.transfer(address, tokens)
         return HarnessMember(
@@ -155,8 +155,15 @@ class SwarmHarness:
                 raise ChainError(f"bulk join transaction {tx_hash.to_0x_hex()} reverted")
         return members
 
-    def _anvil_rpc(self, method: str, params: list[Any]) -> Any:
-        """One Anvil-specific JSON-RPC call over the pooled web3 session."""
+    def rpc(self, method: str, params: list[Any]) -> Any:
+        """One JSON-RPC call (``evm_snapshot``, ``anvil_setBalance``, ...) over the pooled
+        web3 session; returns its result.
+
+        Raises
+        ------
+        ChainError
+            If the node answers with an error.
+        """
         reply = self.w3.provider.make_request(method, params)  # type: ignore[arg-type]
         if "error" in reply:
             raise ChainError(f"anvil {method} failed: {reply['error']}")
@@ -181,8 +188,8 @@ class SwarmHarness:
 
     def advance(self, seconds: int) -> None:
         """Move chain time forward by `seconds` and mine a block."""
-        self._anvil_rpc("evm_increaseTime", [seconds])
-        self._anvil_rpc("evm_mine", [])
+        self.rpc("evm_increaseTime", [seconds])
+        self.rpc("evm_mine", [])
 
     def advance_to(self, timestamp: int) -> None:
         """Mine a block at `timestamp` or later (now, if that is already past)."""

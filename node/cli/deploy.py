@@ -25,7 +25,14 @@ ANVIL_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2f
 _DEFAULTS = SwarmParams(task_spec_cid="-", task_spec_hash="0x" + "00" * 32)
 
 
-def _deployer_key(key: str | None, chain_id: int) -> str:
+def deployer_key(key: str | None, chain_id: int) -> str:
+    """The key to deploy with: `key` if given, else Anvil's dev key on chain 31337 only.
+
+    Raises
+    ------
+    ConfigError
+        If `key` is malformed, or no key is given for another chain.
+    """
     if key is not None:
         try:
             Account.from_key(key)
@@ -118,7 +125,7 @@ def deploy(
     )
     params.validate()
     w3 = connect(rpc)
-    deployment = deploy_swarm(w3, _deployer_key(key, w3.eth.chain_id), params, token=token)
+    deployment = deploy_swarm(w3, deployer_key(key, w3.eth.chain_id), params, token=token)
     save_deployment(deployment, out)
     if as_json:
         typer.echo(json.dumps(deployment.to_json(), sort_keys=True))

@@ -1,0 +1,312 @@
+"""The Python bindings: hashes computed exactly as the contract computes them, one named error
+per ABI error, one dataclass per ABI event, safe sending, and an event log an auditor can rebuild
+the swarm's history from."""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import fields, replace
+
+import pytest
+from eth_abi.abi import encode
+from eth_utils.abi import function_signature_to_4byte_selector
+
+from node.chain.abis import abi_of
+from node.chain.anvil import Anvil
+from node.chain.coordinator import Coordinator
+from node.chain.deployment import SwarmParams
+from node.chain.events import (
+    EVENT_TYPES,
+    Approval,
+    Attested,
+    ChainEvent,
+    Claimed,
+    Joined,
+    Revealed,
+    RoundFinalized,
+    Transfer,
+)
+from node.chain.harness import HarnessMember, SwarmHarness, sample_outcome
+from node.chain.protocol import (
+    Outcome,
+    Phase,
+    Reveal,
+    commitment,
+    decode_bitmap,
+    encode_bitmap,
+    outcome_key,
+    required_stake,
+)
+from node.chain.reverts import (
+    ABI_ERRORS,
+    REVERT_TYPES,
+    ContractPanic,
+    ContractRevert,
+    DeadlinePassed,
+    InvalidProof,
+    RevertedWithMessage,
+    UnknownRevert,
+    WrongRound,
+    decode_revert,
+)
+from node.errors import ChainError, ConfigError
+
+HOUR = 3600
+STAKE = 1_000
+PARAMS = SwarmParams(
+    task_spec_cid="bafkreitaskspec",
+    task_spec_hash="0x" + "ab" * 32,
+    commit_duration_s=HOUR,
+    reveal_duration_s=HOUR,
+    attest_duration_s=HOUR,
+    unbonding_delay_s=HOUR,
+    min_stake=100,
+    reward_per_round=1_000,
+    reward_pool=1_000_000,
+    token_supply=10**9,
+)
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+
+
+# ---- pure helpers ----------------------------------------------------------------------------
+
+
+def test_bitmaps_are_lsb_first_over_member_indices() -> None:
+    assert encode_bitmap([]) == b""
+    assert encode_bitmap([0]) == b"\x01"
+    assert encode_bitmap([0, 9]) == b"\x01\x02"
+    assert encode_bitmap([7, 300]) == b"\x80" + bytes(36) + b"\x10"
+    assert decode_bitmap(encode_bitmap([3, 256, 257, 1000])) == {3, 256, 257, 1000}
+    with pytest.raises(ValueError, match="indices are >= 0"):
+        encode_bitmap([-1])
+
+
+def test_required_stake_rounds_up() -> None:
+    assert required_stake(4_000, 6_667) == 2_667
+    assert required_stake(3, 6_667) == 3
+    assert required_stake(0, 6_667) == 1  # an empty round can never finalize
+
+
+def test_every_abi_error_has_a_named_exception() -> None:
+    abi_names = {name for name, _, _ in ABI_ERRORS.values()}
+    assert abi_names == set(REVERT_TYPES)
+    for cls in REVERT_TYPES.values():
+        assert issubclass(cls, ContractRevert) and issubclass(cls, ChainError)
+        assert cls.__doc__
+
+
+def test_decode_revert_names_the_error_and_its_values() -> None:
+    selector = function_signature_to_4byte_selector("WrongRound(uint64,uint64)")
+    error = decode_revert(selector + encode(["uint64", "uint64"], [7, 5]), context="commit")
+    assert isinstance(error, WrongRound)
+    assert error.values == {"round": 7, "currentRound": 5}
+    assert str(error).startswith("commit reverted: WrongRound(round=7, currentRound=5)")
+    assert "currentRound" in str(error) and error.hint is not None
+
+    phase = function_signature_to_4byte_selector("DeadlinePassed(uint64,uint8,uint256,uint256)")
+    late = decode_revert(phase + encode(["uint64", "uint8", "uint256", "uint256"], [1, 2, 3, 4]))
+    assert isinstance(late, DeadlinePassed) and late.values["phase"] is Phase.ATTEST
+
+
+def test_decode_revert_handles_panics_messages_and_garbage() -> None:
+    panic = function_signature_to_4byte_selector("Panic(uint256)") + encode(["uint256"], [0x11])
+    assert isinstance(decode_revert(panic), ContractPanic)
+    message = function_signature_to_4byte_selector("Error(string)") + encode(["string"], ["no"])
+    reverted = decode_revert(message)
+    assert isinstance(reverted, RevertedWithMessage) and reverted.reason == "no"
+    assert isinstance(decode_revert(b""), UnknownRevert)
+    assert isinstance(decode_revert(b"\xde\xad\xbe\xef"), UnknownRevert)
+    truncated = function_signature_to_4byte_selector("WrongRound(uint64,uint64)") + b"\x00" * 5
+    assert isinstance(decode_revert(truncated), UnknownRevert)
+
+
+def test_every_abi_event_has_a_dataclass_with_its_fields() -> None:
+    grouped = {
+        "outcome": {"checkpoint_hash", "checkpoint_cid", "accepted_bitmap", "rewards_root"},
+        "params": {"params"},
+    }
+    renamed = {"from": "sender", "to": "receiver"}
+    seen = set()
+    for contract in ("SwarmCoordinator", "SwarmToken"):
+        for item in abi_of(contract):
+            if item["type"] != "event":
+                continue
+            seen.add(item["name"])
+            cls = EVENT_TYPES[item["name"]]
+            own = {f.name for f in fields(cls)} - {f.name for f in fields(ChainEvent)}
+            abi = {renamed.get(arg["name"], _snake(arg["name"])) for arg in item["inputs"]}
+            expanded = set().union(*(grouped.get(name, {name}) for name in own))
+            assert expanded == abi, item["name"]
+    assert seen == set(EVENT_TYPES)
+
+
+# ---- against a deployed swarm ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def harness(anvil: Anvil) -> SwarmHarness:
+    return SwarmHarness.deploy(anvil, PARAMS)
+
+
+@pytest.fixture(scope="module")
+def members(harness: SwarmHarness) -> list[HarnessMember]:
+    joined = harness.join_new(3, STAKE)
+    harness.open_round()
+    return joined
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "reveal",
+    [
+        Reveal("bafkreiabc", b"\x01" * 32, 1, b"\x02" * 32),
+        Reveal("bafk" + "é" * 40, b"\xff" * 32, 2**64 - 1, b"\x00" * 32),
+    ],
+)
+def test_commitment_matches_the_contract(harness: SwarmHarness, reveal: Reveal) -> None:
+    c = harness.deployer
+    node = harness.w3.eth.accounts[3]
+    on_chain = c.contract.functions.commitmentOf(
+        reveal.cid, reveal.content_hash, reveal.num_samples, reveal.salt, node, 9
+    ).call()
+    assert commitment(reveal, node, 9, c.address) == bytes(on_chain)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        Outcome(b"\x01" * 32, "bafkcheckpoint", b"", b"\x00" * 32),
+        Outcome(b"\xaa" * 32, "bafk" + "x" * 100, encode_bitmap(range(0, 600, 7)), b"\x05" * 32),
+    ],
+)
+def test_outcome_key_matches_the_contract(harness: SwarmHarness, outcome: Outcome) -> None:
+    on_chain = harness.deployer.contract.functions.outcomeKeyOf(outcome.as_abi()).call()
+    assert outcome_key(outcome) == outcome.key() == bytes(on_chain)
+
+
+@pytest.mark.integration
+def test_a_mined_revert_is_decoded_by_replay(
+    harness: SwarmHarness, members: list[HarnessMember]
+) -> None:
+    c = members[0].client
+    assert c.sender is not None
+    future = c.current_round() + 5
+    with pytest.raises(WrongRound) as info:
+        c.sender.send(c.contract.functions.commit(future, b"\x11" * 32), "commit", gas=200_000)
+    assert info.value.values["round"] == future
+    assert c.sender.w3.eth.get_block("latest")["gasUsed"] > 0  # it really was mined
+
+
+@pytest.mark.integration
+def test_concurrent_sends_from_one_account_never_reuse_a_nonce(harness: SwarmHarness) -> None:
+    c = harness.deployer
+    receivers = [harness.w3.eth.accounts[i] for i in range(5, 11)]
+    errors: list[Exception] = []
+
+    def pay(to: str) -> None:
+        try:
+            c.token.transfer(to, 7)
+        except ChainError as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=pay, args=(to,)) for to in receivers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert [c.token.balance_of(to) for to in receivers] == [7] * len(receivers)
+
+
+@pytest.mark.integration
+def test_read_only_clients_read_but_refuse_to_send(
+    harness: SwarmHarness, members: list[HarnessMember]
+) -> None:
+    auditor = Coordinator(harness.w3, harness.deployment)
+    assert auditor.current_round() == harness.deployer.current_round()
+    assert auditor.member_info(members[0].address).stake == STAKE
+    assert auditor.task_spec() == (PARAMS.task_spec_cid, bytes.fromhex("ab" * 32))
+    assert auditor.params() == PARAMS.coordinator_params()
+    with pytest.raises(ChainError, match="read-only"):
+        auditor.exit()
+
+
+@pytest.mark.integration
+def test_a_client_refuses_a_deployment_of_another_chain(harness: SwarmHarness) -> None:
+    with pytest.raises(ConfigError, match="chain id"):
+        Coordinator(harness.w3, replace(harness.deployment, chain_id=1))
+    nowhere = replace(harness.deployment, coordinator="0x" + "12" * 20)
+    with pytest.raises(ConfigError, match="no contract code"):
+        Coordinator(harness.w3, nowhere)
+
+
+@pytest.mark.integration
+def test_events_rebuild_the_swarm_history(
+    harness: SwarmHarness, members: list[HarnessMember]
+) -> None:
+    """From logs alone: who joined, what each member revealed, who attested what, what was
+    finalized and paid; and every coordinator event type is produced and decoded."""
+    c = harness.deployer
+    first_round = c.current_round()
+    # round A fails with one non-revealer; round B finalizes and pays; the non-revealer is slashed
+    reveals = harness.commit_all(members, first_round)
+    harness.advance_to_phase(Phase.REVEAL)
+    harness.reveal_all(members[1:], reveals, first_round)
+    harness.advance_to_phase(Phase.ENDED)
+    c.fail_round(first_round)
+    c.slash(first_round, members[0].address)
+    second = c.current_round()
+    reveals = harness.commit_all(members, second)
+    harness.reveal_all(members, reveals, second)
+    outcome, tree = sample_outcome([0, 1, 2], {m.address: 100 for m in members})
+    harness.attest_all(members, outcome, second)
+    c.finalize(second, outcome)
+    for m in members:
+        c.claim(second, m.address, 100, tree.proof(m.address))
+    members[2].client.exit()
+    harness.advance_to(members[2].client.member_info().unbonding_ends)
+    members[2].client.withdraw()
+
+    events = c.events()
+
+    names = {type(e).__name__ for e in events}
+    coordinator_events = {
+        item["name"] for item in abi_of("SwarmCoordinator") if item["type"] == "event"
+    }
+    assert names == coordinator_events
+    assert events == sorted(events, key=lambda e: (e.block_number, e.log_index))
+    joined = {e.node: e.index for e in events if isinstance(e, Joined)}
+    assert joined == {m.address: i for i, m in enumerate(members)}
+    revealed = {(e.round, e.node): e.cid for e in events if isinstance(e, Revealed)}
+    assert revealed[(second, members[0].address)] == reveals[members[0].address].cid
+    assert (first_round, members[0].address) not in revealed
+    attested = [e for e in events if isinstance(e, Attested) and e.round == second]
+    assert {e.outcome for e in attested} == {outcome}
+    assert sum(e.weight for e in attested) == 3 * STAKE
+    (final,) = [e for e in events if isinstance(e, RoundFinalized)]
+    assert final.outcome == c.finalized_outcome(second)
+    paid = sum(e.amount for e in events if isinstance(e, Claimed))
+    assert paid == c.round_info(second).reward_claimed == 300
+    assert c.decoder.fetch(harness.w3, harness.deployment.deploy_block, chunk_blocks=3) == events
+    token_events = c.token.events.fetch(harness.w3, harness.deployment.deploy_block)
+    assert {type(e) for e in token_events} == {Transfer, Approval}
+
+
+@pytest.mark.integration
+def test_wrong_proofs_name_the_failing_claim(
+    harness: SwarmHarness, members: list[HarnessMember]
+) -> None:
+    c = harness.deployer
+    round_id = c.current_round()
+    reveals = harness.commit_all(members, round_id)
+    harness.reveal_all(members, reveals, round_id)
+    outcome, tree = sample_outcome([0, 1, 2], {members[0].address: 10})
+    harness.attest_all(members, outcome, round_id)
+    c.finalize(round_id, outcome)
+    with pytest.raises(InvalidProof, match=r"claim\(round \d+, 0x"):
+        c.claim(round_id, members[1].address, 10, tree.proof(members[0].address))

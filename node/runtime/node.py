@@ -96,7 +96,7 @@ FETCH_RETRIES = 4  # attempts at a blob a peer may still be writing
 BENIGN = {  # reverts that mean "someone else already did it", by action
     "commit": (AlreadyCommitted,),
     "reveal": (AlreadyRevealed,),
-    "attest": (AlreadyAttested,),
+    "attest": (AlreadyAttested, WrongRound),  # others reached quorum and finalized first
     "finalize": (RoundAlreadyFinalized, WrongRound),
     "fail": (RoundAlreadyFinalized, WrongRound, QuorumReached, RoundNotExpired),
     "slash": (AlreadySlashed, NotSlashable),

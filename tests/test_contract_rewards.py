@@ -217,7 +217,7 @@ def test_claim_pays_once(
     assert isinstance(transfer, Transfer) and transfer.receiver == winner
     assert c.token.balance_of(winner) == balance + 700
     assert c.has_claimed(round_id, winner)
-    assert c.round_info(round_id).reward_claimed == 700
+    assert c.round_info(round_id).reward_remaining == BUDGET - 700
     assert c.claim(round_id, winner, 700, tree.proof(winner)) is None
     assert c.sender is not None
     again = c.contract.functions.claim(round_id, winner, 700, tree.proof(winner))
@@ -274,6 +274,6 @@ def test_the_budget_is_capped_by_the_pool(harness: SwarmHarness) -> None:
         small, members, revealers=members, accepted=[0, 1, 2], rewards={members[0].address: 40}
     )
     info = small.deployer.round_info(round_id)
-    assert info.reward_budget == 40
+    assert info.reward_remaining == 40
     totals = small.deployer.totals()
     assert totals.reward_pool == 0 and totals.rewards_outstanding == 40

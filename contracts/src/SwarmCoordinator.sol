@@ -69,9 +69,7 @@ contract SwarmCoordinator is ISwarmCoordinator {
         RoundStatus status;
         // slot 2
         uint128 leadingStake;
-        uint128 rewardBudget;
-        // slot 3
-        uint128 rewardClaimed;
+        uint128 rewardRemaining; // reserved at finalization, less what claims paid
     }
 
     struct Member {
@@ -383,8 +381,7 @@ contract SwarmCoordinator is ISwarmCoordinator {
         if (!MerkleProof.verifyCalldata(proof, _outcomes[round].rewardsRoot, leaf)) {
             revert InvalidProof(round, account, amount);
         }
-        uint256 remaining = rd.rewardBudget - rd.rewardClaimed;
-        if (amount > remaining) revert RewardBudgetExceeded(round, amount, remaining);
+        if (amount > rd.rewardRemaining) revert RewardBudgetExceeded(round, amount, rd.rewardRemaining);
 
         claimed[round][account] = true;
         emit Claimed(round, account, amount);
@@ -434,8 +431,7 @@ contract SwarmCoordinator is ISwarmCoordinator {
         info.stakeAtOpen = rd.stakeAtOpen;
         info.requiredStake = _requiredStake(rd.stakeAtOpen);
         info.leadingStake = rd.leadingStake;
-        info.rewardBudget = rd.rewardBudget;
-        info.rewardClaimed = rd.rewardClaimed;
+        info.rewardRemaining = rd.rewardRemaining;
         info.seed = _seed(round, rd);
     }
 
@@ -510,7 +506,7 @@ contract SwarmCoordinator is ISwarmCoordinator {
         } else if (from == Ledger.Pool) {
             rewardPool -= amount;
         } else if (from == Ledger.Budget) {
-            _rounds[round].rewardClaimed += amount.toUint128();
+            _rounds[round].rewardRemaining -= amount.toUint128();
             rewardsOutstanding -= amount;
         }
         if (to == Ledger.Stake) {
@@ -522,7 +518,7 @@ contract SwarmCoordinator is ISwarmCoordinator {
         } else if (to == Ledger.Pool) {
             rewardPool += amount;
         } else if (to == Ledger.Budget) {
-            _rounds[round].rewardBudget += amount.toUint128();
+            _rounds[round].rewardRemaining += amount.toUint128();
             rewardsOutstanding += amount;
         }
         if (from == Ledger.Account) {

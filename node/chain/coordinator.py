@@ -56,8 +56,7 @@ class RoundInfo:
     stake_at_open: int  # the quorum's denominator
     required_stake: int  # stake one tuple needs to finalize
     leading_stake: int  # stake behind the most-attested tuple
-    reward_budget: int
-    reward_claimed: int
+    reward_remaining: int  # reserved at finalization (RoundFinalized.reward_budget), less claims
     seed: bytes  # the round's public deterministic seed
 
 
@@ -386,9 +385,8 @@ class Coordinator:
             stake_at_open=v[11],
             required_stake=v[12],
             leading_stake=v[13],
-            reward_budget=v[14],
-            reward_claimed=v[15],
-            seed=bytes(v[16]),
+            reward_remaining=v[14],
+            seed=bytes(v[15]),
         )
 
     def round_seed(self, round_id: int) -> bytes:

@@ -90,8 +90,7 @@ interface ISwarmCoordinator {
         uint256 stakeAtOpen; // stake active when the round opened (the quorum's denominator)
         uint256 requiredStake; // stake one tuple needs to finalize
         uint256 leadingStake; // stake behind the most-attested tuple so far
-        uint256 rewardBudget; // reserved from the pool at finalization
-        uint256 rewardClaimed; // paid out of the budget so far
+        uint256 rewardRemaining; // reserved from the pool at finalization, less what claims paid
         bytes32 seed; // public deterministic seed (`roundSeed`)
     }
 

@@ -101,6 +101,8 @@ def measure(anvil: Anvil, size: int) -> dict[str, list[int]]:
         commitment = m.client.commitment_for(sample_reveal(m.address, round_id), round_id)
         tx = _send(m, "commit", round_id, commitment)
         gas["commit_with_settled_slash" if m is rejected else "commit"].append(tx.gas_used)
+    if rejected.client.member_info().stake >= STAKE:
+        raise AssertionError(f"member {size - 1} was rejected but its commit settled no slash")
     return gas
 
 

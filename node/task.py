@@ -21,6 +21,7 @@ from typing import Any, Final, get_type_hints
 
 import torch
 
+from node import safejson
 from node.aggregation.fixed_point import COORD_BOUND, MAX_DIM, MAX_FRAC_BITS
 from node.aggregation.registry import RULES, STEPS, ParamValue, resolve_params
 from node.errors import ConfigError
@@ -241,8 +242,9 @@ class TaskSpec:
         """
         if isinstance(data, str | bytes):
             try:
-                data = json.loads(data)
-            except json.JSONDecodeError as exc:
+                text = data.decode("utf-8") if isinstance(data, bytes) else data
+                data = safejson.loads(text)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise ConfigError(f"task spec is not valid JSON: {exc}") from exc
         spec: TaskSpec = _build(cls, data, "task")
         return spec
@@ -275,9 +277,11 @@ def load_task(path: Path) -> TaskSpec:
         The file is missing, unreadable or invalid.
     """
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read task spec {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"task spec {path} is not UTF-8 text: {exc}") from exc
     return TaskSpec.from_json(text)
 
 
@@ -417,6 +421,9 @@ def _non_negative(path: str, value: float) -> None:
 
 
 def _positive_ints(path: str, values: tuple[int, ...]) -> None:
-    """Raise ConfigError unless every entry is an integer >= 1."""
+    """Raise ConfigError unless every entry is an integer in [1, MAX_DIM] (a larger width or
+    extent alone gives a model over the parameter cap)."""
     for k, v in enumerate(values):
         _at_least(f"{path}[{k}]", v, 1)
+        if v > MAX_DIM:
+            raise ConfigError(f"{path}[{k}] must be <= {MAX_DIM}, got {v}")

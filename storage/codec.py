@@ -29,6 +29,7 @@ from typing import Any
 import safetensors.torch
 import torch
 
+from node import safejson
 from storage.errors import (
     DtypeMismatch,
     MalformedUpdate,
@@ -158,7 +159,7 @@ def _parse_header(data: bytes) -> tuple[dict[str, Any], int]:
     if 8 + length > len(data):
         raise MalformedUpdate(f"update is truncated: header of {length} bytes, {len(data)} in all")
     try:
-        header = json.loads(
+        header = safejson.loads(
             data[8 : 8 + length].decode("utf-8"),
             object_pairs_hook=_reject_duplicates,
             parse_constant=_reject_constant,

@@ -38,6 +38,7 @@ from eth_utils.address import is_address, is_checksum_address, to_checksum_addre
 from nacl.public import PublicKey, SealedBox
 from nacl.signing import VerifyKey
 
+from node import safejson
 from storage.cid import CID
 from storage.errors import (
     BadSignature,
@@ -205,12 +206,15 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _hex_bytes(name: str, value: Any, size: int) -> bytes:
-    if isinstance(value, str) and value.startswith("0x") and len(value) == 2 + 2 * size:
-        try:
-            return bytes.fromhex(value[2:])
-        except ValueError:
-            pass
-    raise MalformedEnvelope(f"{name} must be 0x + {2 * size} hex digits")
+    # Lower case only: one signed manifest has exactly one envelope encoding (no malleability).
+    if (
+        isinstance(value, str)
+        and value.startswith("0x")
+        and len(value) == 2 + 2 * size
+        and all(c in "0123456789abcdef" for c in value[2:])
+    ):
+        return bytes.fromhex(value[2:])
+    raise MalformedEnvelope(f"{name} must be 0x + {2 * size} lower-case hex digits")
 
 
 def open_envelope(
@@ -260,7 +264,7 @@ def open_envelope(
     if len(data) > MAX_ENVELOPE_BYTES:
         raise MalformedEnvelope(f"envelope holds {len(data)} bytes, more than {MAX_ENVELOPE_BYTES}")
     try:
-        parsed = json.loads(data.decode("utf-8"), object_pairs_hook=_reject_duplicates)
+        parsed = safejson.loads(data.decode("utf-8"), object_pairs_hook=_reject_duplicates)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise MalformedEnvelope(f"envelope is not UTF-8 JSON: {err}") from None
     if not isinstance(parsed, dict) or set(parsed) != {"manifest", "signature", "signer"}:

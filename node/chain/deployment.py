@@ -17,6 +17,7 @@ from typing import Any
 
 from eth_utils.address import is_address, to_checksum_address
 
+from node import safejson
 from node.chain.protocol import BPS, MAX_CID_LENGTH, CoordinatorParams
 from node.errors import ConfigError
 
@@ -50,7 +51,11 @@ class SwarmParams:
         ConfigError
             Naming the first value out of range and its bounds.
         """
-        if not 0 < len(self.task_spec_cid.encode()) <= MAX_CID_LENGTH:
+        try:
+            cid_bytes = self.task_spec_cid.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError(f"task_spec_cid {self.task_spec_cid!r} is not valid text") from None
+        if not 0 < len(cid_bytes) <= MAX_CID_LENGTH:
             raise ConfigError(f"task_spec_cid must have 1..{MAX_CID_LENGTH} bytes")
         if not _HASH.match(self.task_spec_hash) or int(self.task_spec_hash, 16) == 0:
             raise ConfigError(
@@ -170,7 +175,7 @@ def load_deployment(path: Path) -> Deployment:
     """
     where = str(path)
     try:
-        data = json.loads(path.read_text())
+        data = safejson.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise ConfigError(
             f"deployment file {path} does not exist", hint="run `swarm deploy --out FILE` first"

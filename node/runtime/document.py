@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from node import safejson
 from node.chain.protocol import content_hash
 from node.errors import ConfigError, VerificationError
 from node.learning.training import genesis_state
@@ -65,7 +66,7 @@ class TaskDocument:
         if len(data) > MAX_DOCUMENT_BYTES:
             raise TaskDocumentError(f"task document holds {len(data)} bytes, over the bound")
         try:
-            body = json.loads(data.decode("ascii"))
+            body = safejson.loads(data.decode("ascii"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise TaskDocumentError(f"task document is not ASCII JSON: {err}") from None
         if not isinstance(body, dict) or set(body) != {"format", "genesis", "task"}:

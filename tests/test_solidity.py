@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,8 +22,15 @@ def _committed(path: Path) -> bytes:
     return shown.stdout if shown.returncode == 0 else path.read_bytes()
 
 
-def test_recompiling_reproduces_committed_artifacts_byte_for_byte() -> None:
-    artifacts = compile_sources()
+@pytest.fixture(scope="module")
+def artifacts() -> dict[str, dict[str, Any]]:
+    """One fresh compilation of contracts/src, shared by this module's tests."""
+    return compile_sources()
+
+
+def test_recompiling_reproduces_committed_artifacts_byte_for_byte(
+    artifacts: dict[str, dict[str, Any]],
+) -> None:
     assert artifacts, "no contracts compiled"
     committed = {p.stem for p in CONTRACT_ARTIFACTS.glob("*.json")}
     assert committed == set(artifacts)
@@ -30,8 +38,10 @@ def test_recompiling_reproduces_committed_artifacts_byte_for_byte() -> None:
         assert render(artifact) == _committed(CONTRACT_ARTIFACTS / f"{name}.json"), name
 
 
-def test_artifacts_carry_abi_bytecode_version_and_source_hash() -> None:
-    artifact = compile_sources()["SwarmToken"]
+def test_artifacts_carry_abi_bytecode_version_and_source_hash(
+    artifacts: dict[str, dict[str, Any]],
+) -> None:
+    artifact = artifacts["SwarmToken"]
     assert artifact["compiler"]["version"].startswith("0.8.37+commit.")
     assert artifact["bytecode"].startswith("0x60")
     assert artifact["sourceHash"].startswith("0x") and len(artifact["sourceHash"]) == 66

@@ -24,6 +24,13 @@ class SwarmchainError(Exception):
         self.hint = hint
         super().__init__(f"{message} ({hint})" if hint else message)
 
+    def one_line(self) -> str:
+        """The message as one printable line: line breaks and other control or format
+        characters (which a hostile value quoted in the message may carry) are escaped."""
+        return "".join(
+            c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(self)
+        )
+
 
 class ConfigError(SwarmchainError):
     """A configuration, task spec, deployment file or command-line value is missing or invalid."""

@@ -47,5 +47,5 @@ def main() -> None:
     try:
         app()
     except SwarmchainError as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        typer.secho(f"error: {err.one_line()}", fg=typer.colors.RED, err=True)
         sys.exit(1)

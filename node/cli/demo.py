@@ -1,31 +1,541 @@
-"""`swarm demo`: a local chain with the token deployed, from nothing."""
+"""`swarm demo`: a whole swarm on this machine, from nothing, audited at the end.
+
+It starts a local Anvil chain, publishes the task and its genesis to an embedded store, deploys
+the contracts, funds N members and gives each a Dirichlet label-skewed share of the data, then
+starts N real ``swarm node join`` processes, one of them an attacker. While they train, commit,
+reveal, verify, attest and finalize, progress bars follow each node's events. At the end it
+re-runs the honest members in-process without the attacker (the baseline: the runtime's pure
+round function on the same seeds), audits the final checkpoint from the chain and the store
+alone, writes the HTML report, and prints the summary.
+
+Everything lands in ``--out`` (default ``swarm-demo/``): the report, the deployment file, the
+store, the chain's state, the nodes' journals and logs. ``swarm chain --state
+swarm-demo/chain-state.json`` brings the chain back, so ``swarm status`` and ``swarm audit``
+can be run on it afterwards.
+"""
 
 from __future__ import annotations
 
-import json
-from typing import Annotated
+import io
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Annotated, Any
 
+import numpy as np
+import torch
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from rich.table import Table
 
+from node.audit.html import render_html
+from node.audit.record import RoundRecord, SwarmRecord
+from node.audit.replay import Auditor
+from node.audit.report import AuditReport, Result, short, tokens
 from node.chain.anvil import Anvil
-from node.chain.deploy import deploy_token
+from node.chain.coordinator import Coordinator
+from node.chain.deploy import connect
+from node.chain.deployment import SwarmParams
+from node.chain.harness import SwarmHarness
+from node.cli.audit import MISMATCH_EXIT
+from node.cli.display import NodeView
+from node.cli.options import echo_json
+from node.errors import ConfigError, SwarmchainError
+from node.learning.data import Dataset, check_dataset, holdout_split, task_splits
+from node.learning.partition import dirichlet_partition
+from node.learning.training import evaluate
+from node.runtime.checkpoint import Checkpoint, aggregate_of
+from node.runtime.config import load_node_data
+from node.runtime.deploy import deploy_task_swarm
+from node.runtime.document import fetch_task
+from node.runtime.local import AttackPlan, local_update
+from node.runtime.round import Contribution, RoundInputs, combine_round, one_thread
+from node.runtime.runner import LocalSwarm, Member, NodeProcess, save_npz
+from node.task import DataSpec, ReferenceSpec, TaskSpec, default_task
+from storage.store import EmbeddedStore
 
-DEFAULT_SUPPLY = 10**6 * 10**18
+MARKER = ".swarm-demo"  # marks a directory this command made, so a rerun may clear it
+REFERENCE_SIZE = 300  # examples of --data held out as the reference set
+DEFAULT_ATTACK = "scaling"  # boosted updates: rejected by the norm bound, then slashed
+STARTUP_S = 240  # how long all nodes may take to start and join
+PER_ROUND_S = 3  # windows a round may take before the demo gives up on it
+
+
+class DemoError(SwarmchainError):
+    """The demo swarm did not complete: a node failed, or rounds stalled."""
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """What the demo ran and found."""
+
+    swarm: LocalSwarm
+    attacker: int | None  # the attacking member's position, if any
+    attack: str  # the --attack value ("none" without one)
+    report: AuditReport
+    baseline: dict[int, float]  # round -> accuracy of the run without the attacker
+    names: dict[str, str]  # address -> display name
+    report_path: Path
+    wall_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary: the issue's shape (rounds, rewards, slashed, audit, report) and more."""
+        rewards: dict[str, int] = dict.fromkeys(self.names, 0)
+        slashed: dict[str, int] = dict.fromkeys(self.names, 0)
+        claimed: dict[str, int] = dict.fromkeys(self.names, 0)
+        rounds = []
+        for r in self.report.rounds:
+            for node, amount in r.rewards.items():
+                rewards[node] = rewards.get(node, 0) + amount
+            for node, amount in r.claimed.items():
+                claimed[node] = claimed.get(node, 0) + amount
+            for s in r.slashes:
+                slashed[s.node] = slashed.get(s.node, 0) + s.amount
+            if r.state != "finalized" and not r.updates:
+                continue  # the round opened before any member joined
+            rounds.append(
+                {
+                    "round": r.round,
+                    "state": r.state,
+                    "accuracy": r.accuracy,
+                    "baseline_accuracy": self.baseline.get(r.round),
+                    "accepted": r.accepted,
+                    "rejected": r.rejected,
+                    "slashed": [s.node for s in r.slashes],
+                }
+            )
+        first = self.report.first_mismatch
+        return {
+            "rounds": rounds,
+            "rewards": rewards,
+            "claimed": claimed,
+            "slashed": slashed,
+            "audit": {
+                "result": self.report.result.value,
+                "summary": self.report.summary(),
+                "first_mismatch": None if first is None else first.to_json(),
+                "checkpoint_cid": self.report.checkpoint_cid,
+                "checkpoint_hash": self.report.checkpoint_hash,
+            },
+            "report": str(self.report_path),
+            "nodes": [
+                {
+                    "index": m.index,
+                    "address": m.address,
+                    "name": self.names[m.address],
+                    "attacker": m.index == self.attacker,
+                }
+                for m in self.swarm.members
+            ],
+            "attack": self.attack,
+            "deployment": str(self.swarm.deployment_file),
+            "genesis_accuracy": self.report.genesis_accuracy,
+            "wall_s": round(self.wall_s, 1),
+        }
+
+
+# ---- preparing the swarm -----------------------------------------------------------------------
+
+
+def _clear(out: Path) -> None:
+    """Make `out` an empty directory this command owns."""
+    if out.exists():
+        if not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).exists()):
+            raise ConfigError(
+                f"{out} exists and was not made by `swarm demo`",
+                hint="pass --out with a new or empty directory",
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / MARKER).touch()
+
+
+def _task_and_pool(
+    store: EmbeddedStore, data: Path | None, labels: Path | None
+) -> tuple[TaskSpec, Dataset, Dataset]:
+    """The task, the members' training pool and the reference set.
+
+    Without `data`: the default task on the bundled digits (its holdout is the reference set).
+    With it: the default model and rule on the user's examples; a seeded holdout of them is the
+    reference set, stored by CID so that every member and auditor evaluates on the same bytes.
+    """
+    if data is None:
+        spec = default_task()
+        pool, reference = task_splits(spec)
+        return spec, pool, reference
+    examples = load_node_data(data, labels)
+    if len(examples) < 2 * REFERENCE_SIZE:
+        raise ConfigError(
+            f"{data} holds {len(examples)} examples; the demo needs at least {2 * REFERENCE_SIZE}"
+        )
+    pool, reference = holdout_split(examples, REFERENCE_SIZE, seed=0)
+    buffer = io.BytesIO()
+    np.savez(buffer, x=reference.x.numpy(), y=reference.y.numpy())
+    cid = store.put(buffer.getvalue())
+    base = default_task()
+    spec = replace(
+        base,
+        name=f"{data.stem}-mlp",
+        data=DataSpec(
+            dataset=data.stem,
+            input_shape=tuple(int(n) for n in examples.x.shape[1:]),
+            num_classes=max(2, int(examples.y.max()) + 1),
+        ),
+        reference=ReferenceSpec(source="cid", cid=cid),
+    )
+    check_dataset(examples, spec.data)
+    return spec, pool, reference
+
+
+def prepare_swarm(
+    anvil: Anvil,
+    out: Path,
+    nodes: int,
+    window_s: int,
+    data: Path | None,
+    labels: Path | None,
+    *,
+    alpha: float = 0.5,
+    seed: int = 0,
+) -> LocalSwarm:
+    """Publish the task, deploy, fund `nodes` members and write their data files.
+
+    Returns
+    -------
+    LocalSwarm
+        The swarm, ready to start; its ``test_set`` is the task's reference set.
+
+    Raises
+    ------
+    ConfigError
+        For data that cannot be loaded or split among the nodes.
+    """
+    store_dir = out / "store"
+    deployer = anvil.accounts[0]
+    deployment_file = out / "deployment.json"
+    with EmbeddedStore(store_dir) as store:
+        spec, pool, reference = _task_and_pool(store, data, labels)
+        params = SwarmParams(
+            task_spec_cid="-",
+            task_spec_hash="0x" + "00" * 32,
+            commit_duration_s=window_s,
+            reveal_duration_s=window_s,
+            attest_duration_s=window_s,
+        )
+        deployment = deploy_task_swarm(
+            connect(anvil.rpc_url), deployer.private_key, store, spec, deployment_file, params
+        )
+    parts = dirichlet_partition(pool.y.numpy(), nodes, alpha, seed, min_size=spec.train.batch_size)
+    harness = SwarmHarness(anvil, deployment, deployer.private_key)
+    members = []
+    for i, part in enumerate(parts):
+        account = harness.new_member(deployment.params.min_stake, label="demo")
+        path = out / f"node-{i}.npz"
+        save_npz(pool.subset(part), path)
+        members.append(Member(i, account.private_key, account.address, path, out / f"journal-{i}"))
+    return LocalSwarm(anvil, out, spec, deployment, deployment_file, store_dir, members, reference)
+
+
+# ---- running it --------------------------------------------------------------------------------
+
+
+def _names(swarm: LocalSwarm, attacker: int | None, attack: str) -> dict[str, str]:
+    return {
+        m.address: f"node {m.index}" + (" (attacker)" if m.index == attacker else "")
+        for m in swarm.members
+    }
+
+
+def _watch(
+    processes: Mapping[int, NodeProcess],
+    names: Mapping[str, str],
+    rounds: int,
+    timeout_s: float,
+    console: Console,
+) -> None:
+    """Show each node's progress until every process exits.
+
+    Raises
+    ------
+    DemoError
+        If a node exits with an error, or the swarm is still running after `timeout_s`.
+    """
+    views = {i: NodeView(names[p.member.address]) for i, p in processes.items()}
+    seen = dict.fromkeys(processes, 0)
+    columns = (
+        TextColumn("{task.description}", style="bold"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+    )
+    deadline = time.monotonic() + timeout_s
+    announced: set[int] = set()
+    with Progress(*columns, console=console, disable=not console.is_terminal) as bars:
+        overall = bars.add_task("swarm", total=rounds, status="starting nodes")
+        tasks: dict[int, TaskID] = {
+            i: bars.add_task(views[i].name, total=rounds, status="starting") for i in processes
+        }
+        while True:
+            for i, process in processes.items():
+                events = process.events[seen[i] :]
+                seen[i] += len(events)
+                for event in events:
+                    views[i].update(event)
+                view = views[i]
+                trained = len({r for r in view.finalized | view.failed if r > 1})
+                bars.update(tasks[i], completed=trained, status=view.last or view.phase)
+            lead = max(views.values(), key=lambda v: len(v.finalized))
+            for r in sorted(lead.finalized - announced):
+                announced.add(r)
+                if not console.is_terminal:
+                    console.print(
+                        f"round {r} finalized: accuracy {100 * (lead.accuracy or 0):.1f}%"
+                    )
+            bars.update(
+                overall,
+                completed=len({r for r in lead.finalized if r > 1}),
+                status=f"round {lead.round}",
+            )
+            failed = [p for p in processes.values() if p.returncode not in (None, 0)]
+            if failed:
+                p = failed[0]
+                raise DemoError(
+                    f"{names[p.member.address]} exited with code {p.returncode}: {p.log_tail(3)}"
+                )
+            if all(p.returncode == 0 for p in processes.values()):
+                return
+            if time.monotonic() > deadline:
+                raise DemoError(
+                    f"the swarm did not finish {rounds} rounds within {timeout_s:.0f}s",
+                    hint="the machine may be overloaded; try --nodes 4 or a longer --window",
+                )
+            time.sleep(0.2)
+
+
+def baseline_accuracy(
+    swarm: LocalSwarm, record: SwarmRecord, genesis: Checkpoint, attacker: int | None
+) -> dict[int, float]:
+    """Accuracy per finalized round of the same swarm without its attacker.
+
+    The honest members train from the baseline's own checkpoints with exactly the seeds their
+    node processes used, and the runtime's pure round function (`combine_round`) aggregates
+    them under each round's recorded seed. The round computation is deterministic, so this is
+    the run the swarm would have made without the attacker; with no attacker it reproduces the
+    swarm's own accuracy exactly.
+
+    Returns
+    -------
+    dict[int, float]
+        Round id -> accuracy on the task's reference set.
+    """
+    spec = swarm.spec
+    honest = [m for m in swarm.members if m.index != attacker]
+    data = {m.address: load_node_data(m.data, None) for m in honest}
+    indices = {node: joined.index for node, joined in record.members.items()}
+    states: dict[int, Checkpoint] = {0: genesis}
+    out: dict[int, float] = {}
+    finalized: list[RoundRecord] = [record.rounds[r] for r in record.finalized_rounds()]
+    cpu = torch.device("cpu")
+    with one_thread():
+        for rec in finalized:
+            base = states[rec.base_round]
+            contributions = []
+            for m in honest:
+                update = local_update(
+                    spec, base.state, data[m.address], round_id=rec.round, node=m.address
+                )
+                contributions.append(
+                    Contribution(indices[m.address], m.address, update.num_samples, update.delta)
+                )
+            before = record.rounds[rec.base_round].base_round if rec.base_round else 0
+            center = None if rec.base_round == 0 else aggregate_of(base, states[before])
+            inputs = RoundInputs(
+                chain_id=swarm.deployment.chain_id,
+                coordinator=swarm.deployment.coordinator,
+                round=rec.round,
+                seed=rec.opened.seed,
+                reward=0,
+                spec=spec,
+                base=base,
+                center=center,
+                reference=swarm.test_set,
+                submissions=(),
+            )
+            states[rec.round] = combine_round(inputs, contributions).checkpoint
+            out[rec.round] = evaluate(
+                spec, states[rec.round].state, swarm.test_set, device=cpu
+            ).accuracy
+    return out
+
+
+def run_demo(
+    nodes: int,
+    rounds: int,
+    attack: str,
+    data: Path | None,
+    labels: Path | None,
+    out: Path,
+    window_s: int,
+    console: Console,
+) -> DemoResult:
+    """Run the whole demo (see the module docstring) and return what it found.
+
+    Raises
+    ------
+    ConfigError
+        For bad options or data.
+    DemoError
+        If the swarm does not complete its rounds.
+    ToolchainError
+        If Anvil cannot start.
+    """
+    started = time.monotonic()
+    plan = None if attack == "none" else AttackPlan.parse(attack)
+    if nodes < 2 or (plan is not None and nodes < 3):
+        raise ConfigError(f"--nodes must be at least {2 if plan is None else 3}, got {nodes}")
+    if rounds < 1:
+        raise ConfigError(f"--rounds must be at least 1, got {rounds}")
+    _clear(out)
+    attacker = nodes - 1 if plan is not None else None
+    # Round 1 opens at deployment, before anyone joins, and fails at once; rounds 2.. train.
+    last_round = rounds + 1
+    with Anvil(state_file=out / "chain-state.json") as anvil:
+        console.print(f"Anvil chain at {anvil.rpc_url}; deploying and funding {nodes} members")
+        swarm = prepare_swarm(anvil, out, nodes, window_s, data, labels)
+        names = _names(swarm, attacker, attack)
+        with swarm:
+            for m in swarm.members:
+                options = ["--min-members", str(nodes), "--until-round", str(last_round)]
+                options += ["--threads", "1"]
+                if m.index == attacker:
+                    options += ["--attack", attack]
+                swarm.start(m.index, *options)
+            timeout = STARTUP_S + rounds * PER_ROUND_S * 3 * window_s
+            _watch(swarm.processes, names, rounds, timeout, console)
+        coordinator = Coordinator(connect(anvil.rpc_url), swarm.deployment)
+        record = SwarmRecord.of(coordinator.events())
+    console.print("auditing the final checkpoint and re-running the swarm without the attacker")
+    configured = record.configured
+    with EmbeddedStore(swarm.store) as store:
+        report = Auditor(record, swarm.deployment, store).audit("latest")
+        _, genesis = fetch_task(store, configured.task_spec_cid, configured.task_spec_hash)
+    baseline = baseline_accuracy(swarm, record, genesis, attacker)
+    report_path = out / "report.html"
+    intro = (
+        f"{nodes} node processes on a local Anvil chain, "
+        + (f"node {attacker} attacking with {attack!r}; " if attacker is not None else "")
+        + f"{rounds} round(s) of the task {swarm.spec.name!r}. The dashed line is the same "
+        "swarm re-run without the attacker."
+    )
+    report_path.write_text(
+        render_html(report, title="Swarmchain demo", baseline=baseline, names=names, intro=intro)
+    )
+    return DemoResult(
+        swarm,
+        attacker,
+        attack,
+        report,
+        baseline,
+        names,
+        report_path,
+        time.monotonic() - started,
+    )
+
+
+def _print_summary(result: DemoResult, console: Console) -> None:
+    summary = result.to_json()
+    table = Table(title="Accuracy per round (reference set)")
+    for column in ("round", "accuracy", "without attacker", "accepted", "rejected", "slashed"):
+        table.add_column(column, justify="left" if column == "slashed" else "right")
+    for r in summary["rounds"]:
+        base = r["baseline_accuracy"]
+        table.add_row(
+            str(r["round"]) + ("" if r["state"] == "finalized" else f" ({r['state']})"),
+            "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}%",
+            "-" if base is None else f"{100 * base:.1f}%",
+            str(r["accepted"]),
+            str(r["rejected"]),
+            ", ".join(result.names[n].split(" (")[0] for n in r["slashed"]) or "-",
+        )
+    console.print(table)
+    nodes = Table(title="Rewards and slashes per node (tokens)")
+    for column in ("node", "address", "rewards", "claimed", "slashed"):
+        nodes.add_column(
+            column, justify="right" if column in ("rewards", "claimed", "slashed") else "left"
+        )
+    for m in summary["nodes"]:
+        address = m["address"]
+        nodes.add_row(
+            m["name"],
+            short(address, 8),
+            tokens(summary["rewards"][address]),
+            tokens(summary["claimed"][address]),
+            tokens(summary["slashed"][address]),
+        )
+    console.print(nodes)
+    style = "green" if result.report.result == Result.MATCH else "red"
+    console.print(f"audit: [bold {style}]{result.report.summary()}[/]")
+    console.print(f"report: {result.report_path}")
+    console.print(f"finished in {result.wall_s:.0f}s")
 
 
 def demo(
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    nodes: Annotated[int, typer.Option("--nodes", help="Node processes to run.")] = 6,
+    rounds: Annotated[int, typer.Option("--rounds", help="Training rounds to run.")] = 5,
+    attack: Annotated[
+        str,
+        typer.Option(
+            "--attack",
+            help="The last node's attack (alie, ipm, sign_flip, scaling:factor=20, "
+            "label_flip, free_rider, ...), or none.",
+        ),
+    ] = DEFAULT_ATTACK,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="Your examples (.npz with x and y, or IDX images with --labels) instead of "
+            "the bundled digits.",
+        ),
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="IDX labels file (with IDX --data).")
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="Directory for the report, store, logs and chain state.")
+    ] = Path("swarm-demo"),
+    window: Annotated[
+        int,
+        typer.Option(
+            "--window",
+            help="Seconds of each commit, reveal and attest window (an upper bound).",
+            min=5,
+        ),
+    ] = 40,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Start a local Anvil chain, deploy the Swarm token, print its address, and stop.
+    """Run a complete swarm on this machine: chain, contracts, nodes (one attacking), audit.
 
-    Example: swarm demo --json
+    It starts Anvil, deploys, starts the nodes as separate processes, runs the rounds with
+    progress bars, prints accuracy per round beside a run without the attacker, rewards and
+    slashes per node and the audit of the final checkpoint, and writes an HTML report.
+
+    Examples:
+
+        swarm demo
+
+        swarm demo --attack ipm --nodes 5 --rounds 3
+
+        swarm demo --data mnist.npz --json
     """
-    with Anvil() as chain:
-        deployer = chain.accounts[0]
-        token = deploy_token(chain.rpc_url, deployer.private_key, deployer.address, DEFAULT_SUPPLY)
-        result = {"rpc": chain.rpc_url, "chain_id": chain.settings.chain_id, "token": token}
+    console = Console(stderr=True) if as_json else Console()
+    result = run_demo(nodes, rounds, attack, data, labels, out, window, console)
     if as_json:
-        typer.echo(json.dumps(result))
+        echo_json(result.to_json())
     else:
-        typer.echo(f"Anvil chain {result['chain_id']} started at {result['rpc']}")
-        typer.echo(f"SwarmToken deployed at {token}")
+        _print_summary(result, console)
+    if result.report.result == Result.MISMATCH:
+        raise typer.Exit(MISMATCH_EXIT)

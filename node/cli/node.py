@@ -1,7 +1,9 @@
-"""`swarm node join`: stake, register keys, then run rounds until stopped (headless).
+"""`swarm node join`: stake, register keys, then run rounds until stopped.
 
-Progress is printed one event per line, as words or (``--events json``) as JSON objects that
-scripts, tests and displays read; Ctrl-C or SIGTERM stops the node after its current step.
+Progress comes from the runtime's events: on a terminal a live table (round, phase, accuracy,
+rewards, last event), otherwise one event per line, as words or (``--events json`` or
+``--json``) as JSON objects that scripts, tests and displays read. Ctrl-C or SIGTERM stops the
+node after its current step.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from types import FrameType
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.live import Live
 
+from node.cli.display import NodeView, nodes_table
 from node.runtime.config import DEFAULT_RPC, NodeConfig, read_private_key
 from node.runtime.events import NodeEvent
 from node.runtime.local import AttackPlan
@@ -24,8 +29,9 @@ app = typer.Typer(help="Run a swarm node.", no_args_is_help=True, add_completion
 
 
 class EventFormat(StrEnum):
-    """How progress events are printed."""
+    """How progress events are shown."""
 
+    LIVE = "live"
     TEXT = "text"
     JSON = "json"
 
@@ -92,12 +98,25 @@ def join(
         0.25
     ),
     events: Annotated[
-        EventFormat, typer.Option("--events", help="Print progress as text or JSON lines.")
-    ] = EventFormat.TEXT,
+        EventFormat | None,
+        typer.Option(
+            "--events",
+            help="Show progress as a live table, text lines or JSON lines "
+            "(default: live on a terminal, else text).",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Same as --events json.")] = False,
 ) -> None:
-    """Join a swarm and run rounds until stopped.
+    """Join a swarm and run rounds until stopped (Ctrl-C leaves cleanly).
 
-    Example: swarm node join --deployment deployment.json --key key.txt --data site-a.npz
+    Examples:
+
+        swarm node join --deployment deployment.json --key key.txt --data site-a.npz
+
+        swarm node join --key $KEY --data images.idx --labels labels.idx --ipfs-api URL
+
+        swarm node join --deployment deployment.json --key key.txt --data a.npz --json
     """
     config = NodeConfig(
         deployment=deployment,
@@ -119,8 +138,18 @@ def join(
         poll_s=poll,
     )
 
+    shown = EventFormat.JSON if as_json else events
+    if shown is None:
+        shown = EventFormat.LIVE if sys.stdout.isatty() else EventFormat.TEXT
+    view = NodeView("this node")
+    live = Live(nodes_table([view]), console=Console(), auto_refresh=False)
+
     def show(event: NodeEvent) -> None:
-        text = event.line() if events == EventFormat.JSON else event.describe()
+        if shown == EventFormat.LIVE:
+            view.update(event)
+            live.update(nodes_table([view]), refresh=True)
+            return
+        text = event.line() if shown == EventFormat.JSON else event.describe()
         sys.stdout.write(text + "\n")
         sys.stdout.flush()
 
@@ -131,4 +160,8 @@ def join(
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    node.run()
+    if shown == EventFormat.LIVE:
+        with live:
+            node.run()
+    else:
+        node.run()

@@ -1,0 +1,463 @@
+"""Audit a checkpoint: verify every blob of its lineage and re-derive every round from genesis.
+
+The auditor holds no node's private state: it reads the coordinator's events (`SwarmRecord`)
+and fetches content by CID from a store. For the task and then for each finalized round of the
+checkpoint's lineage, oldest first, it checks:
+
+1. the task document against the hash fixed on-chain, and the genesis checkpoint against the
+   document;
+2. the envelope and update blobs of every update the round accepted, against the revealed and
+   the signed SHA-256 (a rejected update's blobs may be missing or wrong: that is why it was
+   rejected, and the re-run confirms it);
+3. the round re-run through `node.runtime.round.compute_round`, the very function every node
+   ran before attesting, on the inputs the chain records (base checkpoint, revealed updates,
+   seed, reward): its accepted bitmap, checkpoint hash, checkpoint CID and rewards root against
+   the finalized tuple;
+4. the stored checkpoint blob against the finalized hash;
+5. every claimed reward against the re-derived amount.
+
+A failed check does not stop the audit: later rounds start from the re-derived checkpoint when
+the stored one is missing or wrong, so one report lists every mismatch, first one first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from node.aggregation.registry import RULES
+from node.audit.record import RoundRecord, RoundState, SwarmRecord
+from node.audit.report import (
+    AttestationLine,
+    AuditReport,
+    Check,
+    CheckKind,
+    RoundReport,
+    SlashLine,
+    UpdateLine,
+)
+from node.chain.deployment import Deployment
+from node.chain.protocol import SlashReason, content_hash, decode_bitmap
+from node.errors import ConfigError, StorageError, VerificationError
+from node.learning.data import MAX_DATA_BYTES, Dataset, load_npz, task_splits
+from node.learning.training import evaluate
+from node.runtime.checkpoint import (
+    Checkpoint,
+    State,
+    aggregate_of,
+    decode_checkpoint,
+    max_blob_bytes,
+)
+from node.runtime.document import MAX_DOCUMENT_BYTES, TaskDocument
+from node.runtime.round import RoundInputs, RoundResult, compute_round, one_thread, reward_for_round
+from node.runtime.verify import ENCRYPTION_OVERHEAD
+from node.task import TaskSpec
+from storage.envelope import MAX_ENVELOPE_BYTES, Manifest, is_encrypted, open_envelope
+from storage.errors import BlockNotFound, TamperedBlock
+from storage.store import Store
+
+Progress = Callable[[int, int], None]  # (rounds done, rounds in the lineage)
+
+
+def _hex(value: bytes) -> str:
+    return "0x" + value.hex()
+
+
+@dataclass
+class _Task:
+    """The task as far as it could be read and checked."""
+
+    document: TaskDocument | None = None
+    genesis: Checkpoint | None = None
+    reference: Dataset | None = None
+
+
+class Auditor:
+    """Audits checkpoints of one swarm against its chain record and a content store.
+
+    Parameters
+    ----------
+    record
+        The coordinator's events, grouped (`SwarmRecord.of`).
+    deployment
+        The deployment file's record (chain id and coordinator address).
+    store
+        Where the task, updates and checkpoints are fetched by CID.
+    """
+
+    def __init__(self, record: SwarmRecord, deployment: Deployment, store: Store) -> None:
+        self.record = record
+        self.deployment = deployment
+        self.store = store
+        self.checks: list[Check] = []
+
+    # ---- entry point -------------------------------------------------------------------------
+
+    def audit(self, checkpoint: str = "latest", progress: Progress | None = None) -> AuditReport:
+        """Audit the checkpoint a finalized round produced, back to the genesis.
+
+        Parameters
+        ----------
+        checkpoint
+            ``latest``, a finalized round id, a checkpoint CID, or its 0x SHA-256.
+        progress
+            Called after each round of the lineage with (rounds done, rounds in all).
+
+        Returns
+        -------
+        AuditReport
+            Every check made, the lineage and the re-derived rewards; its ``result`` is MATCH
+            when every check passed.
+
+        Raises
+        ------
+        ConfigError
+            If no finalized round produced `checkpoint`.
+        """
+        self.checks = []
+        target = self.record.round_of_checkpoint(checkpoint)
+        lineage = self.record.lineage(target)
+        task = self._task()
+        checkpoints: dict[int, Checkpoint] = {} if task.genesis is None else {0: task.genesis}
+        rounds: list[RoundReport] = []
+        for done, rec in enumerate(lineage, start=1):
+            rounds.append(self._round(rec, task, checkpoints))
+            if progress is not None:
+                progress(done, len(lineage))
+        configured = self.record.configured
+        final = self.record.rounds[target].finalized
+        assert final is not None  # round_of_checkpoint returns finalized rounds only
+        document = task.document
+        return AuditReport(
+            chain_id=self.deployment.chain_id,
+            coordinator=self.deployment.coordinator,
+            task_name="" if document is None else document.spec.name,
+            task_cid=configured.task_spec_cid,
+            task_hash=_hex(configured.task_spec_hash),
+            genesis_cid="" if document is None else document.genesis_cid,
+            genesis_hash="" if document is None else _hex(document.genesis_hash),
+            genesis_accuracy=self._accuracy(task, task.genesis),
+            checkpoint_round=target,
+            checkpoint_cid=final.outcome.checkpoint_cid,
+            checkpoint_hash=_hex(final.outcome.checkpoint_hash),
+            rounds=tuple(rounds),
+            checks=tuple(self.checks),
+        )
+
+    def _check(self, round_id: int, kind: CheckKind, subject: str, ok: bool, **what: str) -> bool:
+        self.checks.append(Check(round_id, kind, subject, ok, **what))
+        return ok
+
+    def _get(self, round_id: int, kind: CheckKind, cid: str, max_size: int) -> bytes | None:
+        """Fetch a blob by CID; a failure is a failed check naming the CID."""
+        try:
+            return self.store.get(cid, max_size=max_size)
+        except TamperedBlock as err:
+            detail = f"the stored content does not match its CID: {err}"
+        except BlockNotFound as err:
+            detail = f"the content is not in the store: {err}"
+        except StorageError as err:
+            detail = str(err)
+        self._check(round_id, kind, cid, False, expected=cid, actual="", detail=detail)
+        return None
+
+    # ---- the task ----------------------------------------------------------------------------
+
+    def _task(self) -> _Task:
+        """Fetch and check the task document, the genesis checkpoint and the reference set."""
+        task = _Task()
+        configured = self.record.configured
+        cid, expected = configured.task_spec_cid, configured.task_spec_hash
+        blob = self._get(0, CheckKind.TASK_DOCUMENT, cid, MAX_DOCUMENT_BYTES)
+        if blob is None:
+            return task
+        digest = content_hash(blob)
+        if not self._check(
+            0, CheckKind.TASK_DOCUMENT, cid, digest == expected,
+            expected=_hex(expected), actual=_hex(digest),
+        ):  # fmt: skip
+            return task
+        try:
+            task.document = TaskDocument.from_bytes(blob)
+        except VerificationError as err:
+            self._check(0, CheckKind.TASK_DOCUMENT, cid, False, detail=str(err))
+            return task
+        spec = task.document.spec
+        genesis_cid = task.document.genesis_cid
+        genesis_blob = self._get(0, CheckKind.GENESIS, genesis_cid, max_blob_bytes(spec))
+        if genesis_blob is not None:
+            task.genesis = self._decode(
+                0, CheckKind.GENESIS, genesis_blob, spec, genesis_cid, task.document.genesis_hash
+            )
+        task.reference = self._reference(spec)
+        return task
+
+    def _decode(
+        self, round_id: int, kind: CheckKind, blob: bytes, spec: TaskSpec, cid: str, digest: bytes
+    ) -> Checkpoint | None:
+        """Check a checkpoint blob against its recorded hash and decode it."""
+        try:
+            checkpoint = decode_checkpoint(blob, spec, cid=cid, expected_hash=digest)
+        except VerificationError as err:
+            self._check(
+                round_id, kind, cid, False,
+                expected=_hex(digest), actual=_hex(content_hash(blob)), detail=str(err),
+            )  # fmt: skip
+            return None
+        self._check(round_id, kind, cid, True, expected=_hex(digest), actual=_hex(digest))
+        return checkpoint
+
+    def _reference(self, spec: TaskSpec) -> Dataset | None:
+        """The task's reference set: a bundled holdout, or an .npz fetched by CID."""
+        if spec.reference.source == "holdout":
+            return task_splits(spec)[1]
+        cid = spec.reference.cid
+        blob = self._get(0, CheckKind.REFERENCE, cid, MAX_DATA_BYTES)
+        if blob is None:
+            return None
+        try:
+            reference = load_npz(blob)
+        except ConfigError as err:
+            self._check(0, CheckKind.REFERENCE, cid, False, detail=str(err))
+            return None
+        self._check(0, CheckKind.REFERENCE, cid, True, expected=cid, actual=cid)
+        return reference
+
+    # ---- one round ---------------------------------------------------------------------------
+
+    def _round(
+        self, rec: RoundRecord, task: _Task, checkpoints: dict[int, Checkpoint]
+    ) -> RoundReport:
+        """Check one round of the lineage and describe it."""
+        final = rec.finalized
+        accepted = None if final is None else decode_bitmap(final.outcome.accepted_bitmap)
+        result: RoundResult | None = None
+        if final is not None and accepted is not None:
+            self._check_blobs(rec, accepted, task)
+            result = self._replay(rec, task, checkpoints)
+            self._compare(rec, result)
+            stored = self._stored_checkpoint(rec, task)
+            if stored is not None:
+                checkpoints[rec.round] = stored
+            elif result is not None and result.outcome == final.outcome:
+                checkpoints[rec.round] = result.checkpoint
+            self._check_claims(rec, result)
+        verdicts = {} if result is None else {v.index: v for v in result.verdicts}
+        updates = []
+        for sub in rec.submissions():
+            verdict = verdicts.get(sub.index)
+            updates.append(
+                UpdateLine(
+                    index=sub.index,
+                    node=sub.node,
+                    cid=sub.cid,
+                    content_hash=_hex(sub.content_hash),
+                    num_samples=sub.num_samples,
+                    accepted=None if accepted is None else sub.index in accepted,
+                    reason=None
+                    if verdict is None or verdict.reason is None
+                    else verdict.reason.value,
+                    detail="" if verdict is None else verdict.detail,
+                )
+            )
+        final_key = None if final is None else final.outcome_key
+        return RoundReport(
+            round=rec.round,
+            base_round=rec.base_round,
+            state=rec.state.value,
+            seed=_hex(rec.opened.seed),
+            checkpoint_cid="" if final is None else final.outcome.checkpoint_cid,
+            checkpoint_hash="" if final is None else _hex(final.outcome.checkpoint_hash),
+            updates=tuple(updates),
+            attestations=tuple(
+                AttestationLine(
+                    a.node,
+                    a.weight,
+                    a.outcome_stake,
+                    _hex(a.outcome.checkpoint_hash),
+                    a.outcome_key == final_key,
+                )
+                for a in rec.attestations
+            ),
+            slashes=tuple(
+                SlashLine(
+                    s.node,
+                    "rejected" if s.reason == SlashReason.REJECTED else "not_revealed",
+                    s.amount,
+                )
+                for s in rec.slashes
+            ),
+            reward=self._reward(rec),
+            rewards={} if result is None else dict(result.amounts),
+            claimed=_claimed(rec),
+            accuracy=self._accuracy(task, checkpoints.get(rec.round))
+            if rec.state == RoundState.FINALIZED
+            else None,
+            replayed=result is not None,
+        )
+
+    def _reward(self, rec: RoundRecord) -> int:
+        params = self.record.configured.params
+        return reward_for_round(self.record.events, rec.round, params.reward_per_round)
+
+    def _check_blobs(self, rec: RoundRecord, accepted: frozenset[int], task: _Task) -> None:
+        """Check the envelope and update blobs of every accepted update against their hashes."""
+        limit = MAX_ENVELOPE_BYTES
+        for sub in rec.submissions():
+            if sub.index not in accepted:
+                continue
+            envelope = self._get(rec.round, CheckKind.ENVELOPE, sub.cid, limit)
+            if envelope is None:
+                continue
+            digest = content_hash(envelope)
+            if not self._check(
+                rec.round, CheckKind.ENVELOPE, sub.cid, digest == sub.content_hash,
+                expected=_hex(sub.content_hash), actual=_hex(digest),
+            ):  # fmt: skip
+                continue
+            manifest = self._manifest(rec, envelope, sub.signer, sub.cid)
+            if manifest is None or task.document is None:
+                continue
+            bound = max_blob_bytes(task.document.spec) + ENCRYPTION_OVERHEAD
+            blob = self._get(rec.round, CheckKind.UPDATE, manifest.update_cid, bound)
+            if blob is None:
+                continue
+            digest = content_hash(blob)
+            if not self._check(
+                rec.round, CheckKind.UPDATE, manifest.update_cid,
+                _hex(digest) == manifest.content_hash,
+                expected=manifest.content_hash, actual=_hex(digest),
+            ):  # fmt: skip
+                continue
+            if is_encrypted(blob):
+                self._check(
+                    rec.round, CheckKind.REPLAY, manifest.update_cid, False,
+                    detail="the update is encrypted for the swarm's members; an auditor cannot "
+                    "read it, so the round cannot be re-derived",
+                )  # fmt: skip
+
+    def _manifest(
+        self, rec: RoundRecord, envelope: bytes, signer: bytes, cid: str
+    ) -> Manifest | None:
+        try:
+            return open_envelope(
+                envelope,
+                signer=signer,
+                chain_id=self.deployment.chain_id,
+                coordinator=self.deployment.coordinator,
+                round=rec.round,
+            )
+        except VerificationError as err:
+            self._check(rec.round, CheckKind.ENVELOPE, cid, False, detail=str(err))
+            return None
+
+    def _replay(
+        self, rec: RoundRecord, task: _Task, checkpoints: dict[int, Checkpoint]
+    ) -> RoundResult | None:
+        """Re-run the round with the runtime's pure round function."""
+        base = checkpoints.get(rec.base_round)
+        if task.document is None or task.reference is None or base is None:
+            self._check(
+                rec.round, CheckKind.REPLAY, f"round {rec.round}", False,
+                detail="the task, its reference set or the base checkpoint is unavailable",
+            )  # fmt: skip
+            return None
+        spec = task.document.spec
+        inputs = RoundInputs(
+            chain_id=self.deployment.chain_id,
+            coordinator=self.deployment.coordinator,
+            round=rec.round,
+            seed=rec.opened.seed,
+            reward=self._reward(rec),
+            spec=spec,
+            base=base,
+            center=self._center(rec.base_round, spec, checkpoints),
+            reference=task.reference,
+            submissions=rec.submissions(),
+        )
+        return compute_round(inputs, lambda cid, size: self.store.get(cid, max_size=size))
+
+    def _center(
+        self, base_round: int, spec: TaskSpec, checkpoints: dict[int, Checkpoint]
+    ) -> State | None:
+        """The step that produced the base checkpoint, for rules that take a centre."""
+        if base_round == 0 or not RULES[spec.aggregation.rule].uses_center:
+            return None
+        before = self.record.rounds[base_round].base_round
+        return aggregate_of(checkpoints[base_round], checkpoints[before])
+
+    def _compare(self, rec: RoundRecord, result: RoundResult | None) -> None:
+        """Compare the re-derived tuple with the finalized one, field by field."""
+        final = rec.finalized
+        if result is None or final is None:
+            return
+        chain, mine = final.outcome, result.outcome
+        r = rec.round
+        on_chain = decode_bitmap(chain.accepted_bitmap)
+        derived = decode_bitmap(mine.accepted_bitmap)
+        differ = [
+            f"{s.cid} (member {s.index}: chain {'accepts' if s.index in on_chain else 'rejects'})"
+            for s in rec.submissions()
+            if (s.index in on_chain) != (s.index in derived)
+        ]
+        self._check(
+            r, CheckKind.ACCEPTED_BITMAP, "accepted updates", on_chain == derived,
+            expected=_hex(chain.accepted_bitmap), actual=_hex(mine.accepted_bitmap),
+            detail="verdicts differ for " + ", ".join(differ) if differ else "",
+        )  # fmt: skip
+        self._check(
+            r, CheckKind.CHECKPOINT_HASH, chain.checkpoint_cid,
+            chain.checkpoint_hash == mine.checkpoint_hash,
+            expected=_hex(chain.checkpoint_hash), actual=_hex(mine.checkpoint_hash),
+        )  # fmt: skip
+        self._check(
+            r, CheckKind.CHECKPOINT_CID, chain.checkpoint_cid,
+            chain.checkpoint_cid == mine.checkpoint_cid,
+            expected=chain.checkpoint_cid, actual=mine.checkpoint_cid,
+        )  # fmt: skip
+        self._check(
+            r, CheckKind.REWARDS_ROOT, "rewards root", chain.rewards_root == mine.rewards_root,
+            expected=_hex(chain.rewards_root), actual=_hex(mine.rewards_root),
+        )  # fmt: skip
+
+    def _stored_checkpoint(self, rec: RoundRecord, task: _Task) -> Checkpoint | None:
+        """Fetch the finalized checkpoint blob and check it against the finalized hash."""
+        final = rec.finalized
+        if final is None or task.document is None:
+            return None
+        spec = task.document.spec
+        cid, digest = final.outcome.checkpoint_cid, final.outcome.checkpoint_hash
+        blob = self._get(rec.round, CheckKind.CHECKPOINT_BLOB, cid, max_blob_bytes(spec))
+        if blob is None:
+            return None
+        return self._decode(rec.round, CheckKind.CHECKPOINT_BLOB, blob, spec, cid, digest)
+
+    def _check_claims(self, rec: RoundRecord, result: RoundResult | None) -> None:
+        """Every claimed amount must be the re-derived reward of its account."""
+        if result is None:
+            return
+        for claim in rec.claims:
+            owed = result.amounts.get(claim.account, 0)
+            self._check(
+                rec.round, CheckKind.CLAIM, claim.account, claim.amount == owed,
+                expected=str(claim.amount), actual=str(owed),
+            )  # fmt: skip
+
+    def _accuracy(self, task: _Task, checkpoint: Checkpoint | None) -> float | None:
+        """A checkpoint's accuracy on the task's reference set (one thread: reproducible)."""
+        if checkpoint is None or task.document is None or task.reference is None:
+            return None
+        with one_thread():
+            metrics = evaluate(
+                task.document.spec, checkpoint.state, task.reference, device=torch.device("cpu")
+            )
+        return metrics.accuracy
+
+
+def _claimed(rec: RoundRecord) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for claim in rec.claims:
+        out[claim.account] = out.get(claim.account, 0) + claim.amount
+    return out

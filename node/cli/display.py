@@ -1,0 +1,112 @@
+"""What a terminal shows of running nodes, built only from the runtime's `NodeEvent`s.
+
+`NodeView` folds one node's events into what a person wants to see at a glance: the round, the
+phase it is in, the last checkpoint's accuracy, the rewards earned and slashes suffered, and the
+last thing that happened. `swarm node join` renders one view live; `swarm demo` one per node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rich.table import Table
+
+from node.audit.report import short, tokens
+from node.runtime.events import EventKind, NodeEvent
+
+# The phase a node is in once it reports each kind of event.
+_PHASES = {
+    EventKind.STARTED: "starting",
+    EventKind.JOINED: "joined",
+    EventKind.ROUND: "training",
+    EventKind.TRAINED: "storing",
+    EventKind.STORED: "committing",
+    EventKind.COMMITTED: "committed",
+    EventKind.REVEALED: "revealed",
+    EventKind.VERIFIED: "attesting",
+    EventKind.ATTESTED: "attested",
+    EventKind.FINALIZE_SENT: "finalizing",
+    EventKind.FINALIZED: "finalized",
+    EventKind.FAILED: "round failed",
+    EventKind.SKIPPED: "skipped",
+    EventKind.RETRYING: "retrying",
+    EventKind.STOPPED: "stopped",
+}
+
+
+@dataclass
+class NodeView:
+    """One node's progress as a display shows it."""
+
+    name: str  # how the display names the node ("node 3 (attacker)")
+    address: str = ""
+    round: int = 0
+    phase: str = "starting"
+    accuracy: float | None = None  # the last finalized checkpoint's, on the reference set
+    rewards: int = 0  # token base units this node was owed over the rounds it settled
+    finalized: set[int] = field(default_factory=set)  # rounds it saw finalized
+    failed: set[int] = field(default_factory=set)  # rounds it saw fail
+    last: str = ""  # the latest event, in words
+
+    def update(self, event: NodeEvent) -> None:
+        """Fold in one event."""
+        data = event.data
+        if event.kind == EventKind.STARTED:
+            self.address = str(data.get("node", ""))
+        if event.round:
+            self.round = max(self.round, event.round)
+        self.phase = _PHASES.get(event.kind, self.phase)
+        if event.kind == EventKind.FINALIZED:
+            self.finalized.add(event.round)
+            self.accuracy = float(data["accuracy"])
+            self.rewards += int(data.get("reward", 0))
+        elif event.kind == EventKind.FAILED:
+            self.failed.add(event.round)
+        self.last = _describe(event)
+
+    @property
+    def settled(self) -> int:
+        """Rounds this node saw closed (finalized or failed)."""
+        return len(self.finalized | self.failed)
+
+
+def _describe(event: NodeEvent) -> str:
+    data = event.data
+    kind = event.kind
+    if kind == EventKind.FINALIZED:
+        return (
+            f"round {event.round} finalized: accuracy {100 * float(data['accuracy']):.1f}%, "
+            f"reward {tokens(int(data.get('reward', 0)))}"
+        )
+    if kind == EventKind.VERIFIED:
+        rejected = data.get("rejected") or {}
+        return f"round {event.round}: {data.get('accepted')} accepted, {len(rejected)} rejected"
+    if kind in (EventKind.SKIPPED, EventKind.RETRYING, EventKind.STOPPED):
+        why = data.get("reason") or data.get("error") or ""
+        return f"{kind.value}: {why}"
+    if kind == EventKind.TRAINED:
+        return f"round {event.round}: trained on {data.get('num_samples')} examples"
+    return f"round {event.round}: {kind.value}"
+
+
+def nodes_table(views: list[NodeView], title: str = "") -> Table:
+    """A table with one row per node view."""
+    table = Table(title=title or None, expand=False)
+    table.add_column("node")
+    table.add_column("address")
+    table.add_column("round", justify="right")
+    table.add_column("phase")
+    table.add_column("accuracy", justify="right")
+    table.add_column("rewards", justify="right")
+    table.add_column("last event", overflow="fold")
+    for v in views:
+        table.add_row(
+            v.name,
+            short(v.address, 6) if v.address else "-",
+            str(v.round or "-"),
+            v.phase,
+            "-" if v.accuracy is None else f"{100 * v.accuracy:.1f}%",
+            tokens(v.rewards),
+            v.last,
+        )
+    return table

@@ -1,0 +1,242 @@
+"""The three user jobs through the `swarm` console script, each command a real subprocess.
+
+A module fixture runs the whole flow once on its own Anvil: publish the task, deploy, send two
+members tokens, and let two ``swarm node join`` processes run one round. The tests then check
+each command's output against that run, an audit of a store with one tampered blob, and the
+one-line errors user mistakes get.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from browser import CHROMIUM, load_page
+
+from node.chain.anvil import Anvil, DevAccount
+from node.learning.data import task_splits
+from node.runtime.runner import save_npz
+from node.task import default_task
+from storage.cid import CID
+
+pytestmark = pytest.mark.integration
+
+SWARM = str(Path(sys.executable).parent / "swarm")
+WINDOW_S = "30"  # each window closes early once both members acted
+ROUND = 2  # round 1 opens at deployment, before anyone joins, and fails at once
+
+
+def swarm(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run `swarm` with arguments; never raises on a non-zero exit."""
+    return subprocess.run(
+        [SWARM, *map(str, args)], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def swarm_json(*args: str | Path) -> Any:
+    """Run `swarm ... --json` and parse its output; the command must succeed."""
+    done = swarm(*args, "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@dataclass(frozen=True)
+class Flow:
+    """What the flow left behind."""
+
+    anvil: Anvil
+    work: Path
+    deployment: Path
+    store: Path
+    task: dict[str, Any]
+    deployed: dict[str, Any]
+    members: list[DevAccount]
+    node_events: list[list[dict[str, Any]]]  # each node's JSON event lines
+    exit_codes: list[int]
+
+    def chain(self) -> list[str]:
+        """The options that point a command at this swarm."""
+        return ["--deployment", str(self.deployment), "--rpc", self.anvil.rpc_url]
+
+
+@pytest.fixture(scope="module")
+def flow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flow]:
+    work = tmp_path_factory.mktemp("cli-flow")
+    store = work / "store"
+    deployment = work / "deployment.json"
+    with Anvil() as anvil:
+        deployer, members = anvil.accounts[0], anvil.accounts[1:3]
+        task = swarm_json("task", "publish", "--store", store)
+        deployed = swarm_json(
+            "deploy",
+            "--rpc", anvil.rpc_url,
+            "--task-spec-cid", task["cid"],
+            "--task-spec-hash", task["hash"],
+            "--out", deployment,
+            "--commit-duration", WINDOW_S,
+            "--reveal-duration", WINDOW_S,
+            "--attest-duration", WINDOW_S,
+        )  # fmt: skip
+        pool, _ = task_splits(default_task())
+        halves = [range(0, len(pool) // 2), range(len(pool) // 2, len(pool))]
+        chain = ["--deployment", str(deployment), "--rpc", anvil.rpc_url]
+        processes = []
+        for i, member in enumerate(members):
+            swarm_json(
+                "token", "send", "--to", member.address, "--amount", "100",
+                "--key", deployer.private_key, *chain,
+            )  # fmt: skip
+            data = work / f"node-{i}.npz"
+            save_npz(pool.subset(list(halves[i])), data)
+            command = [
+                SWARM, "node", "join", *chain,
+                "--key", member.private_key,
+                "--data", str(data),
+                "--store", str(store),
+                "--journal", str(work / f"journal-{i}"),
+                "--min-members", "2",
+                "--until-round", str(ROUND),
+                "--threads", "1",
+                "--json",
+            ]  # fmt: skip
+            processes.append(
+                subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            )
+        outputs = [p.communicate(timeout=240) for p in processes]
+        events = [[json.loads(line) for line in out.splitlines()] for out, _ in outputs]
+        codes = [p.returncode for p in processes]
+        assert codes == [0, 0], [err[-2000:] for _, err in outputs]
+        yield Flow(anvil, work, deployment, store, task, deployed, members, events, codes)
+
+
+def test_deploy_writes_the_deployment_file_nodes_read(flow: Flow) -> None:
+    written = json.loads(flow.deployment.read_text())
+
+    assert written["coordinator"] == flow.deployed["coordinator"]
+    assert written["params"]["task_spec_cid"] == flow.task["cid"]
+    assert written["params"]["task_spec_hash"] == flow.task["hash"]
+
+
+def test_two_nodes_finalize_the_same_checkpoint(flow: Flow) -> None:
+    finalized = [
+        [e for e in events if e["kind"] == "finalized" and e["round"] == ROUND]
+        for events in flow.node_events
+    ]
+
+    assert [len(f) for f in finalized] == [1, 1]
+    assert finalized[0][0]["checkpoint_hash"] == finalized[1][0]["checkpoint_hash"]
+    assert finalized[0][0]["accepted"] == 2
+
+
+def test_status_shows_members_round_and_last_checkpoint(flow: Flow) -> None:
+    state = swarm_json("status", *flow.chain())
+
+    assert {(m["address"], m["status"]) for m in state["members"]} == {
+        (m.address, "active") for m in flow.members
+    }
+    assert {m["stake"] for m in state["members"]} == {str(100 * 10**18)}
+    assert state["round"]["id"] == ROUND + 1
+    assert state["checkpoint"]["round"] == ROUND
+    finalized = next(e for e in flow.node_events[0] if e["kind"] == "finalized")
+    assert state["checkpoint"]["hash"] == finalized["checkpoint_hash"]
+
+
+def test_audit_rederives_the_checkpoint_and_matches(flow: Flow) -> None:
+    report = swarm_json("audit", "latest", *flow.chain(), "--store", flow.store)
+
+    assert report["result"] == "MATCH", report["summary"]
+    assert report["checkpoint"]["round"] == ROUND
+    rounds = {r["round"]: r for r in report["rounds"]}
+    assert rounds[ROUND]["replayed"] is True
+    assert rounds[ROUND]["accepted"] == 2
+    assert {u["node"] for u in rounds[ROUND]["updates"]} == {m.address for m in flow.members}
+    assert sum(int(v) for v in rounds[ROUND]["rewards"].values()) > 0
+
+
+def test_audit_html_report_renders_offline_in_chromium(flow: Flow, tmp_path: Path) -> None:
+    page = tmp_path / "report.html"
+    done = swarm(
+        "audit", "latest", *flow.chain(), "--store", flow.store, "--format", "html", "--out", page
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("MATCH")
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+
+    load = load_page(page, tmp_path / "profile")
+
+    assert load.errors == []
+    assert load.requests == [page.resolve().as_uri()]
+    assert load.svg_count == 3
+
+
+def test_audit_of_a_store_with_a_tampered_blob_reports_mismatch_naming_the_cid(
+    flow: Flow, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    shutil.copytree(flow.store, store)
+    reveal = next(e for e in flow.node_events[0] if e["kind"] == "stored" and e["round"] == ROUND)
+    cid = reveal["cid"]  # the node's signed envelope, accepted in the round
+    (block,) = (store / "blocks").rglob(str(CID.parse(cid)))
+    data = bytearray(block.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    block.write_bytes(bytes(data))
+
+    done = swarm("audit", "latest", *flow.chain(), "--store", store, "--json")
+
+    assert done.returncode == 3, done.stderr
+    report = json.loads(done.stdout)
+    assert report["result"] == "MISMATCH"
+    assert report["first_mismatch"]["subject"] == cid
+    assert report["first_mismatch"]["kind"] == "envelope"
+    assert cid in report["summary"]
+
+
+def _one_line_error(done: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in done.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_bad_rpc_url_is_a_one_line_error(flow: Flow) -> None:
+    done = swarm("status", "--deployment", flow.deployment, "--rpc", "http://127.0.0.1:9")
+
+    _one_line_error(done, "no EVM node answers at http://127.0.0.1:9")
+
+
+def test_unknown_deployment_file_is_a_one_line_error(flow: Flow) -> None:
+    done = swarm("audit", "--deployment", flow.work / "nope.json", "--rpc", flow.anvil.rpc_url)
+
+    _one_line_error(done, "nope.json does not exist")
+
+
+def test_wrong_key_is_a_one_line_error(flow: Flow) -> None:
+    done = swarm(
+        "node", "join", *flow.chain(), "--key", "0x1234", "--data", flow.work / "node-0.npz"
+    )
+
+    _one_line_error(done, "not a valid private key")
+
+
+def test_too_few_tokens_to_stake_is_a_one_line_error(flow: Flow) -> None:
+    stranger = flow.anvil.accounts[5]  # has ether for gas, but no tokens
+    done = swarm(
+        "node", "join", *flow.chain(),
+        "--key", stranger.private_key,
+        "--data", flow.work / "node-0.npz",
+        "--store", flow.store,
+        "--journal", flow.work / "journal-stranger",
+    )  # fmt: skip
+
+    _one_line_error(done, f"{stranger.address} holds 0 tokens, fewer than the stake")

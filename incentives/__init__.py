@@ -27,6 +27,7 @@ from incentives.shapley import (
     estimate_shapley,
     exact_shapley,
     gtg_shapley,
+    kernel_shapley,
     leave_one_out,
     tmc_shapley,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "estimate_shapley",
     "exact_shapley",
     "gtg_shapley",
+    "kernel_shapley",
     "leaf_hash",
     "leave_one_out",
     "process_proof",

@@ -17,7 +17,6 @@ T = TypeVar("T")
 _DOMAIN = b"swarmchain/incentives/prng/v1"
 _BLOCK_BYTES = 1024  # bytes squeezed from SHAKE-256 per counter value
 _WORD_BYTES = 8
-_WORD_SPAN = 1 << (8 * _WORD_BYTES)
 _MAX_SEED_INT = 1 << 256
 
 
@@ -96,7 +95,7 @@ class RoundRng:
         Parameters
         ----------
         bound
-            Exclusive upper bound, ``1 <= bound <= 2**64``.
+            Exclusive upper bound, at least 1 (any size: bounds above 2**64 draw several words).
 
         Returns
         -------
@@ -106,16 +105,20 @@ class RoundRng:
         Raises
         ------
         ValueError
-            If the bound is out of range.
+            If the bound is below 1.
         """
-        if not 1 <= bound <= _WORD_SPAN:
-            raise ValueError(f"bound must be in [1, 2**64], got {bound}")
+        if bound < 1:
+            raise ValueError(f"bound must be at least 1, got {bound}")
+        words = max(1, -(-(bound - 1).bit_length() // 64))
+        span = 1 << (64 * words)
         # Reject the top partial copy of [0, bound) so every residue is equally likely.
-        limit = _WORD_SPAN - _WORD_SPAN % bound
-        word = self._word()
-        while word >= limit:
-            word = self._word()
-        return word % bound
+        limit = span - span % bound
+        while True:
+            value = 0
+            for _ in range(words):
+                value = (value << 64) | self._word()
+            if value < limit:
+                return value % bound
 
     def shuffle(self, items: list[T]) -> None:
         """Shuffle a list in place (Fisher-Yates, from the last position down)."""

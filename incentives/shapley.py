@@ -15,6 +15,8 @@ Estimators
   total gain is negligible is skipped, permutations are truncated once the remaining gain is
   negligible, every player takes its turn at the first position, and sampling stops once the
   estimate has converged.
+- `kernel_shapley`: the Shapley value as a weighted least-squares fit over sampled coalitions
+  (KernelSHAP, Lundberg & Lee, NeurIPS 2017; paired sampling, Covert & Lee, AISTATS 2021).
 - `leave_one_out`: ``v(N) - v(N \\ {i})``, the cheap baseline.
 
 Both sampling estimators draw antithetic pairs by default: every permutation is followed by its
@@ -30,16 +32,23 @@ round, and only the round's gain is being shared.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
 from incentives.prng import RoundRng
-from incentives.utility import CoalitionUtility
+from incentives.utility import CoalitionUtility, mask_members
 
 MAX_EXACT_PLAYERS = 12
 """Exact Shapley evaluates every coalition: 2**12 = 4,096 utilities is the most we allow."""
+
+MAX_KERNEL_PLAYERS = 50
+"""Kernel Shapley solves an exact rational (n + 1)-square system: about 7 s of CPU at n = 50 with
+600 coalitions, minutes at n = 100."""
+
+_KERNEL_DRAWS_PER_EVALUATION = 64  # stop sampling when new coalitions have become this rare
 
 
 @dataclass(frozen=True)
@@ -56,12 +65,25 @@ class ShapleyEstimate:
 class ValuationConfig:
     """How a swarm values contributions; part of the task's public parameters."""
 
-    method: str = "auto"  # "auto", or a name in ESTIMATORS; auto = exact when it fits the budget
-    max_evaluations: int = 2_000  # most distinct coalitions one valuation may evaluate
+    method: str = "auto"  # "auto", or a name in ESTIMATORS; see `estimate_shapley`
+    exact_max_players: int = 10  # auto: exact Shapley up to this many players (2**10 coalitions)
+    evaluations_per_player: int = 12  # sampling budget: this many coalitions per player ...
+    max_evaluations: int | None = None  # ... unless this absolute budget is given
     truncation: Fraction = Fraction(1, 100)  # stop a permutation within this share of the gain
     tolerance: Fraction = Fraction(1, 100)  # GTG: converged when the estimate moves less than this
     max_permutations: int = 100_000  # a hard stop, far above what the budget allows in practice
     antithetic: bool = True  # sample permutations in (order, reversed order) pairs
+
+    def budget(self, n_players: int) -> int:
+        """Most distinct coalitions a sampling estimator may evaluate for `n_players`.
+
+        The default, 12 per player, keeps one valuation of a 50-member round of the default task
+        (each utility costs one robust aggregation plus a forward pass) under a minute on a 2-core
+        machine; see `scripts/bench_shapley.py`.
+        """
+        if self.max_evaluations is not None:
+            return self.max_evaluations
+        return max(self.evaluations_per_player * n_players, 2 * n_players + 2)
 
 
 class _Budget:
@@ -192,6 +214,154 @@ def exact_shapley(utility: CoalitionUtility) -> ShapleyEstimate:
         evaluations=utility.evaluations - start,
         permutations=0,
     )
+
+
+def kernel_shapley(
+    utility: CoalitionUtility,
+    seed: bytes | int,
+    *,
+    max_evaluations: int,
+) -> ShapleyEstimate:
+    """KernelSHAP: Shapley values as a weighted least-squares fit (Lundberg & Lee, NeurIPS 2017).
+
+    The Shapley values are the additive game ``v(∅) + Σ_{i∈S} φ_i`` closest to ``v`` in the
+    Shapley-kernel-weighted least-squares sense, subject to ``Σ φ_i = v(N) - v(∅)``; every
+    evaluated coalition informs every player's value at once. Coalition sizes carry kernel mass
+    ``(n - 1) / (s (n - s))``. Whole size strata are evaluated from the outside in (sizes 1 and
+    n - 1, then 2 and n - 2, ...) while the budget's kernel-proportional share covers them; the rest
+    of the budget samples coalitions of the remaining sizes from the round seed, each together
+    with its complement (paired sampling, Covert & Lee, "Improving KernelSHAP", AISTATS 2021).
+    With a budget of all ``2**n`` coalitions the fit is the exact Shapley value. The fit is solved
+    in exact rational arithmetic, so the values are the same everywhere.
+
+    Parameters
+    ----------
+    utility
+        The game.
+    seed
+        The round seed.
+    max_evaluations
+        Most distinct coalitions to evaluate; at least ``2n + 2`` (every singleton and every
+        leave-one-out coalition, which make the fit well posed).
+
+    Returns
+    -------
+    ShapleyEstimate
+        The fitted values; ``permutations`` is 0.
+
+    Raises
+    ------
+    ValueError
+        If the budget is below ``2n + 2`` or the game has more than `MAX_KERNEL_PLAYERS` players.
+    """
+    n = utility.n_players
+    if n > MAX_KERNEL_PLAYERS:
+        raise ValueError(
+            f"kernel Shapley solves an exact {n}x{n} system; it takes n <= {MAX_KERNEL_PLAYERS}"
+        )
+    start = utility.evaluations
+    if max_evaluations >= 1 << n:
+        return _kernel_fit(utility, _all_coalitions(n), start)
+    if max_evaluations < 2 * n + 2:
+        raise ValueError(f"kernel Shapley needs at least 2n + 2 = {2 * n + 2} evaluations")
+    grand = utility.grand_mask
+    mass = {size: Fraction(n - 1, size * (n - size)) for size in range(1, n)}
+    weights: dict[int, Fraction] = {}
+    left = max_evaluations - 2
+    sizes = list(range(1, n))
+    while sizes:
+        stratum = sorted({sizes[0], sizes[-1]})
+        count = sum(math.comb(n, size) for size in stratum)
+        share = sum(mass[size] for size in stratum) / sum(mass[size] for size in sizes)
+        # Sizes 1 and n - 1 always; inner strata while their kernel share of the budget covers them.
+        if sizes[0] > 1 and (count > left or count > share * left):
+            break
+        for size in stratum:
+            for members in itertools.combinations(range(n), size):
+                weights[sum(1 << i for i in members)] = mass[size] / math.comb(n, size)
+        left -= count
+        sizes = sizes[1:-1]
+    if sizes:
+        rng = RoundRng(seed, "kernel")
+        draws: dict[int, int] = {}
+        total = 0
+        scale = math.lcm(*(mass[size].denominator for size in sizes))
+        tickets = [int(mass[size] * scale) for size in sizes]
+        for _ in range(_KERNEL_DRAWS_PER_EVALUATION * max_evaluations):
+            if left == 0:
+                break
+            ticket = rng.randbelow(sum(tickets))
+            index = 0
+            while ticket >= tickets[index]:
+                ticket -= tickets[index]
+                index += 1
+            mask = sum(1 << i for i in rng.permutation(n)[: sizes[index]])
+            pair = (mask, grand ^ mask)
+            new = sum(1 for m in set(pair) if m not in draws and m not in weights)
+            if new > left:
+                break
+            left -= new
+            for m in pair:
+                draws[m] = draws.get(m, 0) + 1
+                total += 1
+        remaining_mass = sum((mass[size] for size in sizes), Fraction(0))
+        for m, times in draws.items():
+            weights[m] = remaining_mass * Fraction(times, total)
+    return _kernel_fit(utility, weights, start)
+
+
+def _all_coalitions(n: int) -> dict[int, Fraction]:
+    """Kernel weights of every proper, non-empty coalition of n players."""
+    return {
+        mask: Fraction(n - 1, math.comb(n, size) * size * (n - size))
+        for mask in range(1, (1 << n) - 1)
+        if (size := mask.bit_count())
+    }
+
+
+def _kernel_fit(
+    utility: CoalitionUtility, weights: dict[int, Fraction], start: int
+) -> ShapleyEstimate:
+    """Solve the efficiency-constrained weighted least squares of `kernel_shapley` exactly."""
+    n = utility.n_players
+    v_empty = utility.value_of_mask(0)
+    gain = utility.value_of_mask(utility.grand_mask) - v_empty
+    # Normal equations with a Lagrange multiplier: [[A, 1], [1ᵀ, 0]] [φ, λ] = [b, gain].
+    system = [[Fraction(0)] * (n + 2) for _ in range(n + 1)]
+    for mask, weight in sorted(weights.items()):
+        members = list(mask_members(mask))
+        target = weight * (utility.value_of_mask(mask) - v_empty)
+        for i in members:
+            system[i][n + 1] += target
+            for j in members:
+                system[i][j] += weight
+    for i in range(n):
+        system[i][n] = system[n][i] = Fraction(1)
+    system[n][n + 1] = Fraction(gain)
+    values = _solve(system)
+    return ShapleyEstimate(
+        method="kernel",
+        values=tuple(values[:n]),
+        evaluations=utility.evaluations - start,
+        permutations=0,
+    )
+
+
+def _solve(system: list[list[Fraction]]) -> list[Fraction]:
+    """Gauss-Jordan elimination on an augmented, non-singular system, in exact fractions."""
+    size = len(system)
+    for col in range(size):
+        pivot = next(row for row in range(col, size) if system[row][col] != 0)
+        system[col], system[pivot] = system[pivot], system[col]
+        lead = system[col][col]
+        system[col] = [entry / lead for entry in system[col]]
+        for row in range(size):
+            factor = system[row][col]
+            if row != col and factor != 0:
+                system[row] = [
+                    a - factor * b for a, b in zip(system[row], system[col], strict=True)
+                ]
+    return [system[row][size] for row in range(size)]
 
 
 def leave_one_out(utility: CoalitionUtility) -> ShapleyEstimate:
@@ -404,8 +574,8 @@ def estimate_shapley(
 ) -> ShapleyEstimate:
     """Value every player with the swarm's configured estimator: the one call a node makes.
 
-    ``method="auto"`` computes exact values when all ``2**n`` coalitions fit in the evaluation
-    budget (and n <= `MAX_EXACT_PLAYERS`), and GTG-Shapley under the budget otherwise.
+    ``method="auto"`` computes exact values for up to ``config.exact_max_players`` players (at
+    most `MAX_EXACT_PLAYERS`), and GTG-Shapley within ``config.budget(n)`` evaluations beyond.
 
     Parameters
     ----------
@@ -429,10 +599,8 @@ def estimate_shapley(
     config = config or ValuationConfig()
     method = config.method
     if method == "auto":
-        fits = utility.n_players <= MAX_EXACT_PLAYERS and 2**utility.n_players <= (
-            config.max_evaluations
-        )
-        method = "exact" if fits else "gtg"
+        small = utility.n_players <= min(config.exact_max_players, MAX_EXACT_PLAYERS)
+        method = "exact" if small else "gtg"
     estimator = ESTIMATORS.get(method)
     if estimator is None:
         raise ValueError(
@@ -449,7 +617,7 @@ ESTIMATORS: dict[str, Estimator] = {
         utility,
         seed,
         max_permutations=config.max_permutations,
-        max_evaluations=config.max_evaluations,
+        max_evaluations=config.budget(utility.n_players),
         truncation=config.truncation,
         antithetic=config.antithetic,
     ),
@@ -457,11 +625,14 @@ ESTIMATORS: dict[str, Estimator] = {
         utility,
         seed,
         max_permutations=config.max_permutations,
-        max_evaluations=config.max_evaluations,
+        max_evaluations=config.budget(utility.n_players),
         truncation=config.truncation,
         tolerance=config.tolerance,
         antithetic=config.antithetic,
     ),
     "loo": lambda utility, _seed, _config: leave_one_out(utility),
+    "kernel": lambda utility, seed, config: kernel_shapley(
+        utility, seed, max_evaluations=config.budget(utility.n_players)
+    ),
 }
 """Estimators by name, each called as ``estimator(utility, seed, config)``."""

@@ -16,6 +16,7 @@ from incentives import (
     estimate_shapley,
     exact_shapley,
     gtg_shapley,
+    kernel_shapley,
     leave_one_out,
     quantise,
     tmc_shapley,
@@ -236,15 +237,17 @@ def test_gtg_guided_sampling_lets_every_player_lead_once_per_cycle() -> None:
     assert sorted(leaders) == list(range(6))
 
 
-def test_estimate_shapley_auto_is_exact_within_budget_and_gtg_beyond() -> None:
+def test_estimate_shapley_auto_is_exact_for_small_rounds_and_gtg_beyond() -> None:
     small = estimate_shapley(CoalitionUtility(5, _airport_extended), SEED)
-    large = estimate_shapley(
-        CoalitionUtility(14, _symmetric), SEED, ValuationConfig(max_evaluations=500)
+    large = estimate_shapley(CoalitionUtility(14, _symmetric), SEED)
+    capped = estimate_shapley(
+        CoalitionUtility(14, _symmetric), SEED, ValuationConfig(max_evaluations=100)
     )
 
     assert small.method == "exact"
     assert large.method == "gtg"
-    assert large.evaluations <= 500
+    assert large.evaluations <= 12 * 14
+    assert capped.evaluations <= 100
 
 
 def _airport_extended(coalition: frozenset[int]) -> int:
@@ -252,7 +255,7 @@ def _airport_extended(coalition: frozenset[int]) -> int:
 
 
 def test_estimate_shapley_names_the_methods_when_one_is_unknown() -> None:
-    with pytest.raises(ValueError, match="choose one of auto, exact, tmc, gtg, loo"):
+    with pytest.raises(ValueError, match="choose one of auto, exact, tmc, gtg, loo, kernel"):
         estimate_shapley(CoalitionUtility(3, _glove), SEED, ValuationConfig(method="banzhaf"))
 
 
@@ -338,3 +341,41 @@ def test_one_antithetic_pair_is_exact_for_pairwise_games(method: str) -> None:
 
     assert pair.values == exact.values
     assert single.values != exact.values
+
+
+def test_kernel_with_every_coalition_is_exact_shapley() -> None:
+    game = _saturating_game(7, SEED)
+    exact = exact_shapley(CoalitionUtility(7, game))
+
+    fitted = kernel_shapley(CoalitionUtility(7, game), SEED, max_evaluations=1 << 7)
+
+    assert fitted.values == exact.values
+    assert fitted.evaluations == 1 << 7
+
+
+def test_kernel_is_exact_for_additive_games_on_any_budget() -> None:
+    weights = (5, -1, 4, 2, 3, 0, 7, 1, 1, 2)
+    utility = CoalitionUtility(10, lambda s: sum(weights[i] for i in s))
+
+    fitted = kernel_shapley(utility, SEED, max_evaluations=2 * 10 + 2)
+
+    assert fitted.values == weights
+    assert fitted.evaluations == 22
+
+
+def test_kernel_stays_within_budget_and_is_reproducible() -> None:
+    game = _saturating_game(10, SEED)
+
+    first = kernel_shapley(CoalitionUtility(10, game), SEED, max_evaluations=150)
+    again = kernel_shapley(CoalitionUtility(10, game), SEED, max_evaluations=150)
+    exact = exact_shapley(CoalitionUtility(10, game))
+
+    assert first == again
+    assert first.evaluations <= 150
+    assert sum(first.values) == sum(exact.values)
+    assert _max_rel_err(first, exact) <= Fraction(15, 100)
+
+
+def test_kernel_refuses_a_budget_below_every_singleton_and_leave_one_out() -> None:
+    with pytest.raises(ValueError, match="2n \\+ 2 = 22"):
+        kernel_shapley(CoalitionUtility(10, _symmetric), SEED, max_evaluations=21)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from node import __version__
-from node.cli import audit, chain, demo, deploy, node, status, store, task, token
+from node.cli import audit, chain, demo, deploy, node, rewards, status, store, task, token
 from node.errors import SwarmchainError
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app.command(name="demo")(demo.demo)
 app.command(name="deploy")(deploy.deploy)
 app.add_typer(store.app, name="store")
 app.add_typer(node.app, name="node")
+app.add_typer(rewards.app, name="rewards")
 app.command(name="status")(status.status)
 app.command(name="audit")(audit.audit)
 app.command(name="chain")(chain.chain)

@@ -28,7 +28,7 @@ SWARM = Path(sys.executable).with_name("swarm")
 DEAD_RPC = "http://127.0.0.1:9"  # the discard port: nothing answers JSON-RPC there
 VALID_KEY = "0x" + "11" * 32
 FUZZ = settings(
-    max_examples=40,
+    max_examples=25,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )

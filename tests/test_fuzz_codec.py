@@ -31,7 +31,7 @@ VALID = encode_update(UPDATE)
 BOUND = encoded_size(SPEC)
 LOOSE = 1 << 26  # a bound far above the tight one, so only the parser stands in the way
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 JSON_LEAF = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
 JSON = st.recursive(
     JSON_LEAF,
@@ -68,7 +68,7 @@ def test_repeated_patterns_are_rejected_by_name(data: bytes) -> None:
 
 
 @given(st.integers(min_value=0, max_value=len(VALID) - 1))
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 def test_every_truncation_is_rejected_as_malformed(cut: int) -> None:
     with pytest.raises(MalformedUpdate):
         decode_update(VALID[:cut], SPEC, LOOSE)
@@ -186,7 +186,7 @@ def test_pickle_payloads_are_rejected_and_never_run(tmp_path: Path) -> None:
 
 @given(st.binary(max_size=64), st.integers(min_value=0, max_value=15))
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 def test_pickles_with_junk_around_them_never_run(tmp_path: Path, junk: bytes, which: int) -> None:
     marker = tmp_path / "pwned"

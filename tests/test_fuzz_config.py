@@ -22,8 +22,8 @@ from node.task import TaskSpec, default_task, load_task
 from storage.cid import CID, DAG_PB, RAW
 from storage.errors import InvalidCID
 
-FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-FUZZ_JSON = settings(FUZZ, max_examples=60)  # generating nested JSON costs more than checking it
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ_JSON = settings(FUZZ, max_examples=40)  # generating nested JSON costs more than checking it
 JSON_LEAF = (
     st.none()
     | st.booleans()

@@ -31,8 +31,8 @@ from storage.errors import (
 )
 from storage.keys import NodeKeys
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-FUZZ_JSON = settings(FUZZ, max_examples=60)  # generating nested JSON costs more than checking it
+FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ_JSON = settings(FUZZ, max_examples=40)  # generating nested JSON costs more than checking it
 COORDINATOR = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 NODE = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 CHAIN_ID = 31337

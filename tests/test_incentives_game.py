@@ -19,6 +19,7 @@ from incentives import allocate_rewards, exact_shapley, gtg_shapley
 from incentives.freeriders import free_riders
 from incentives.game import round_utility
 from incentives.settlement import settle_round
+from node.aggregation.pipeline import aggregate
 from node.learning.data import Dataset, task_splits
 from node.learning.training import (
     State,
@@ -28,7 +29,14 @@ from node.learning.training import (
     quantised_utility,
     train_local,
 )
-from node.task import AggregationSpec, TaskSpec, TrainSpec, ValuationSpec, default_task
+from node.task import (
+    AggregationSpec,
+    StepSpec,
+    TaskSpec,
+    TrainSpec,
+    ValuationSpec,
+    default_task,
+)
 
 ROUND_SEED = 7
 REWARD = 1_000_000
@@ -212,3 +220,30 @@ def test_utilities_do_not_depend_on_the_thread_count(setting: Setting) -> None:
             return [utility.value_of_mask(mask) for mask in range(8)]
 
     assert table(1) == table(2)
+
+
+@pytest.mark.parametrize(
+    "aggregation",
+    [
+        AggregationSpec(),
+        AggregationSpec(rule="multi_krum", params={"f": 1, "m": 2}, pre=()),
+        AggregationSpec(rule="median", params={}, pre=(StepSpec("bucketing", {"s": 2}),)),
+    ],
+    ids=["default", "multi-krum", "bucketing-median"],
+)
+def test_coalition_value_is_the_swarm_aggregate_with_absent_members_zeroed(
+    aggregation: AggregationSpec,
+) -> None:
+    setting = _setting("neg_loss")
+    spec = dataclasses.replace(setting.spec, aggregation=aggregation)
+    updates, samples = _train(setting, _parts([40, 50, 60, 70, 80], seed=5))
+    coalition = frozenset({0, 2, 3})
+
+    utility = round_utility(
+        spec, setting.base, updates, samples, setting.reference, seed=ROUND_SEED
+    )
+    filled = [u if i in coalition else _zero(u) for i, u in enumerate(updates)]
+    step = aggregate(spec, filled, samples, seed=ROUND_SEED).delta
+    metrics = evaluate(spec, apply_delta(setting.base, step), setting.reference)
+
+    assert utility(coalition) == quantised_utility(metrics, spec.valuation)

@@ -21,9 +21,6 @@ import pytest
 from browser import CHROMIUM, load_page
 
 from node.chain.anvil import Anvil, DevAccount
-from node.learning.data import task_splits
-from node.runtime.runner import save_npz
-from node.task import default_task
 from storage.cid import CID
 
 pytestmark = pytest.mark.integration
@@ -61,6 +58,10 @@ class Flow:
     node_events: list[list[dict[str, Any]]]  # each node's JSON event lines
     exit_codes: list[int]
 
+    def site(self, i: int) -> Path:
+        """The data file `swarm data split` wrote for member `i`."""
+        return self.work / "data" / f"site-{i}.npz"
+
     def chain(self) -> list[str]:
         """The options that point a command at this swarm."""
         return ["--deployment", str(self.deployment), "--rpc", self.anvil.rpc_url]
@@ -84,8 +85,7 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flow]:
             "--reveal-duration", WINDOW_S,
             "--attest-duration", WINDOW_S,
         )  # fmt: skip
-        pool, _ = task_splits(default_task())
-        halves = [range(0, len(pool) // 2), range(len(pool) // 2, len(pool))]
+        split = swarm_json("data", "split", "--parts", "2", "--out", work / "data")
         chain = ["--deployment", str(deployment), "--rpc", anvil.rpc_url]
         processes = []
         for i, member in enumerate(members):
@@ -93,12 +93,11 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flow]:
                 "token", "send", "--to", member.address, "--amount", "100",
                 "--key", deployer.private_key, *chain,
             )  # fmt: skip
-            data = work / f"node-{i}.npz"
-            save_npz(pool.subset(list(halves[i])), data)
+            data = split["files"][i]["path"]
             command = [
                 SWARM, "node", "join", *chain,
                 "--key", member.private_key,
-                "--data", str(data),
+                "--data", data,
                 "--store", str(store),
                 "--journal", str(work / f"journal-{i}"),
                 "--min-members", "2",
@@ -223,7 +222,13 @@ def test_unknown_deployment_file_is_a_one_line_error(flow: Flow) -> None:
 
 def test_wrong_key_is_a_one_line_error(flow: Flow) -> None:
     done = swarm(
-        "node", "join", *flow.chain(), "--key", "0x1234", "--data", flow.work / "node-0.npz"
+        "node",
+        "join",
+        *flow.chain(),
+        "--key",
+        "0x1234",
+        "--data",
+        flow.work / "data" / "site-0.npz",
     )
 
     _one_line_error(done, "not a valid private key")
@@ -234,7 +239,7 @@ def test_too_few_tokens_to_stake_is_a_one_line_error(flow: Flow) -> None:
     done = swarm(
         "node", "join", *flow.chain(),
         "--key", stranger.private_key,
-        "--data", flow.work / "node-0.npz",
+        "--data", flow.site(0),
         "--store", flow.store,
         "--journal", flow.work / "journal-stranger",
     )  # fmt: skip

@@ -15,6 +15,7 @@ COMMANDS = [
     ["task", "publish"],
     ["token", "send"],
     ["token", "balance"],
+    ["data", "split"],
     ["node", "join"],
     ["status"],
     ["audit"],

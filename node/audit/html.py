@@ -210,6 +210,8 @@ def _verdict_chart(report: AuditReport) -> str:
 def _round_section(r: RoundReport, names: Mapping[str, str]) -> str:
     parts = [f"<h2>Round {r.round} <span class='muted'>({escape(r.state)}, from round "]
     parts.append(f"{r.base_round})</span></h2>")
+    if r.note:
+        parts.append(f"<p>{escape(r.note)}</p>")
     if r.checkpoint_cid:
         accuracy = "-" if r.accuracy is None else f"{100 * r.accuracy:.1f}%"
         parts.append(

@@ -37,6 +37,7 @@ from node.audit.report import (
     RoundReport,
     SlashLine,
     UpdateLine,
+    tokens,
 )
 from node.chain.deployment import Deployment
 from node.chain.protocol import SlashReason, content_hash, decode_bitmap
@@ -296,6 +297,7 @@ class Auditor:
             if rec.state == RoundState.FINALIZED
             else None,
             replayed=result is not None,
+            note=_note(rec),
         )
 
     def _reward(self, rec: RoundRecord) -> int:
@@ -454,6 +456,18 @@ class Auditor:
                 task.document.spec, checkpoint.state, task.reference, device=torch.device("cpu")
             )
         return metrics.accuracy
+
+
+def _note(rec: RoundRecord) -> str:
+    """Why a failed round failed, in words."""
+    if rec.failed is None:
+        return ""
+    if rec.opened.active_at_open == 0:
+        return "Failed: no member was active when it opened."
+    return (
+        f"Failed: no tuple reached quorum (the leading one had {tokens(rec.failed.leading_stake)}"
+        f" of the {tokens(rec.failed.required_stake)} tokens of stake needed)."
+    )
 
 
 def _claimed(rec: RoundRecord) -> dict[str, int]:

@@ -128,6 +128,7 @@ class RoundReport:
     claimed: dict[str, int] = field(default_factory=dict)  # claimed so far per account
     accuracy: float | None = None  # the checkpoint's accuracy on the task's reference set
     replayed: bool = False  # whether the auditor re-ran the round
+    note: str = ""  # why a failed round failed, in words
 
     @property
     def accepted(self) -> int:
@@ -152,6 +153,7 @@ class RoundReport:
             "accepted": self.accepted,
             "rejected": self.rejected,
             "replayed": self.replayed,
+            "note": self.note,
             "updates": [
                 {
                     "index": u.index,
@@ -318,6 +320,8 @@ def to_markdown(report: AuditReport) -> str:
 def _round_markdown(r: RoundReport) -> list[str]:
     head = f"## Round {r.round} ({r.state}, from round {r.base_round})"
     lines = [head, ""]
+    if r.note:
+        lines += [r.note, ""]
     if r.checkpoint_cid:
         lines.append(
             f"Checkpoint `{r.checkpoint_cid}` (`{r.checkpoint_hash}`), "
@@ -330,7 +334,7 @@ def _round_markdown(r: RoundReport) -> list[str]:
             "| index | node | update CID | samples | verdict |",
             "|---:|---|---|---:|---|",
         ]
-        for u in r.updates:
+        for u in sorted(r.updates, key=lambda u: u.index):
             verdict = {True: "accepted", False: "rejected", None: "-"}[u.accepted]
             if u.reason:
                 verdict += f" ({u.reason})"

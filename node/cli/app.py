@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from node import __version__
-from node.cli import audit, chain, demo, deploy, node, rewards, status, store, task, token
+from node.cli import audit, chain, data, demo, deploy, node, rewards, status, store, task, token
 from node.errors import SwarmchainError
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ app.command(name="audit")(audit.audit)
 app.command(name="chain")(chain.chain)
 app.add_typer(task.app, name="task")
 app.add_typer(token.app, name="token")
+app.add_typer(data.app, name="data")
 
 
 def _print_version(value: bool) -> None:

@@ -82,7 +82,7 @@ def render(report: AuditReport, fmt: ReportFormat) -> str:
         return render_html(report)
     if fmt == ReportFormat.MD:
         return to_markdown(report)
-    return json.dumps(report.to_json(), indent=2, sort_keys=True)
+    return json.dumps(report.to_json(), indent=2)  # result and summary first
 
 
 def audit(

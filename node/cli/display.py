@@ -1,17 +1,18 @@
 """What a terminal shows of running nodes, built only from the runtime's `NodeEvent`s.
 
 `NodeView` folds one node's events into what a person wants to see at a glance: the round, the
-phase it is in, the last checkpoint's accuracy, the rewards earned and slashes suffered, and the
-last thing that happened. `swarm node join` renders one view live; `swarm demo` one per node.
+phase it is in, the last checkpoint's accuracy, the rewards earned, and the last thing that
+happened. `swarm node join` shows its view live as a panel; `swarm demo` a progress bar per node.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rich.panel import Panel
 from rich.table import Table
 
-from node.audit.report import short, tokens
+from node.audit.report import tokens
 from node.runtime.events import EventKind, NodeEvent
 
 # The phase a node is in once it reports each kind of event.
@@ -89,24 +90,15 @@ def _describe(event: NodeEvent) -> str:
     return f"round {event.round}: {kind.value}"
 
 
-def nodes_table(views: list[NodeView], title: str = "") -> Table:
-    """A table with one row per node view."""
-    table = Table(title=title or None, expand=False)
-    table.add_column("node")
-    table.add_column("address")
-    table.add_column("round", justify="right")
-    table.add_column("phase")
-    table.add_column("accuracy", justify="right")
-    table.add_column("rewards", justify="right")
-    table.add_column("last event", overflow="fold")
-    for v in views:
-        table.add_row(
-            v.name,
-            short(v.address, 6) if v.address else "-",
-            str(v.round or "-"),
-            v.phase,
-            "-" if v.accuracy is None else f"{100 * v.accuracy:.1f}%",
-            tokens(v.rewards),
-            v.last,
-        )
-    return table
+def node_panel(view: NodeView, title: str = "swarm node") -> Panel:
+    """One node's view as a small panel of labelled lines."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("node", view.address or "-")
+    grid.add_row("round", f"{view.round or '-'} ({view.phase})")
+    grid.add_row("accuracy", "-" if view.accuracy is None else f"{100 * view.accuracy:.1f}%")
+    grid.add_row("rewards", f"{tokens(view.rewards)} tokens")
+    grid.add_row("rounds", f"{len(view.finalized)} finalized, {len(view.failed)} failed")
+    grid.add_row("last", view.last or "-")
+    return Panel(grid, title=title, expand=False)

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
-from node.cli.display import NodeView, nodes_table
+from node.cli.display import NodeView, node_panel
 from node.runtime.config import DEFAULT_RPC, NodeConfig, read_private_key
 from node.runtime.events import NodeEvent
 from node.runtime.local import AttackPlan
@@ -142,12 +142,12 @@ def join(
     if shown is None:
         shown = EventFormat.LIVE if sys.stdout.isatty() else EventFormat.TEXT
     view = NodeView("this node")
-    live = Live(nodes_table([view]), console=Console(), auto_refresh=False)
+    live = Live(node_panel(view), console=Console(), auto_refresh=False)
 
     def show(event: NodeEvent) -> None:
         if shown == EventFormat.LIVE:
             view.update(event)
-            live.update(nodes_table([view]), refresh=True)
+            live.update(node_panel(view), refresh=True)
             return
         text = event.line() if shown == EventFormat.JSON else event.describe()
         sys.stdout.write(text + "\n")

@@ -63,7 +63,6 @@ from node.chain.reverts import (
     AlreadyRevealed,
     AlreadySlashed,
     ContractRevert,
-    DeadlinePassed,
     NotSlashable,
     QuorumReached,
     RoundAlreadyFinalized,
@@ -92,7 +91,7 @@ from storage.store import EmbeddedStore, Store, open_store
 KEYS_FILE = "node-keys.json"
 REWARDS_DIR = "rewards"
 MAX_BACKOFF_S = 5.0
-FETCH_RETRIES = 4  # attempts at a blob a peer may still be writing
+FETCH_PATIENCE_S = 10.0  # how long a blob a peer may still be serving is retried
 BENIGN = {  # reverts that mean "someone else already did it", by action
     "commit": (AlreadyCommitted,),
     "reveal": (AlreadyRevealed,),
@@ -163,6 +162,8 @@ class SwarmNode:
         self._clocks: dict[int, _RoundClock] = {}
         self._duty_seen: dict[tuple[int, str], float] = {}
         self._skipped: set[tuple[int, str]] = set()
+        self._committed: set[int] = set()
+        self._fetch_until = 0.0  # monotonic time until which `_fetch` retries missing blobs
         self._announced: set[int] = set()
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -348,7 +349,7 @@ class SwarmNode:
         now = self._chain_now()
         phase = _phase_at(info, now)
         if info.active_at_open == 0:
-            if phase == Phase.ENDED and self._opens_first_round() and self._duty_due(info, "open"):
+            if phase == Phase.ENDED and self._opens_first_round() and self._duty_due(info, "fail"):
                 self._send("fail", current, lambda: self.coordinator.fail_round(current))
             return False
         me = self.coordinator.member_info()
@@ -356,7 +357,9 @@ class SwarmNode:
         self._announce(info, eligible)
         if phase == Phase.COMMIT and eligible:
             self._commit(info)
-        elif phase == Phase.REVEAL:
+        elif eligible and (current, "commit") not in self._skipped and not self._submitted(current):
+            self._skip(current, "commit", "the commit window closed before this node committed")
+        if phase == Phase.REVEAL:
             self._reveal(info)
         elif phase == Phase.ATTEST and eligible and me.last_attest_round != current:
             self._attest(info)
@@ -409,10 +412,12 @@ class SwarmNode:
         started = time.monotonic()
         try:
             tx = call()
-        except DeadlinePassed as err:
-            self._skip(round_id, action, str(err))
-            return None
         except BENIGN[action]:
+            return None
+        except ContractRevert as err:
+            # A passed deadline, a round that closed meanwhile, or a state this node did not
+            # foresee: the chain refused, nothing was sent, and the step is not retried.
+            self._skip(round_id, action, str(err))
             return None
         finally:
             self._clock(round_id).add("chain", time.monotonic() - started)
@@ -426,11 +431,17 @@ class SwarmNode:
 
     # ---- commit and reveal -------------------------------------------------------------------
 
+    def _submitted(self, round_id: int) -> bool:
+        """Whether this node committed in the round (remembered once the chain shows it)."""
+        if round_id not in self._committed:
+            if self.coordinator.submission(round_id).state == SubmissionState.NONE:
+                return False
+            self._committed.add(round_id)
+        return True
+
     def _commit(self, info: RoundInfo) -> None:
         r = info.round
-        if self.coordinator.submission(r).state != SubmissionState.NONE:
-            return
-        if (r, "commit") in self._skipped:
+        if (r, "commit") in self._skipped or self._submitted(r):
             return
         base = self._base(info)
         record = self.journal.last("update", r)
@@ -520,6 +531,8 @@ class SwarmNode:
         mine = self.coordinator.submission(r)
         if mine.state != SubmissionState.COMMITTED or mine.commitment is None:
             return
+        if (r, "reveal") in self._skipped:
+            return
         stored = "0x" + mine.commitment.hex()
         records = [rec for rec in self.journal.of_kind("update", r) if rec["commitment"] == stored]
         if not records:
@@ -551,8 +564,12 @@ class SwarmNode:
             checkpoint_hash="0x" + result.outcome.checkpoint_hash.hex(),
             accepted=sum(v.accepted for v in result.verdicts),
         )
+        # The attestation that carried the tuple over the quorum finalizes at once; the others
+        # wait their staggered turn, by when it is normally done.
         if tx is not None and any(
-            isinstance(e, Attested) and e.outcome_stake >= info.required_stake for e in tx.events
+            isinstance(e, Attested)
+            and e.outcome_stake - e.weight < info.required_stake <= e.outcome_stake
+            for e in tx.events
         ):
             self._send("finalize", r, lambda: self.coordinator.finalize(r, result.outcome))
 
@@ -584,6 +601,8 @@ class SwarmNode:
     def _duty_due(self, info: RoundInfo, duty: str) -> bool:
         """Whether this node's turn at a duty anyone may do has come (staggered by index)."""
         key = (info.round, duty)
+        if key in self._skipped:
+            return False
         first = self._duty_seen.setdefault(key, time.monotonic())
         index = self.coordinator.member_info().index
         return time.monotonic() - first >= self.config.stagger_s * (index % 16 + 1)
@@ -627,15 +646,20 @@ class SwarmNode:
         return aggregate_of(self._checkpoint_of(base_round), self._checkpoint_of(before))
 
     def _fetch(self, cid: str, max_bytes: int) -> bytes:
-        """Read a blob, retrying a little while a peer may still be writing it."""
+        """Read a blob, retrying while a peer may still be writing or serving it.
+
+        Verification calls this with a patience that ends before the attest deadline, so an
+        update that stays unavailable is rejected in time rather than stalling the round.
+        """
         delay = 0.1
-        for _ in range(FETCH_RETRIES - 1):
+        while True:
             try:
                 return self.store.get(cid, max_size=max_bytes)
             except (BlockNotFound, StoreUnavailable, StoreTimeout):
+                if time.monotonic() + delay > self._fetch_until:
+                    raise
                 time.sleep(delay)
-                delay *= 2
-        return self.store.get(cid, max_size=max_bytes)
+                delay = min(1.0, delay * 2)
 
     def round_inputs(self, info: RoundInfo) -> RoundInputs:
         """The public inputs of a round whose reveal window is over."""
@@ -657,6 +681,11 @@ class SwarmNode:
         """The round's outcome, computed once per (round, seed)."""
         key = (info.round, info.seed)
         if key not in self._results:
+            left = FETCH_PATIENCE_S  # a closed round has no deadline to keep
+            if info.status == RoundStatus.OPEN:
+                margin = self.config.deadline_margin_s + 2
+                left = min(left, info.attest_deadline - self._chain_now() - margin)
+            self._fetch_until = time.monotonic() + max(0.0, left)
             inputs = self.round_inputs(info)
             started = time.monotonic()
             result = compute_round(inputs, self._fetch, lambda blob: decrypt_blob(blob, self.keys))

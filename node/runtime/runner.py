@@ -276,8 +276,11 @@ class LocalSwarm:
             )
         return cls(anvil, workdir, spec, deployment, deployment_file, store_dir, members, test)
 
-    def command(self, index: int, *options: str) -> list[str]:
-        """The ``swarm node join`` command line of member `index`, plus extra options."""
+    def command(self, index: int, *options: str, store: Path | None = None) -> list[str]:
+        """The ``swarm node join`` command line of member `index`, plus extra options.
+
+        The member uses the shared embedded store unless `store` names its own.
+        """
         member = self.members[index]
         return [
             str(swarm_executable()),
@@ -287,17 +290,16 @@ class LocalSwarm:
             "--key", member.private_key,
             "--data", str(member.data),
             "--rpc", self.anvil.rpc_url,
-            "--store", str(self.store),
+            "--store", str(store or self.store),
             "--journal", str(member.journal),
             "--events", "json",
             *options,
         ]  # fmt: skip
 
-    def start(self, index: int, *options: str) -> NodeProcess:
+    def start(self, index: int, *options: str, store: Path | None = None) -> NodeProcess:
         """Start member `index` as a node process (the same journal on every start)."""
-        process = NodeProcess(
-            self.members[index], self.command(index, *options), self.workdir / f"node-{index}.log"
-        )
+        command = self.command(index, *options, store=store)
+        process = NodeProcess(self.members[index], command, self.workdir / f"node-{index}.log")
         self.processes[index] = process.start()
         return process
 

@@ -1,0 +1,198 @@
+"""Benchmark a full swarm round against a bare in-process FedAvg loop.
+
+For each swarm size it starts a fresh Anvil, deploys a ready-to-run swarm, runs that many real
+``swarm node join`` processes (sharing the embedded store, the machine's cores split among them)
+for a warm-up round plus the measured rounds, and reads each node's own account of every round
+(training, storage, chain, verification + aggregation + valuation, waiting). Beside it, a bare
+loop in this process trains the same nodes on the same data with the same local training, using
+all the machine's cores, and averages the deltas (FedAvg): the limit a swarm could approach.
+
+The task's local training is calibrated first to take about ``--train-s`` seconds per node per
+round on one core. Prints one JSON object; medians over nodes and measured rounds::
+
+    {"results": [{"nodes": 8, "swarm_round_s": ..., "bare_round_s": ..., "ratio": ...,
+                  "breakdown_s": {...}, "rss_mb_per_node": ...}], ...}
+
+Run: ``.venv/bin/python scripts/bench_round.py [--nodes 4 8 16] [--rounds 3]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from node.chain.anvil import Anvil
+from node.chain.deployment import SwarmParams
+from node.learning.data import load_npz, task_splits
+from node.learning.training import State, apply_delta, genesis_state, train_local, training_seed
+from node.runtime.events import EventKind
+from node.runtime.runner import LocalSwarm, NodeProcess
+from node.task import TaskSpec, default_task
+
+WINDOW_S = 300  # windows close early once every node acted; this only bounds a stall
+CALIBRATION_STEPS = 100
+
+
+def calibrated_task(train_s: float) -> TaskSpec:
+    """The default task with `local_steps` set so one node's training takes ~`train_s` seconds."""
+    spec = default_task()
+    probe = replace(spec, train=replace(spec.train, local_steps=CALIBRATION_STEPS))
+    pool, _ = task_splits(spec)
+    data = pool.subset(range(200))
+    base = genesis_state(spec)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train_local(probe, base, data, seed=0, device=torch.device("cpu"))  # warm-up
+        started = time.perf_counter()
+        train_local(probe, base, data, seed=1, device=torch.device("cpu"))
+        per_step = (time.perf_counter() - started) / CALIBRATION_STEPS
+    finally:
+        torch.set_num_threads(threads)
+    steps = max(1, round(train_s / per_step))
+    return replace(spec, train=replace(spec.train, local_steps=steps))
+
+
+def peak_rss_mb(process: NodeProcess) -> float:
+    """The process's peak resident set (VmHWM), in MiB."""
+    pid = process.pid
+    if pid is None:
+        return float("nan")
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def swarm_rounds(
+    spec: TaskSpec, nodes: int, rounds: int, workdir: Path
+) -> tuple[list[dict[str, float]], float, LocalSwarm]:
+    """Run a swarm; return each node's timings of each measured round and the mean peak RSS."""
+    params = SwarmParams(
+        task_spec_cid="-",
+        task_spec_hash="0x" + "00" * 32,
+        commit_duration_s=WINDOW_S,
+        reveal_duration_s=WINDOW_S,
+        attest_duration_s=WINDOW_S,
+    )
+    cores = os.cpu_count() or 1
+    threads = max(1, cores // nodes)
+    first = 2  # round 1 opens with no members; round 2 is the warm-up
+    last = first + rounds
+    with Anvil() as anvil:
+        swarm = LocalSwarm.create(anvil, workdir, spec, nodes, params=params, alpha=0.5)
+        with swarm:
+            for i in range(nodes):
+                swarm.start(
+                    i,
+                    "--min-members", str(nodes),
+                    "--until-round", str(last),
+                    "--threads", str(threads),
+                    "--poll", "0.1",
+                )  # fmt: skip
+            processes = list(swarm.processes.values())
+            for process in processes:
+                process.wait_for(
+                    lambda e: e.kind == EventKind.FINALIZED and e.round == last,
+                    WINDOW_S * 3,
+                    f"round {last}",
+                )
+            rss = statistics.mean(peak_rss_mb(p) for p in processes)
+            for process in processes:
+                process.wait(timeout=120)
+    timings = [
+        dict(e.data["timings"])
+        for p in processes
+        for e in p.of_kind(EventKind.FINALIZED)
+        if first < e.round <= last
+    ]
+    return timings, rss, swarm
+
+
+def bare_rounds(spec: TaskSpec, swarm: LocalSwarm, rounds: int) -> list[float]:
+    """The same local training of the same nodes in this process (all cores), then FedAvg."""
+    torch.set_num_threads(os.cpu_count() or 1)
+    data = [load_npz(m.data) for m in swarm.members]
+    state: State = genesis_state(spec)
+    durations = []
+    for r in range(2, 3 + rounds):
+        started = time.perf_counter()
+        updates = [
+            train_local(
+                spec,
+                state,
+                d,
+                seed=training_seed(spec.train, r, m.address),
+                device=torch.device("cpu"),
+            )
+            for m, d in zip(swarm.members, data, strict=True)
+        ]
+        total = sum(u.num_samples for u in updates)
+        mean = {k: sum(u.delta[k] * (u.num_samples / total) for u in updates) for k in state}
+        state = apply_delta(state, mean)
+        durations.append(time.perf_counter() - started)
+    return durations[1:]  # the first round is the warm-up
+
+
+def median_parts(timings: list[dict[str, float]]) -> dict[str, float]:
+    """The median of each part over nodes and rounds."""
+    parts = sorted({k for t in timings for k in t})
+    return {k: round(statistics.median(t.get(k, 0.0) for t in timings), 3) for k in parts}
+
+
+def main() -> None:
+    """Run the benchmark and print its JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, nargs="+", default=[4, 8, 16])
+    parser.add_argument("--rounds", type=int, default=3, help="measured rounds per size")
+    parser.add_argument("--train-s", type=float, default=2.0, help="local training per node")
+    args = parser.parse_args()
+
+    spec = calibrated_task(args.train_s)
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-round-") as tmp:
+        for n in args.nodes:
+            timings, rss, swarm = swarm_rounds(spec, n, args.rounds, Path(tmp) / f"n{n}")
+            bare = bare_rounds(spec, swarm, args.rounds)
+            breakdown = median_parts(timings)
+            swarm_s = breakdown.pop("round")
+            bare_s = statistics.median(bare)
+            results.append(
+                {
+                    "nodes": n,
+                    "swarm_round_s": swarm_s,
+                    "bare_round_s": round(bare_s, 3),
+                    "ratio": round(swarm_s / bare_s, 3),
+                    "breakdown_s": breakdown,
+                    "rss_mb_per_node": round(rss, 1),
+                    "threads_per_node": max(1, (os.cpu_count() or 1) // n),
+                    "measured_rounds": args.rounds,
+                }
+            )
+    print(
+        json.dumps(
+            {
+                "results": results,
+                "local_steps": spec.train.local_steps,
+                "target_train_s": args.train_s,
+                "cores": os.cpu_count(),
+                "load_average": os.getloadavg(),
+                "note": "breakdown: medians per node per round; verification includes "
+                "aggregation and Shapley valuation; waiting is the rest of the round",
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

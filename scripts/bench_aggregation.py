@@ -16,7 +16,8 @@ would downgrade rich and typer, so install it, without dependencies, into a sepa
 
 Without Flower every ``flower_s`` is null. Flower's Krum and Bulyan compare all pairs in Python
 loops (Bulyan once per selected update), so cells whose estimated Flower time exceeds
-``--flower-budget-s`` are skipped and say so.
+``--flower-budget-s`` are skipped and say so. On a busy machine set ``OPENBLAS_NUM_THREADS=1``:
+a BLAS thread waiting for a core it cannot get slows every call by an order of magnitude.
 """
 
 from __future__ import annotations
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "flower_version": flower_version,
         "grid_step": 2.0**-base.fixed_point_bits,
-        "torch_threads": torch.get_num_threads(),
+        "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
         "cpu_count": os.cpu_count(),
         "note": "times are medians; max_abs_diff is in parameter units",
     }

@@ -6,7 +6,7 @@ test accuracy after the last round, averaged over seeds. The rule with the best 
 all attacks is reported as ``default_rule``, with whether it reaches the target: under every
 attack at least 97% of what plain mean aggregation reaches with no attack.
 
-    nice .venv/bin/python scripts/bench_robustness.py --workers 2   # full table (~30 min, 2 cores)
+    nice .venv/bin/python scripts/bench_robustness.py --workers 2   # full table: ~1 h, 2 busy cores
     .venv/bin/python scripts/bench_robustness.py --rules mean centered_clipping+bucketing \
         --attacks none alie --seeds 1 --rounds 10            # a quick look
 """
@@ -39,6 +39,9 @@ PIPELINES: dict[str, AggregationSpec] = {
     "median": AggregationSpec("median", {}, ()),
     "trimmed_mean": AggregationSpec("trimmed_mean", {"beta": 0.2}, ()),
     "geometric_median": AggregationSpec("geometric_median", {"iterations": 8}, ()),
+    "geometric_median_weighted": AggregationSpec(
+        "geometric_median", {"iterations": 8, "weighted": True}, ()
+    ),
     "krum": AggregationSpec("krum", {"f": NUM_BYZANTINE}, ()),
     "multi_krum": AggregationSpec("multi_krum", {"f": NUM_BYZANTINE}, ()),
     "bulyan": AggregationSpec("bulyan", {"f": NUM_BYZANTINE}, ()),

@@ -164,6 +164,15 @@ def test_geometric_median_resists_an_outlier() -> None:
         geometric_median(batch, iterations=0)
 
 
+def test_weighted_geometric_median_follows_a_dominant_weight() -> None:
+    # One input holding more than half of the total weight is the weighted geometric median,
+    # which is why the robust default ignores the self-reported sample counts.
+    batch = batch_of([[0.0], [1.0], [2.0], [100.0]], weights=[1, 1, 1, 10], bits=8)
+    assert as_float(geometric_median(batch, iterations=100).aggregate, bits=8)[0] <= 2.0
+    heavy = geometric_median(batch, iterations=100, weighted=True)
+    assert as_float(heavy.aggregate, bits=8)[0] == pytest.approx(100.0, abs=0.05)
+
+
 def test_krum_picks_the_most_central_input() -> None:
     # Scores with n - f - 2 = 2 neighbours: 0 -> 1 + 4, 1 -> 1 + 1, 2 -> 1 + 4, 100 -> huge.
     batch = batch_of([[0.0], [1.0], [2.0], [100.0]])
@@ -277,6 +286,8 @@ def test_registry_resolves_defaults_and_rejects_bad_params() -> None:
         resolve_params(RULES["krum"].params, {"f": 1.5}, "rule 'krum'")
     with pytest.raises(ValueError, match=r"must be > 0\.0"):
         resolve_params(RULES["centered_clipping"].params, {"tau": 0}, "rule")
+    with pytest.raises(ValueError, match="must be bool"):
+        resolve_params(RULES["geometric_median"].params, {"weighted": 1}, "rule")
     with pytest.raises(ValueError, match=r"must be > 0\.0"):
         resolve_params(STEPS["norm_clipping"].params, {"max_norm": math.inf}, "step")
 

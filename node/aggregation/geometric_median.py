@@ -3,11 +3,12 @@
 Pillutla, Kakade, Harchaoui, "Robust Aggregation for Federated Learning", IEEE Transactions on
 Signal Processing 70, 2022 (arXiv:1912.13445).
 
-Starting from the weighted mean, each iteration re-weights input ``i`` by
-``alpha_i / max(nu, ||z - x_i||)`` and moves ``z`` to the re-weighted mean. Distances are exact
-integer square roots of exact squared distances, weights are integers normalised to sum to at most
-``2**22``, and the iteration stops early only when ``z`` stops changing exactly, so every machine
-runs the same iterations and reaches the same point.
+Starting from the (weighted) mean, each iteration re-weights input ``i`` by
+``alpha_i / max(nu, ||z - x_i||)`` (``alpha_i`` is 1, or the sample count when weighted) and moves
+``z`` to the re-weighted mean. Distances are exact integer square roots of exact squared
+distances, weights are integers normalised to sum to at most ``2**22``, and the iteration stops
+early only when ``z`` stops changing exactly, so every machine runs the same iterations and
+reaches the same point.
 """
 
 from __future__ import annotations
@@ -50,17 +51,23 @@ def distances_to(batch: Batch, point: IntArray) -> list[int]:
     return [math.isqrt(sq - 2 * c[0] + pp) for sq, c in zip(batch.sq_norms, cross, strict=True)]
 
 
-def geometric_median(batch: Batch, *, iterations: int = 8, nu: float = 1e-6) -> RuleOutput:
-    """Approximate weighted geometric median (smoothed Weiszfeld, as in RFA).
+def geometric_median(
+    batch: Batch, *, iterations: int = 8, nu: float = 1e-6, weighted: bool = False
+) -> RuleOutput:
+    """Approximate geometric median (smoothed Weiszfeld, as in RFA).
 
     Parameters
     ----------
     batch
-        The quantised updates; ``batch.weights`` are the weights ``alpha_i``.
+        The quantised updates.
     iterations
         Most Weiszfeld steps (>= 1); stops earlier when the estimate no longer changes.
     nu
         Smoothing: distances below ``nu`` count as ``nu`` (in parameter units, > 0).
+    weighted
+        Weight input ``i`` by its sample count, as RFA does. Off by default: sample counts are
+        self-reported, and one input claiming more than half of the total weight would be the
+        weighted median.
 
     Returns
     -------
@@ -77,8 +84,9 @@ def geometric_median(batch: Batch, *, iterations: int = 8, nu: float = 1e-6) -> 
             f"geometric median needs iterations >= 1 and nu > 0, got {iterations}, {nu}"
         )
     nu_q = batch.to_grid(nu)
-    alpha = [int(w) for w in batch.weights]
-    z = div_round(exact_combine(batch.values, batch.weights[None, :])[0], sum(alpha))
+    alpha_row = batch.weights if weighted else np.ones(batch.n, dtype=np.int64)
+    alpha = [int(a) for a in alpha_row]
+    z = div_round(exact_combine(batch.values, alpha_row[None, :])[0], sum(alpha))
     for _ in range(iterations):
         dist = distances_to(batch, z)
         ratio = [(a << _RATIO_BITS) // max(nu_q, dz) for a, dz in zip(alpha, dist, strict=True)]

@@ -23,14 +23,14 @@ from node.aggregation.median import median, trimmed_mean
 from node.aggregation.nnm import nearest_neighbour_mixing
 from node.aggregation.norm_clipping import norm_clipping
 
-ParamValue = int | float | None
+ParamValue = bool | int | float | None
 
 
 @dataclass(frozen=True)
 class Param:
     """One parameter of a rule or step."""
 
-    kind: type[int] | type[float]  # int parameters reject floats; float ones accept ints
+    kind: type[bool] | type[int] | type[float]  # ints reject floats; floats accept ints
     default: ParamValue  # used when the spec omits it; None with required=False means "unset"
     minimum: float  # inclusive lower bound
     required: bool = False  # the spec must give a value
@@ -65,7 +65,11 @@ RULES: Final[Mapping[str, Rule]] = {
     "trimmed_mean": Rule(trimmed_mean, {"beta": Param(float, 0.1, 0.0, maximum=0.5)}),
     "geometric_median": Rule(
         geometric_median,
-        {"iterations": Param(int, 8, 1), "nu": Param(float, 1e-6, 0.0, strict_minimum=True)},
+        {
+            "iterations": Param(int, 8, 1),
+            "nu": Param(float, 1e-6, 0.0, strict_minimum=True),
+            "weighted": Param(bool, False, 0.0),
+        },
     ),
     "krum": Rule(krum, {"f": _F}),
     "multi_krum": Rule(multi_krum, {"f": _F, "m": Param(int, None, 1)}),
@@ -126,6 +130,11 @@ def resolve_params(
         value = given[name]
         if value is None and param.default is None and not param.required:
             out[name] = None  # an optional parameter left unset, written out explicitly
+            continue
+        if param.kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"{where} parameter {name!r} must be bool, got {value!r}")
+            out[name] = value
             continue
         ok_type = isinstance(value, int) if param.kind is int else isinstance(value, int | float)
         if isinstance(value, bool) or not ok_type:

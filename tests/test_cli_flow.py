@@ -1,9 +1,9 @@
 """The three user jobs through the `swarm` console script, each command a real subprocess.
 
 A module fixture runs the whole flow once on its own Anvil: publish the task, deploy, send two
-members tokens, and let two ``swarm node join`` processes run one round. The tests then check
-each command's output against that run, an audit of a store with one tampered blob, and the
-one-line errors user mistakes get.
+members tokens and data, let two ``swarm node join`` processes run one round, and audit it. The
+tests then check each command's output against that run, the HTML report in a browser, an audit
+of a store with one tampered blob, and the one-line errors user mistakes get.
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ class Flow:
     deployed: dict[str, Any]
     members: list[DevAccount]
     node_events: list[list[dict[str, Any]]]  # each node's JSON event lines
-    exit_codes: list[int]
+    audit: dict[str, Any]  # `swarm audit latest --json` after the round
+    report: Path  # the HTML report that audit wrote (`--html`)
 
     def site(self, i: int) -> Path:
         """The data file `swarm data split` wrote for member `i`."""
@@ -112,7 +113,9 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flow]:
         events = [[json.loads(line) for line in out.splitlines()] for out, _ in outputs]
         codes = [p.returncode for p in processes]
         assert codes == [0, 0], [err[-2000:] for _, err in outputs]
-        yield Flow(anvil, work, deployment, store, task, deployed, members, events, codes)
+        report = work / "report.html"
+        audit = swarm_json("audit", "latest", *chain, "--store", store, "--html", report)
+        yield Flow(anvil, work, deployment, store, task, deployed, members, events, audit, report)
 
 
 def test_deploy_writes_the_deployment_file_nodes_read(flow: Flow) -> None:
@@ -147,8 +150,20 @@ def test_status_shows_members_round_and_last_checkpoint(flow: Flow) -> None:
     assert state["checkpoint"]["hash"] == finalized["checkpoint_hash"]
 
 
+def test_rewards_list_shows_what_each_member_was_owed_and_claimed(flow: Flow) -> None:
+    member = flow.members[0]
+    listed = swarm_json(
+        "rewards", "list", *flow.chain(), "--account", member.address,
+        "--journal", flow.work / "journal-0",
+    )  # fmt: skip
+
+    (row,) = [r for r in listed["rounds"] if r["round"] == ROUND]
+    assert int(row["owed"]) > 0
+    assert row["claimed"] == row["owed"]  # the node claimed it as the round finalized
+
+
 def test_audit_rederives_the_checkpoint_and_matches(flow: Flow) -> None:
-    report = swarm_json("audit", "latest", *flow.chain(), "--store", flow.store)
+    report = flow.audit
 
     assert report["result"] == "MATCH", report["summary"]
     assert report["checkpoint"]["round"] == ROUND
@@ -159,20 +174,12 @@ def test_audit_rederives_the_checkpoint_and_matches(flow: Flow) -> None:
     assert sum(int(v) for v in rounds[ROUND]["rewards"].values()) > 0
 
 
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
 def test_audit_html_report_renders_offline_in_chromium(flow: Flow, tmp_path: Path) -> None:
-    page = tmp_path / "report.html"
-    done = swarm(
-        "audit", "latest", *flow.chain(), "--store", flow.store, "--format", "html", "--out", page
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("MATCH")
-    if CHROMIUM is None:
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
-
-    load = load_page(page, tmp_path / "profile")
+    load = load_page(flow.report, tmp_path / "profile")
 
     assert load.errors == []
-    assert load.requests == [page.resolve().as_uri()]
+    assert load.requests == [flow.report.resolve().as_uri()]
     assert load.svg_count == 3
 
 

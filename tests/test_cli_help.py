@@ -18,6 +18,8 @@ COMMANDS = [
     ["data", "split"],
     ["node", "join"],
     ["status"],
+    ["rewards", "list"],
+    ["rewards", "claim"],
     ["audit"],
 ]
 

@@ -85,6 +85,14 @@ def render(report: AuditReport, fmt: ReportFormat) -> str:
     return json.dumps(report.to_json(), indent=2)  # result and summary first
 
 
+def _write(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as err:
+        raise ConfigError(f"cannot write the report to {path}: {err.strerror}") from None
+
+
 def audit(
     checkpoint: Annotated[
         str,
@@ -104,6 +112,10 @@ def audit(
         Path | None,
         typer.Option("--out", help="Write the report to this file and print only the verdict."),
     ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option("--html", help="Also write the HTML report to this file."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
 ) -> None:
     """Verify a checkpoint's lineage back to genesis from chain events and the content store.
@@ -118,7 +130,7 @@ def audit(
 
         swarm audit bafkrei... --format html --out report.html
 
-        swarm audit 4 --ipfs-api http://127.0.0.1:5001 --json
+        swarm audit 4 --ipfs-api http://127.0.0.1:5001 --json --html report.html
     """
     if as_json:
         fmt = ReportFormat.JSON
@@ -134,14 +146,12 @@ def audit(
         show_progress=sys.stderr.isatty(),
     )
     text = render(report, fmt)
+    if html is not None:
+        _write(html, render(report, ReportFormat.HTML))
     if out is None:
         typer.echo(text)
     else:
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(text)
-        except OSError as err:
-            raise ConfigError(f"cannot write the report to {out}: {err.strerror}") from None
+        _write(out, text)
         if fmt == ReportFormat.JSON:
             echo_json({"result": report.result.value, "report": str(out)})
         else:

@@ -8,8 +8,6 @@ from typing import Annotated, Any
 
 import typer
 
-from node.runtime.config import DEFAULT_RPC
-
 Deployment = Annotated[
     Path,
     typer.Option("--deployment", help="The deployment file `swarm deploy` wrote."),
@@ -30,7 +28,7 @@ Peers = Annotated[
 Json = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")]
 
 DEFAULT_DEPLOYMENT = Path("deployment.json")
-__all__ = ["DEFAULT_DEPLOYMENT", "DEFAULT_RPC", "echo_json"]
+DEFAULT_RPC = "http://127.0.0.1:8545"  # the same default as a node's (node.runtime.config)
 
 
 def echo_json(value: Any) -> None:

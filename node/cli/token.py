@@ -15,7 +15,6 @@ from node.chain.deployment import load_deployment
 from node.cli import options
 from node.cli.options import echo_json
 from node.errors import ConfigError
-from node.runtime.config import read_private_key
 
 app = typer.Typer(
     name="token",
@@ -97,6 +96,8 @@ def send(
 
         swarm token send --to 0x7099... --amount 150 --key deployer.key --json
     """
+    from node.runtime.config import read_private_key  # here: the module pulls in torch
+
     receiver = _address(to, "--to")
     units = parse_amount(amount)
     coordinator = Coordinator(connect(rpc), load_deployment(deployment), read_private_key(key))

@@ -417,7 +417,7 @@ def run_demo(
             _watch(swarm.processes, names, rounds, timeout, console)
         coordinator = Coordinator(connect(anvil.rpc_url), swarm.deployment)
         record = SwarmRecord.of(coordinator.events())
-    console.print("auditing the final checkpoint and re-running the swarm without the attacker")
+    console.print("auditing the final checkpoint; re-running the honest members in-process")
     configured = record.configured
     with EmbeddedStore(swarm.store) as store:
         report = Auditor(record, swarm.deployment, store).audit("latest")
@@ -427,8 +427,9 @@ def run_demo(
     intro = (
         f"{nodes} node processes on a local Anvil chain, "
         + (f"node {attacker} attacking with {attack!r}; " if attacker is not None else "")
-        + f"{rounds} round(s) of the task {swarm.spec.name!r}. The dashed line is the same "
-        "swarm re-run without the attacker."
+        + f"{rounds} round(s) of the task {swarm.spec.name!r}. The dashed line is the honest "
+        "members re-run in-process with the same seeds"
+        + (", without the attacker." if attacker is not None else ".")
     )
     report_path.write_text(
         render_html(report, title="Swarmchain demo", baseline=baseline, names=names, intro=intro)

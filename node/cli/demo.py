@@ -61,7 +61,7 @@ MARKER = ".swarm-demo"  # marks a directory this command made, so a rerun may cl
 REFERENCE_SIZE = 300  # examples of --data held out as the reference set
 DEFAULT_ATTACK = "scaling"  # boosted updates: rejected by the norm bound, then slashed
 STARTUP_S = 240  # how long all nodes may take to start and join
-PER_ROUND_S = 3  # windows a round may take before the demo gives up on it
+ROUND_ALLOWANCE = 3  # a round may take this many times its 3 windows (a stall, a retry)
 
 
 class DemoError(SwarmchainError):
@@ -413,7 +413,7 @@ def run_demo(
                 if m.index == attacker:
                     options += ["--attack", attack]
                 swarm.start(m.index, *options)
-            timeout = STARTUP_S + rounds * PER_ROUND_S * 3 * window_s
+            timeout = STARTUP_S + rounds * ROUND_ALLOWANCE * 3 * window_s
             _watch(swarm.processes, names, rounds, timeout, console)
         coordinator = Coordinator(connect(anvil.rpc_url), swarm.deployment)
         record = SwarmRecord.of(coordinator.events())

@@ -67,7 +67,8 @@ class ValuationConfig:
 
     method: str = "auto"  # "auto", or a name in ESTIMATORS; see `estimate_shapley`
     exact_max_players: int = 10  # auto: exact Shapley up to this many players (2**10 coalitions)
-    evaluations_per_player: int = 12  # sampling budget: this many coalitions per player ...
+    evaluations_per_player: int = 6  # sampling budget: this many coalitions per player, ...
+    min_evaluations: int = 256  # ... and at least this many, ...
     max_evaluations: int | None = None  # ... unless this absolute budget is given
     truncation: Fraction = Fraction(1, 100)  # stop a permutation within this share of the gain
     tolerance: Fraction = Fraction(1, 100)  # GTG: converged when the estimate moves less than this
@@ -77,13 +78,14 @@ class ValuationConfig:
     def budget(self, n_players: int) -> int:
         """Most distinct coalitions a sampling estimator may evaluate for `n_players`.
 
-        The default, 12 per player, keeps one valuation of a 50-member round of the default task
-        (each utility costs one robust aggregation plus a forward pass) under a minute on a 2-core
-        machine; see `scripts/bench_shapley.py`.
+        Every utility costs one robust aggregation over all n updates plus a forward pass, so the
+        cost of a valuation grows with n times the budget. The default, 6 per player and at least
+        256, keeps one valuation of a 50-member round of the default task (geometric median)
+        within about a minute of one CPU core; see `scripts/bench_shapley.py`.
         """
         if self.max_evaluations is not None:
             return self.max_evaluations
-        return max(self.evaluations_per_player * n_players, 2 * n_players + 2)
+        return max(self.evaluations_per_player * n_players, self.min_evaluations, 2 * n_players + 2)
 
 
 class _Budget:

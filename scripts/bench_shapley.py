@@ -1,6 +1,6 @@
 """Benchmark the Shapley estimators on the real valuation game and print JSON.
 
-The game is one round of the default digits task (MLP, bucketing + centered clipping, fixed
+The game is one round of the default digits task (MLP, the task's default robust rule, fixed
 point): a base checkpoint after a warm-up round, n nodes that each train locally from it, and
 ``v(S)`` = the task's utility on the 300-example reference set of ``base + aggregate(S)`` (absent
 members count as zero deltas, see `incentives.game`).
@@ -11,9 +11,9 @@ members count as zero deltas, see `incentives.game`).
   are quoted, the worst cases given beside them. Valued by negative loss (the smooth utility);
   ``n10_accuracy`` repeats it valued by accuracy.
 - ``scale``: 50 and 100 nodes (the training pool split evenly, two in ten with noisy labels);
-  wall time of one valuation per estimator at the default budget (`ValuationConfig`: 12
-  evaluations per player). Each evaluation runs the task's robust aggregation over all n rows, so
-  its cost grows with n.
+  wall and CPU time of one valuation per estimator at the default budget (`ValuationConfig`: 6
+  evaluations per player, at least 256). Each evaluation runs the task's robust aggregation over
+  all n rows, so its cost grows with n.
 
 Usage: ``.venv/bin/python scripts/bench_shapley.py [--seeds 5] [--threads 1]``.
 """
@@ -187,12 +187,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     report = {
         "setup": {
-            "task": "default digits task (MLP 64, bucketing s=2 + centered clipping)",
+            "task": "default digits task",
+            "rule": default_task().aggregation.rule,
             "reference_examples": 300,
             "budget_n10": BUDGET,
             "seeds_n10": args.seeds,
             "torch_threads": args.threads,
-            "default_budget_per_player": ValuationConfig().evaluations_per_player,
+            "default_budget": {str(n): ValuationConfig().budget(n) for n in SCALE},
         },
         "n10": bench_n10("neg_loss", args.seeds),
         "n10_accuracy": bench_n10("accuracy", args.seeds),

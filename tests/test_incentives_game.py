@@ -52,7 +52,7 @@ class Setting:
 
 
 TASKS: dict[str, dict[str, Any]] = {
-    # The default task (centered clipping, local epochs).
+    # The default task (unweighted geometric median, local epochs).
     "default": {},
     # Rules that weigh updates by their data: a plain mean of epoch-trained updates (half the
     # data is half the steps), and FedAvg of a fixed number of local steps.
@@ -174,8 +174,8 @@ def test_splitting_data_over_two_identities_does_not_raise_the_reward(task: str,
     The game runs the swarm's own rule, so a split pays exactly what the rule gives a split.
     Rules that weigh an update by its data make the halves worth the whole (measured over five
     draws: -3 % of the round reward with a mean of epoch-trained updates, -0.4 % with FedAvg).
-    Centered clipping, the default, clips every identity's offset to the same radius and so
-    counts identities, not data: there a split earns +13 % (same five draws). Valued by negative
+    The default unweighted geometric median gives every identity the same pull whatever its data,
+    so there a split earns +9 % (+13 % under centered clipping; same five draws). Valued by negative
     loss: accuracy moves in steps of one reference example, which swings one node's share by
     about +-13 % from one data draw to the next, hiding any effect of a split.
     """

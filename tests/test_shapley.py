@@ -246,8 +246,13 @@ def test_estimate_shapley_auto_is_exact_for_small_rounds_and_gtg_beyond() -> Non
 
     assert small.method == "exact"
     assert large.method == "gtg"
-    assert large.evaluations <= 12 * 14
+    assert large.evaluations <= ValuationConfig().budget(14)
     assert capped.evaluations <= 100
+
+
+@pytest.mark.parametrize(("n", "budget"), [(11, 256), (50, 300), (100, 600)])
+def test_default_budget_is_six_per_player_and_at_least_256(n: int, budget: int) -> None:
+    assert ValuationConfig().budget(n) == budget
 
 
 def _airport_extended(coalition: frozenset[int]) -> int:

@@ -5,7 +5,9 @@ For each swarm size it starts a fresh Anvil, deploys a ready-to-run swarm, runs 
 for a warm-up round plus the measured rounds, and reads each node's own account of every round
 (training, storage, chain, verification + aggregation + valuation, waiting). Beside it, a bare
 loop in this process trains the same nodes on the same data with the same local training, using
-all the machine's cores, and averages the deltas (FedAvg): the limit a swarm could approach.
+all the machine's cores, and averages the deltas (FedAvg): the limit a swarm could approach. The
+bare loop runs two ways (one node at a time with torch on every core, or one node per core on
+one torch thread each); the faster is the limit, and both are reported.
 
 The task's local training is calibrated first to take about ``--train-s`` seconds per node per
 round on one core. Prints one JSON object; medians over nodes and measured rounds::
@@ -24,18 +26,28 @@ import os
 import statistics
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from incentives.shapley import ValuationConfig
 from node.chain.anvil import Anvil
 from node.chain.deployment import SwarmParams
-from node.learning.data import load_npz, task_splits
-from node.learning.training import State, apply_delta, genesis_state, train_local, training_seed
+from node.learning.data import Dataset, load_npz, task_splits
+from node.learning.training import (
+    LocalUpdate,
+    State,
+    apply_delta,
+    genesis_state,
+    train_local,
+    training_seed,
+)
 from node.runtime.events import EventKind
-from node.runtime.runner import LocalSwarm, NodeProcess
+from node.runtime.runner import LocalSwarm, Member, NodeProcess
 from node.task import TaskSpec, default_task
 
 WINDOW_S = 300  # windows close early once every node acted; this only bounds a stall
@@ -74,7 +86,7 @@ def peak_rss_mb(process: NodeProcess) -> float:
 
 
 def swarm_rounds(
-    spec: TaskSpec, nodes: int, rounds: int, workdir: Path
+    spec: TaskSpec, valuation: ValuationConfig, nodes: int, rounds: int, workdir: Path
 ) -> tuple[list[dict[str, float]], float, LocalSwarm]:
     """Run a swarm; return each node's timings of each measured round and the mean peak RSS."""
     params = SwarmParams(
@@ -89,7 +101,9 @@ def swarm_rounds(
     first = 2  # round 1 opens with no members; round 2 is the warm-up
     last = first + rounds
     with Anvil() as anvil:
-        swarm = LocalSwarm.create(anvil, workdir, spec, nodes, params=params, alpha=0.5)
+        swarm = LocalSwarm.create(
+            anvil, workdir, spec, nodes, params=params, valuation=valuation, alpha=0.5
+        )
         with swarm:
             for i in range(nodes):
                 swarm.start(
@@ -118,28 +132,36 @@ def swarm_rounds(
     return timings, rss, swarm
 
 
-def bare_rounds(spec: TaskSpec, swarm: LocalSwarm, rounds: int) -> list[float]:
-    """The same local training of the same nodes in this process (all cores), then FedAvg."""
-    torch.set_num_threads(os.cpu_count() or 1)
+def _train(
+    spec: TaskSpec, base: State, round_id: int, member: Member, data: Dataset
+) -> LocalUpdate:
+    seed = training_seed(spec.train, round_id, member.address)
+    return train_local(spec, base, data, seed=seed, device=torch.device("cpu"))
+
+
+def bare_rounds(spec: TaskSpec, swarm: LocalSwarm, rounds: int, *, pooled: bool) -> list[float]:
+    """The same local training of the same nodes in this process, then FedAvg.
+
+    Either the nodes train one after another with torch using every core (``pooled=False``),
+    or `cores` threads train them side by side, torch using one core each (``pooled=True``).
+    """
+    cores = os.cpu_count() or 1
+    torch.set_num_threads(1 if pooled else cores)
     data = [load_npz(m.data) for m in swarm.members]
     state: State = genesis_state(spec)
     durations = []
-    for r in range(2, 3 + rounds):
-        started = time.perf_counter()
-        updates = [
-            train_local(
-                spec,
-                state,
-                d,
-                seed=training_seed(spec.train, r, m.address),
-                device=torch.device("cpu"),
-            )
-            for m, d in zip(swarm.members, data, strict=True)
-        ]
-        total = sum(u.num_samples for u in updates)
-        mean = {k: sum(u.delta[k] * (u.num_samples / total) for u in updates) for k in state}
-        state = apply_delta(state, mean)
-        durations.append(time.perf_counter() - started)
+    with ThreadPoolExecutor(cores if pooled else 1) as pool:
+        for r in range(2, 3 + rounds):
+            started = time.perf_counter()
+            train = partial(_train, spec, state, r)
+            updates = list(pool.map(train, swarm.members, data))
+            total = sum(u.num_samples for u in updates)
+            mean = {
+                k: torch.stack([u.delta[k] * (u.num_samples / total) for u in updates]).sum(0)
+                for k in state
+            }
+            state = apply_delta(state, mean)
+            durations.append(time.perf_counter() - started)
     return durations[1:]  # the first round is the warm-up
 
 
@@ -155,22 +177,31 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds per size")
     parser.add_argument("--train-s", type=float, default=2.0, help="local training per node")
+    parser.add_argument(
+        "--valuation",
+        default="auto",
+        help="Shapley estimator of the swarm's task document (auto: exact up to 10 members)",
+    )
     args = parser.parse_args()
+    valuation = ValuationConfig(method=args.valuation)
 
     spec = calibrated_task(args.train_s)
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-round-") as tmp:
         for n in args.nodes:
-            timings, rss, swarm = swarm_rounds(spec, n, args.rounds, Path(tmp) / f"n{n}")
-            bare = bare_rounds(spec, swarm, args.rounds)
+            timings, rss, swarm = swarm_rounds(spec, valuation, n, args.rounds, Path(tmp) / f"n{n}")
+            sequential = statistics.median(bare_rounds(spec, swarm, args.rounds, pooled=False))
+            pooled = statistics.median(bare_rounds(spec, swarm, args.rounds, pooled=True))
             breakdown = median_parts(timings)
             swarm_s = breakdown.pop("round")
-            bare_s = statistics.median(bare)
+            bare_s = min(sequential, pooled)
             results.append(
                 {
                     "nodes": n,
                     "swarm_round_s": swarm_s,
                     "bare_round_s": round(bare_s, 3),
+                    "bare_sequential_s": round(sequential, 3),
+                    "bare_pooled_s": round(pooled, 3),
                     "ratio": round(swarm_s / bare_s, 3),
                     "breakdown_s": breakdown,
                     "rss_mb_per_node": round(rss, 1),
@@ -184,6 +215,7 @@ def main() -> None:
                 "results": results,
                 "local_steps": spec.train.local_steps,
                 "target_train_s": args.train_s,
+                "valuation": args.valuation,
                 "cores": os.cpu_count(),
                 "load_average": os.getloadavg(),
                 "note": "breakdown: medians per node per round; verification includes "

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
+from incentives.shapley import ValuationConfig
 from node.chain.protocol import content_hash
 from node.errors import ConfigError
 from node.runtime.checkpoint import CheckpointMismatch, encode_checkpoint
@@ -87,6 +89,24 @@ def test_task_document_must_match_the_chain_and_be_canonical(tmp_path: Path) -> 
         blob = forged.canonical_bytes()
         with pytest.raises(CheckpointMismatch):
             fetch_task(store, store.put(blob), content_hash(blob))
+
+
+def test_task_document_carries_the_valuation_settings(tmp_path: Path) -> None:
+    cheap = ValuationConfig(method="loo", truncation=Fraction(1, 50), max_evaluations=40)
+    with EmbeddedStore(tmp_path) as store:
+        cid, digest, _ = publish_task(store, default_task(), cheap)
+
+        fetched, _ = fetch_task(store, cid, digest)
+
+    assert fetched.valuation == cheap
+    body = json.loads(fetched.canonical_bytes())
+    assert body["valuation"]["truncation"] == "1/50"
+    body["valuation"]["method"] = "astrology"
+    with pytest.raises(TaskDocumentError, match="astrology"):
+        TaskDocument.from_bytes(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+    body["valuation"] = {"method": "auto"}
+    with pytest.raises(TaskDocumentError, match="valuation must hold exactly"):
+        TaskDocument.from_bytes(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
 
 
 def test_task_document_rejects_an_unknown_format_and_a_bad_task() -> None:

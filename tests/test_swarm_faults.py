@@ -14,6 +14,8 @@ One scripted run of four nodes (each test checks one property of it against the 
 
 Between faults the script waits for a round in which all four nodes committed, so that a slow
 restart on a loaded machine delays the story but never changes it. Rounds are found at run time.
+The task is kept light (one local epoch, leave-one-out valuation): these tests are about what
+crashes and stalls do to the protocol, not about learning.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
 import pytest
 
 from incentives.claims import load_reward_tree
+from incentives.shapley import ValuationConfig
 from node.chain.anvil import Anvil
 from node.chain.coordinator import Coordinator
 from node.chain.deploy import connect
@@ -47,7 +50,7 @@ from node.chain.events import (
 from node.chain.protocol import RoundStatus
 from node.runtime.events import EventKind, NodeEvent
 from node.runtime.runner import LocalSwarm, NodeProcess
-from node.task import default_task
+from node.task import TaskSpec, default_task
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -75,6 +78,12 @@ class Story:
     missed_round: int  # node 3 was stalled through its commit window
     no_quorum_round: int  # nodes 2 and 3 were stalled after revealing
     restart_round: int  # the round open when Anvil was restarted
+
+
+def light_task() -> TaskSpec:
+    """The default task with one local epoch."""
+    spec = default_task()
+    return replace(spec, train=replace(spec.train, local_epochs=1))
 
 
 def _wait_until(condition: Callable[[], bool], what: str) -> None:
@@ -174,7 +183,9 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Story:
         attest_duration_s=10,
     )
     with Anvil(state_file=workdir / "anvil-state.json", state_interval=1) as anvil:
-        swarm = LocalSwarm.create(anvil, workdir, default_task(), NODES, params=params)
+        swarm = LocalSwarm.create(
+            anvil, workdir, light_task(), NODES, params=params, valuation=ValuationConfig("loo")
+        )
         coordinator = Coordinator(connect(anvil.rpc_url), swarm.deployment)
         with swarm:
             nodes = [swarm.start(i, "--min-members", str(NODES)) for i in range(NODES)]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from web3 import Web3
 
+from incentives.shapley import ValuationConfig
 from node.chain.deploy import deploy_swarm
 from node.chain.deployment import Deployment, SwarmParams, save_deployment
 from node.runtime.document import publish_task
@@ -21,6 +22,7 @@ def deploy_task_swarm(
     spec: TaskSpec,
     out: Path,
     params: SwarmParams | None = None,
+    valuation: ValuationConfig | None = None,
 ) -> Deployment:
     """Store a task and its genesis checkpoint, deploy the swarm for it, write the deployment.
 
@@ -38,6 +40,8 @@ def deploy_task_swarm(
         The deployment file to write.
     params
         The coordinator's parameters; the task fields are filled in here (defaults otherwise).
+    valuation
+        How contributions are valued (the incentives package's default when None).
 
     Returns
     -------
@@ -51,7 +55,7 @@ def deploy_task_swarm(
     ChainError
         If a deployment transaction fails.
     """
-    cid, digest, _ = publish_task(store, spec)
+    cid, digest, _ = publish_task(store, spec, valuation)
     base = params or SwarmParams(task_spec_cid=cid, task_spec_hash="0x" + digest.hex())
     chosen = replace(base, task_spec_cid=cid, task_spec_hash="0x" + digest.hex())
     deployment = deploy_swarm(w3, deployer_key, chosen)

@@ -1,23 +1,30 @@
 """The swarm's task document: the blob whose CID and SHA-256 the coordinator fixes at deployment.
 
-It binds the task spec to the checkpoint round 1 starts from, so that a node needs nothing but
-the chain and the content store to know exactly what to train::
+It binds the task spec to the checkpoint round 1 starts from and to how contributions are
+valued, so that a node needs nothing but the chain and the content store to know exactly what to
+train and what to attest::
 
-    {"format":"swarmchain-task/1","genesis":{"cid":"bafk...","sha256":"0x..."},"task":{...}}
+    {"format":"swarmchain-task/1","genesis":{"cid":"bafk...","sha256":"0x..."},"task":{...},
+     "valuation":{"antithetic":true,"method":"auto",...,"truncation":"1/100"}}
 
 The bytes are canonical JSON (sorted keys, no whitespace, ASCII), ``task`` is
-`node.task.TaskSpec.to_dict`, and ``genesis`` names the genesis checkpoint: the task's model
+`node.task.TaskSpec.to_dict`, ``genesis`` names the genesis checkpoint: the task's model
 initialised from ``task.train.seed`` (`node.learning.training.genesis_state`), encoded with the
-update codec. Nodes check the document against the on-chain hash and the genesis blob against
-the document before using either, so a store can withhold them but not swap them.
+update codec, and ``valuation`` holds every field of `incentives.shapley.ValuationConfig`
+(fractions written ``"p/q"``): the estimator and its budget, a trade-off between the precision of
+rewards and the time every member spends on them each round. Nodes check the document against
+the on-chain hash and the genesis blob against the document before using either, so a store can
+withhold them but not swap them.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field, fields
+from fractions import Fraction
+from typing import Any, get_type_hints
 
+from incentives.shapley import ESTIMATORS, ValuationConfig
 from node import safejson
 from node.chain.protocol import content_hash
 from node.errors import ConfigError, VerificationError
@@ -38,11 +45,12 @@ class TaskDocumentError(VerificationError):
 
 @dataclass(frozen=True)
 class TaskDocument:
-    """A task spec and the genesis checkpoint it starts from."""
+    """A task spec, the genesis checkpoint it starts from, and how contributions are valued."""
 
     spec: TaskSpec  # the task every member trains
     genesis_cid: str  # CID of the genesis checkpoint blob
     genesis_hash: bytes  # SHA-256 of that blob (32 bytes)
+    valuation: ValuationConfig = field(default_factory=ValuationConfig)  # Shapley estimator
 
     def canonical_bytes(self) -> bytes:
         """The document's canonical encoding: what is stored and hashed."""
@@ -50,6 +58,7 @@ class TaskDocument:
             "format": DOCUMENT_FORMAT,
             "genesis": {"cid": self.genesis_cid, "sha256": "0x" + self.genesis_hash.hex()},
             "task": self.spec.to_dict(),
+            "valuation": _valuation_json(self.valuation),
         }
         return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
@@ -69,8 +78,10 @@ class TaskDocument:
             body = safejson.loads(data.decode("ascii"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise TaskDocumentError(f"task document is not ASCII JSON: {err}") from None
-        if not isinstance(body, dict) or set(body) != {"format", "genesis", "task"}:
-            raise TaskDocumentError("task document must hold exactly format, genesis and task")
+        if not isinstance(body, dict) or set(body) != {"format", "genesis", "task", "valuation"}:
+            raise TaskDocumentError(
+                "task document must hold exactly format, genesis, task and valuation"
+            )
         if body["format"] != DOCUMENT_FORMAT:
             raise TaskDocumentError(
                 f"task document format {body['format']!r} is not {DOCUMENT_FORMAT!r}"
@@ -82,10 +93,54 @@ class TaskDocument:
             spec = TaskSpec.from_json(body["task"])
         except ConfigError as err:
             raise TaskDocumentError(f"task document holds an invalid task: {err}") from None
-        document = cls(spec, _cid(genesis["cid"]), _sha256(genesis["sha256"]))
+        valuation = _valuation(body["valuation"])
+        document = cls(spec, _cid(genesis["cid"]), _sha256(genesis["sha256"]), valuation)
         if document.canonical_bytes() != data:
             raise TaskDocumentError("task document is not in canonical form")
         return document
+
+
+def _valuation_json(config: ValuationConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in fields(ValuationConfig):
+        value = getattr(config, f.name)
+        out[f.name] = (
+            f"{value.numerator}/{value.denominator}" if isinstance(value, Fraction) else value
+        )
+    return out
+
+
+def _valuation(value: Any) -> ValuationConfig:
+    """Parse and check the valuation section (every field of `ValuationConfig`, typed)."""
+    names = {f.name for f in fields(ValuationConfig)}
+    if not isinstance(value, dict) or set(value) != names:
+        raise TaskDocumentError(f"task document valuation must hold exactly {sorted(names)}")
+    hints = get_type_hints(ValuationConfig)
+    parsed: dict[str, Any] = {}
+    for name, given in value.items():
+        hint = hints[name]
+        if hint is Fraction:
+            try:
+                number = Fraction(given) if isinstance(given, str) and "/" in given else None
+            except (ValueError, ZeroDivisionError):
+                number = None
+            if number is None or not 0 <= number < 1:
+                raise TaskDocumentError(f"valuation.{name} must be a fraction 'p/q' in [0, 1)")
+            parsed[name] = number
+        elif hint is bool or hint is str:
+            if not isinstance(given, hint):
+                raise TaskDocumentError(f"valuation.{name} must be a {hint.__name__}")
+            parsed[name] = given
+        else:  # int, or int | None
+            optional = hint is not int
+            if not (given is None and optional) and (type(given) is not int or given < 0):
+                raise TaskDocumentError(f"valuation.{name} must be an integer >= 0")
+            parsed[name] = given
+    if parsed["method"] != "auto" and parsed["method"] not in ESTIMATORS:
+        raise TaskDocumentError(
+            f"valuation.method {parsed['method']!r} is not auto or one of {sorted(ESTIMATORS)}"
+        )
+    return ValuationConfig(**parsed)
 
 
 def _cid(value: Any) -> str:
@@ -107,7 +162,9 @@ def _sha256(value: Any) -> bytes:
     raise TaskDocumentError(f"genesis sha256 must be 0x + 64 hex digits, got {value!r}")
 
 
-def publish_task(store: Store, spec: TaskSpec) -> tuple[str, bytes, TaskDocument]:
+def publish_task(
+    store: Store, spec: TaskSpec, valuation: ValuationConfig | None = None
+) -> tuple[str, bytes, TaskDocument]:
     """Store a task's genesis checkpoint and its task document.
 
     Parameters
@@ -116,6 +173,8 @@ def publish_task(store: Store, spec: TaskSpec) -> tuple[str, bytes, TaskDocument
         Where members will fetch both blobs.
     spec
         The task.
+    valuation
+        How contributions are valued; the incentives package's default when None.
 
     Returns
     -------
@@ -124,7 +183,7 @@ def publish_task(store: Store, spec: TaskSpec) -> tuple[str, bytes, TaskDocument
     """
     genesis = encode_checkpoint(genesis_state(spec))
     stored = store.put(genesis.blob)
-    document = TaskDocument(spec, stored, genesis.hash)
+    document = TaskDocument(spec, stored, genesis.hash, valuation or ValuationConfig())
     blob = document.canonical_bytes()
     return store.put(blob), content_hash(blob), document
 

@@ -28,6 +28,7 @@ of public inputs, so every honest node attests the identical tuple.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -67,6 +68,7 @@ from node.chain.reverts import (
     QuorumReached,
     RoundAlreadyFinalized,
     RoundNotExpired,
+    UnknownRound,
     WrongRound,
 )
 from node.chain.tx import Transaction
@@ -163,6 +165,13 @@ class SwarmNode:
         self._duty_seen: dict[tuple[int, str], float] = {}
         self._skipped: set[tuple[int, str]] = set()
         self._committed: set[int] = set()
+        self._attested: set[int] = set()
+        self._revealed: set[int] = set()
+        self._round = 0  # the open round last seen
+        self._block_time = 0  # the latest block's timestamp when last read
+        self._block_read_at = 0.0  # wall-clock time of that read
+        self._eligibility: dict[int, bool] = {}
+        self.index = -1  # this member's bitmap index, known once it joined
         self._fetch_until = 0.0  # monotonic time until which `_fetch` retries missing blobs
         self._announced: set[int] = set()
 
@@ -317,6 +326,7 @@ class SwarmNode:
                     f"{self.address} is a member with other public keys than {KEYS_FILE}",
                     hint="run with the journal directory this account joined with",
                 )
+            self.index = me.index
             return
         stake = self.config.stake or self.params.min_stake
         balance = self.coordinator.token.balance_of(self.address)
@@ -326,9 +336,10 @@ class SwarmNode:
                 hint="get tokens from the swarm's deployer first",
             )
         tx = self.coordinator.join(stake, *keys)
+        self.index = self.coordinator.member_info().index
         if tx is not None:
-            index = self.coordinator.member_info().index
-            self._emit(EventKind.JOINED, self.coordinator.current_round(), stake=stake, index=index)
+            round_id = self.coordinator.current_round()
+            self._emit(EventKind.JOINED, round_id, stake=stake, index=self.index)
 
     # ---- the loop ----------------------------------------------------------------------------
 
@@ -340,20 +351,19 @@ class SwarmNode:
         bool
             True once `until_round` is closed and settled (the node should exit).
         """
-        current = self.coordinator.current_round()
+        info = self._current_info()
+        current = info.round
         self._close_rounds(current)
         until = self.config.until_round
         if until is not None and current > until and self.next_close > until:
             return True
-        info = self.coordinator.round_info(current)
         now = self._chain_now()
         phase = _phase_at(info, now)
         if info.active_at_open == 0:
             if phase == Phase.ENDED and self._opens_first_round() and self._duty_due(info, "fail"):
                 self._send("fail", current, lambda: self.coordinator.fail_round(current))
             return False
-        me = self.coordinator.member_info()
-        eligible = me.stake_at_open > 0
+        eligible = self._eligible(current)
         self._announce(info, eligible)
         if phase == Phase.COMMIT and eligible:
             self._commit(info)
@@ -361,15 +371,42 @@ class SwarmNode:
             self._skip(current, "commit", "the commit window closed before this node committed")
         if phase == Phase.REVEAL:
             self._reveal(info)
-        elif phase == Phase.ATTEST and eligible and me.last_attest_round != current:
+        elif phase == Phase.ATTEST and eligible and current not in self._attested:
             self._attest(info)
         if phase in (Phase.ATTEST, Phase.ENDED):
-            self._finish(self.coordinator.round_info(current), phase)
+            self._finish(info, phase)
         return False
 
+    def _current_info(self) -> RoundInfo:
+        """The open round: the last one seen while it stays open (one read per look)."""
+        if self._round:
+            with contextlib.suppress(UnknownRound):  # a chain restarted from an older state
+                info = self.coordinator.round_info(self._round)
+                if info.status == RoundStatus.OPEN:
+                    return info
+        self._round = self.coordinator.current_round()
+        return self.coordinator.round_info(self._round)
+
+    def _eligible(self, round_id: int) -> bool:
+        """Whether this node held stake when the round opened (read once per round)."""
+        if round_id not in self._eligibility:
+            me = self.coordinator.member_info()
+            self._eligibility[round_id] = me.stake_at_open > 0
+            if me.last_attest_round == round_id:
+                self._attested.add(round_id)
+        return self._eligibility[round_id]
+
     def _chain_now(self) -> int:
-        """The time the next block will carry, at the latest: max(latest block, wall clock)."""
-        return max(self.coordinator.timestamp(), int(time.time()))
+        """The time the next block will carry, at the latest: max(latest block, wall clock).
+
+        The latest block's time is read at most once a second; between reads the wall clock
+        carries it forward.
+        """
+        wall = time.time()
+        if wall - self._block_read_at >= 1.0:
+            self._block_time = self.coordinator.timestamp()
+            self._block_read_at = wall
+        return max(self._block_time + int(wall - self._block_read_at), int(wall))
 
     def _opens_first_round(self) -> bool:
         return self.coordinator.totals().active_members >= self.config.min_members
@@ -528,10 +565,12 @@ class SwarmNode:
 
     def _reveal(self, info: RoundInfo) -> None:
         r = info.round
+        if (r, "reveal") in self._skipped or r in self._revealed:
+            return
         mine = self.coordinator.submission(r)
         if mine.state != SubmissionState.COMMITTED or mine.commitment is None:
-            return
-        if (r, "reveal") in self._skipped:
+            if mine.state != SubmissionState.NONE:
+                self._revealed.add(r)
             return
         stored = "0x" + mine.commitment.hex()
         records = [rec for rec in self.journal.of_kind("update", r) if rec["commitment"] == stored]
@@ -542,6 +581,7 @@ class SwarmNode:
             return
         reveal = _reveal_of(records[-1])
         self._send("reveal", r, lambda: self.coordinator.reveal(r, reveal))
+        self._revealed.add(r)
 
     # ---- attest and close --------------------------------------------------------------------
 
@@ -564,6 +604,7 @@ class SwarmNode:
             checkpoint_hash="0x" + result.outcome.checkpoint_hash.hex(),
             accepted=sum(v.accepted for v in result.verdicts),
         )
+        self._attested.add(r)
         # The attestation that carried the tuple over the quorum finalizes at once; the others
         # wait their staggered turn, by when it is normally done.
         if tx is not None and any(
@@ -604,8 +645,7 @@ class SwarmNode:
         if key in self._skipped:
             return False
         first = self._duty_seen.setdefault(key, time.monotonic())
-        index = self.coordinator.member_info().index
-        return time.monotonic() - first >= self.config.stagger_s * (index % 16 + 1)
+        return time.monotonic() - first >= self.config.stagger_s * (self.index % 16 + 1)
 
     # ---- round inputs ------------------------------------------------------------------------
 
@@ -675,6 +715,7 @@ class SwarmNode:
             center=self._center(info.base_round),
             reference=self.reference,
             submissions=self.history.submissions(info.round),
+            valuation=self.document.valuation,
         )
 
     def _result(self, info: RoundInfo) -> RoundResult:
@@ -751,8 +792,7 @@ class SwarmNode:
     def _claim(self, info: RoundInfo, outcome: Outcome) -> int:
         """Claim this node's reward for a finalized round; returns the amount owed."""
         r = info.round
-        index = self.coordinator.member_info().index
-        if index not in decode_bitmap(outcome.accepted_bitmap):
+        if self.index not in decode_bitmap(outcome.accepted_bitmap):
             return 0
         tree = load_reward_tree(self.rewards_dir, r)
         if tree is None or tree.root != outcome.rewards_root:

@@ -70,6 +70,7 @@ class RoundInputs:
     center: State | None  # the step that produced `base`, for rules that take a centre
     reference: Dataset  # the task's reference set
     submissions: tuple[Submission, ...]  # the round's revealed updates, any order
+    valuation: ValuationConfig = field(default_factory=ValuationConfig)  # the task document's
 
 
 @dataclass(frozen=True)
@@ -102,16 +103,6 @@ class RoundResult:
 def aggregation_seed(seed: bytes) -> int:
     """The non-negative integer seed the aggregation rule gets from the round seed."""
     return derive_seed("swarmchain/aggregation", seed)
-
-
-def valuation_config(spec: TaskSpec) -> ValuationConfig:
-    """How the task values contributions.
-
-    The task spec carries the utility and its quantum; the estimator is the incentives
-    package's default policy (exact Shapley while all ``2**n`` coalitions fit its evaluation
-    budget, GTG-Shapley beyond), identical for every member of every swarm.
-    """
-    return ValuationConfig()
 
 
 def reward_for_round(events: Sequence[ChainEvent], round_id: int, reward_per_round: int) -> int:
@@ -303,7 +294,7 @@ def combine_round(
                 seed=inputs.seed,
                 reward=inputs.reward,
                 rejected=losers,
-                config=valuation_config(spec),
+                config=inputs.valuation,
             )
         amounts, tree = settled.amounts, settled.tree
     else:

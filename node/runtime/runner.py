@@ -28,6 +28,7 @@ from typing import Self
 
 import numpy as np
 
+from incentives.shapley import ValuationConfig
 from node.chain.anvil import Anvil
 from node.chain.deploy import connect
 from node.chain.deployment import Deployment, SwarmParams
@@ -227,6 +228,7 @@ class LocalSwarm:
         nodes: int,
         *,
         params: SwarmParams | None = None,
+        valuation: ValuationConfig | None = None,
         alpha: float = 0.5,
         test_size: int = 300,
         seed: int = 0,
@@ -245,6 +247,8 @@ class LocalSwarm:
             Members to prepare.
         params
             Coordinator parameters (windows, quorum, rewards); the task fields are filled in.
+        valuation
+            How contributions are valued (the incentives package's default when None).
         alpha
             Dirichlet concentration of the members' label skew.
         test_size
@@ -258,7 +262,13 @@ class LocalSwarm:
         deployment_file = workdir / "deployment.json"
         with EmbeddedStore(store_dir) as store:
             deployment = deploy_task_swarm(
-                connect(anvil.rpc_url), deployer.private_key, store, spec, deployment_file, params
+                connect(anvil.rpc_url),
+                deployer.private_key,
+                store,
+                spec,
+                deployment_file,
+                params,
+                valuation,
             )
         harness = SwarmHarness(anvil, deployment, deployer.private_key)
         pool, _ = task_splits(spec)

@@ -162,7 +162,7 @@ def test_rewards_claim_with_any_key_or_deployment_fails_cleanly(key: str, conten
 )
 def test_any_argument_list_never_shows_a_traceback(args: list[str]) -> None:
     if "serve" in args or "join" in args or "demo" in args:
-        return  # long-running commands; their hostile values are tested below
+        return  # they run until stopped (a server, a node, a demo chain)
     with _workdir() as directory:
         code, stderr = _run(["store", "--help"] if not args else [*args, "--store", str(directory)])
     _assert_no_traceback(code, stderr)

@@ -42,6 +42,11 @@ PIPELINES: dict[str, AggregationSpec] = {
     "geometric_median_weighted": AggregationSpec(
         "geometric_median", {"iterations": 8, "weighted": True}, ()
     ),
+    "geometric_median_weighted+sample_cap": AggregationSpec(
+        "geometric_median",
+        {"iterations": 8, "weighted": True},
+        (StepSpec("sample_cap", {"factor": 2.0}),),
+    ),
     "krum": AggregationSpec("krum", {"f": NUM_BYZANTINE}, ()),
     "multi_krum": AggregationSpec("multi_krum", {"f": NUM_BYZANTINE}, ()),
     "bulyan": AggregationSpec("bulyan", {"f": NUM_BYZANTINE}, ()),

@@ -31,6 +31,7 @@ from node.aggregation.norm_clipping import norm_clipping
 from node.aggregation.pipeline import aggregate
 from node.aggregation.randomness import derive_seed, seeded_permutation
 from node.aggregation.registry import RULES, STEPS, resolve_params
+from node.aggregation.sample_cap import sample_cap
 from node.task import AggregationSpec, StepSpec, TaskSpec
 
 
@@ -270,6 +271,31 @@ def test_nnm_mixes_each_row_with_its_nearest_neighbours() -> None:
     assert out.origin == ((0, 1), (0, 1), (1, 2))
     with pytest.raises(ValueError, match="NNM needs 0 <= f < n, got n=3, f=3"):
         nearest_neighbour_mixing(batch, f=3)
+
+
+def test_sample_cap_limits_counts_to_a_multiple_of_the_median() -> None:
+    batch = batch_of([[0.0], [1.0], [2.0], [3.0]], weights=[1, 2, 3, 100])
+    out = sample_cap(batch, factor=2.0)  # median 2.5, cap floor(2 * 2.5) = 5
+    assert out.weights.tolist() == [1, 2, 3, 5]
+    assert out.values is batch.values and out.origin == batch.origin
+    with pytest.raises(ValueError, match="factor >= 1"):
+        sample_cap(batch, factor=0.5)
+
+
+def test_sample_cap_stops_a_liar_taking_over_the_weighted_geometric_median() -> None:
+    rows = [[0.0], [0.1], [-0.1], [0.2], [-0.2], [50.0]]
+    updates = [{"w": torch.tensor(r)} for r in rows]
+    claims = [10, 10, 10, 10, 10, 1000]  # the last update lies about its sample count
+    weighted = AggregationSpec("geometric_median", {"weighted": True, "iterations": 50}, ())
+    capped = AggregationSpec(
+        "geometric_median",
+        {"weighted": True, "iterations": 50},
+        (StepSpec("sample_cap", {"factor": 2.0}),),
+    )
+    taken = aggregate(TaskSpec(aggregation=weighted), updates, claims)
+    held = aggregate(TaskSpec(aggregation=capped), updates, claims)
+    assert taken.delta["w"].item() == pytest.approx(50.0, abs=0.01)
+    assert abs(held.delta["w"].item()) < 0.2
 
 
 # --- registry and pipeline ----------------------------------------------------------------------

@@ -82,8 +82,10 @@ def test_registry_names_every_attack(ctx: AttackContext) -> None:
         "ipm",
         "free_rider",
         "copycat",
+        "sample_inflation",
     }
     assert ATTACKS["label_flip"].flips_labels and ATTACKS["label_flip"].forge is None
+    assert ATTACKS["sample_inflation"].sample_factor == 100
     for name, attack in ATTACKS.items():
         if attack.forge is not None:
             forged = attack.forge(ctx)

@@ -22,6 +22,7 @@ from node.aggregation.mean import mean, weighted_mean
 from node.aggregation.median import median, trimmed_mean
 from node.aggregation.nnm import nearest_neighbour_mixing
 from node.aggregation.norm_clipping import norm_clipping
+from node.aggregation.sample_cap import sample_cap
 
 ParamValue = bool | int | float | None
 
@@ -90,6 +91,7 @@ STEPS: Final[Mapping[str, Step]] = {
     ),
     "bucketing": Step(bucketing, {"s": Param(int, 2, 1)}, uses_seed=True),
     "nnm": Step(nearest_neighbour_mixing, {"f": _F}),
+    "sample_cap": Step(sample_cap, {"factor": Param(float, 2.0, 1.0)}),
 }
 
 

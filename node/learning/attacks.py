@@ -13,6 +13,8 @@
   Manipulation", UAI 2019: send ``-epsilon * mean`` of the honest updates.
 * Free-rider: send the base model (a zero delta) or a copy of another node's update (Lin, Du,
   Liu, "Free-riders in Federated Learning: Attacks and Defenses", 2019).
+* Sample inflation: send a sign-flipped update and claim 100 times the examples trained on, to
+  take over any rule that weighs updates by their self-reported sample counts.
 
 Model attacks are omniscient where the paper's are: they see this round's honest updates. In the
 real protocol commit-reveal hides those until every commitment is in, which is exactly why the
@@ -115,6 +117,7 @@ class Attack:
 
     flips_labels: bool  # train on flipped labels (then send that update unchanged)
     forge: Callable[[AttackContext], State] | None  # replaces the update; None: send it as is
+    sample_factor: int = 1  # claim this many times the examples actually trained on
 
 
 ATTACKS: Final[Mapping[str, Attack]] = {
@@ -126,6 +129,7 @@ ATTACKS: Final[Mapping[str, Attack]] = {
     "ipm": Attack(False, ipm),
     "free_rider": Attack(False, free_rider),
     "copycat": Attack(False, lambda ctx: free_rider(ctx, copy=True)),
+    "sample_inflation": Attack(False, sign_flip, sample_factor=100),
 }
 
 

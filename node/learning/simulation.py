@@ -1,9 +1,10 @@
 """An in-process swarm for experiments: n nodes, f of them Byzantine, no chain and no store.
 
 Each round every honest node trains from the current checkpoint on its own partition; each
-Byzantine node trains too (on flipped labels for a data attack) and then forges its update with
-the chosen attack, seeing the honest updates of the round; the task's aggregation combines all
-n updates with the round seed and, for rules that take one, the previous aggregate as centre.
+Byzantine node trains too (on flipped labels for a data attack) and then forges its update and
+its claimed sample count with the chosen attack, seeing the honest updates of the round; the
+task's aggregation combines all n updates with the round seed and, for rules that take one, the
+previous aggregate as centre.
 `scripts/bench_robustness.py` runs this for every rule and attack.
 """
 
@@ -110,10 +111,12 @@ def simulate(
             for i in sorted(byzantine):
                 ctx = AttackContext(deltas[i], honest, num_byzantine, num_nodes, seed * 1000 + r)
                 deltas[i] = chosen.forge(ctx)
+        factor = 1 if chosen is None else chosen.sample_factor
+        claims = [u.num_samples * (factor if i in byzantine else 1) for i, u in enumerate(updates)]
         result = aggregate(
             spec,
             deltas,
-            [u.num_samples for u in updates],
+            claims,
             seed=derive_seed("round", seed, r),
             center=previous if uses_center else None,
         )

@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -186,6 +187,7 @@ def main() -> None:
     valuation = ValuationConfig(method=args.valuation)
 
     spec = calibrated_task(args.train_s)
+    print(f"local_steps={spec.train.local_steps}", file=sys.stderr, flush=True)
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-round-") as tmp:
         for n in args.nodes:
@@ -195,20 +197,20 @@ def main() -> None:
             breakdown = median_parts(timings)
             swarm_s = breakdown.pop("round")
             bare_s = min(sequential, pooled)
-            results.append(
-                {
-                    "nodes": n,
-                    "swarm_round_s": swarm_s,
-                    "bare_round_s": round(bare_s, 3),
-                    "bare_sequential_s": round(sequential, 3),
-                    "bare_pooled_s": round(pooled, 3),
-                    "ratio": round(swarm_s / bare_s, 3),
-                    "breakdown_s": breakdown,
-                    "rss_mb_per_node": round(rss, 1),
-                    "threads_per_node": max(1, (os.cpu_count() or 1) // n),
-                    "measured_rounds": args.rounds,
-                }
-            )
+            result = {
+                "nodes": n,
+                "swarm_round_s": swarm_s,
+                "bare_round_s": round(bare_s, 3),
+                "bare_sequential_s": round(sequential, 3),
+                "bare_pooled_s": round(pooled, 3),
+                "ratio": round(swarm_s / bare_s, 3),
+                "breakdown_s": breakdown,
+                "rss_mb_per_node": round(rss, 1),
+                "threads_per_node": max(1, (os.cpu_count() or 1) // n),
+                "measured_rounds": args.rounds,
+            }
+            results.append(result)
+            print(json.dumps(result), file=sys.stderr, flush=True)  # progress, size by size
     print(
         json.dumps(
             {

@@ -247,14 +247,16 @@ def test_accuracy_is_within_three_points_of_the_run_without_the_attacker(run: Ru
 
 def test_every_accepted_member_claimed_what_the_round_allocated(run: Run) -> None:
     claimed = {(e.round, e.account): e.amount for e in run.events if isinstance(e, Claimed)}
+    finalized = {e.round: e for e in run.events if isinstance(e, RoundFinalized)}
     for r in ROUNDS:
+        accepted = decode_bitmap(finalized[r].outcome.accepted_bitmap)
         for member in run.swarm.members:
             tree = load_reward_tree(member.journal / "rewards", r)
-            assert tree is not None
-            finalized = next(
-                e for e in run.events if isinstance(e, RoundFinalized) and e.round == r
-            )
-            assert tree.root == finalized.outcome.rewards_root
+            if run.indices[member.address] not in accepted:
+                assert claimed.get((r, member.address), 0) == 0
+                continue
+            assert tree is not None, f"{member.index} kept no reward tree of round {r}"
+            assert tree.root == finalized[r].outcome.rewards_root
             owed = tree.amount_of(member.address)
             assert claimed.get((r, member.address), 0) == owed
 

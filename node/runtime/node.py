@@ -93,6 +93,7 @@ from storage.store import EmbeddedStore, Store, open_store
 KEYS_FILE = "node-keys.json"
 REWARDS_DIR = "rewards"
 MAX_BACKOFF_S = 5.0
+KEEP_CHECKPOINTS = 3  # finalized checkpoints kept in memory (a base, its base, one spare)
 FETCH_PATIENCE_S = 10.0  # how long a blob a peer may still be serving is retried
 BENIGN = {  # reverts that mean "someone else already did it", by action
     "commit": (AlreadyCommitted,),
@@ -265,7 +266,6 @@ class SwarmNode:
         self.params = self.coordinator.params()
         self.document, genesis = fetch_task(self.store, *self.coordinator.task_spec())
         self.spec = self.document.spec
-        self._checkpoints[(0, genesis.hash)] = genesis
         self.genesis = genesis
         self.data = load_node_data(cfg.data, cfg.labels)
         check_dataset(self.data, self.spec.data)
@@ -767,6 +767,14 @@ class SwarmNode:
             self.journal.append("closed", round=r, status=info.status.name.lower())
             self._clocks.pop(r, None)
             self.next_close = r + 1
+            self._forget(r)
+
+    def _forget(self, closed: int) -> None:
+        """Drop what a long run no longer needs: results of closed rounds, and checkpoints
+        older than the last few finalized ones (the base of the next round and its own base)."""
+        self._results = {k: v for k, v in self._results.items() if k[0] > closed}
+        keep = sorted({r for r, _ in self._checkpoints})[-KEEP_CHECKPOINTS:]
+        self._checkpoints = {k: v for k, v in self._checkpoints.items() if k[0] in keep}
 
     def _settle_finalized(self, info: RoundInfo) -> None:
         r = info.round

@@ -20,8 +20,16 @@ from typing import Any
 import pytest
 from browser import CHROMIUM, load_page
 
+from node.audit.record import SwarmRecord
+from node.audit.replay import Auditor
+from node.audit.report import CheckKind, Result
 from node.chain.anvil import Anvil, DevAccount
+from node.chain.coordinator import Coordinator
+from node.chain.deployment import load_deployment
+from node.chain.harness import SwarmHarness, sample_outcome, sample_reveal
+from node.chain.protocol import Phase
 from storage.cid import CID
+from storage.store import EmbeddedStore
 
 pytestmark = pytest.mark.integration
 
@@ -252,3 +260,38 @@ def test_too_few_tokens_to_stake_is_a_one_line_error(flow: Flow) -> None:
     )  # fmt: skip
 
     _one_line_error(done, f"{stranger.address} holds 0 tokens, fewer than the stake")
+
+
+def test_audit_of_a_forged_checkpoint_finalized_by_colluding_stake_reports_mismatch(
+    flow: Flow,
+) -> None:
+    deployment = load_deployment(flow.deployment)
+    harness = SwarmHarness(flow.anvil, deployment, flow.anvil.accounts[0].private_key)
+    clients = [Coordinator(harness.w3, deployment, m.private_key) for m in flow.members]
+    snapshot = harness.rpc("evm_snapshot", [])
+    try:
+        # Both members (all of the stake) skip training and finalize a made-up tuple.
+        forged = harness.open_round()
+        reveals = [sample_reveal(c.account, forged) for c in clients]
+        for client, reveal in zip(clients, reveals, strict=True):
+            client.commit(forged, client.commitment_for(reveal, forged))
+        harness.advance_to_phase(Phase.REVEAL)
+        for client, reveal in zip(clients, reveals, strict=True):
+            client.reveal(forged, reveal)
+        harness.advance_to_phase(Phase.ATTEST)
+        outcome, _ = sample_outcome([0, 1], {}, label="forged checkpoint")
+        for client in clients:
+            client.attest(forged, outcome)
+        clients[0].finalize(forged, outcome)
+        with EmbeddedStore(flow.store) as store:
+            record = SwarmRecord.of(clients[0].events())
+            report = Auditor(record, deployment, store).audit("latest")
+    finally:
+        harness.rpc("evm_revert", [snapshot])
+
+    assert report.checkpoint_round == forged
+    assert report.result == Result.MISMATCH
+    assert report.first_mismatch is not None and report.first_mismatch.round == forged
+    failed = {c.kind for c in report.checks if not c.ok and c.round == forged}
+    assert {CheckKind.ENVELOPE, CheckKind.CHECKPOINT_HASH, CheckKind.CHECKPOINT_BLOB} <= failed
+    assert all(c.ok for c in report.checks if c.round < forged)  # the honest rounds still match

@@ -378,6 +378,7 @@ class Auditor:
             center=self._center(rec.base_round, spec, checkpoints),
             reference=task.reference,
             submissions=rec.submissions(),
+            valuation=task.document.valuation,
         )
         return compute_round(inputs, lambda cid, size: self.store.get(cid, max_size=size))
 

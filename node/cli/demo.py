@@ -50,7 +50,7 @@ from node.learning.training import evaluate
 from node.runtime.checkpoint import Checkpoint, aggregate_of
 from node.runtime.config import load_node_data
 from node.runtime.deploy import deploy_task_swarm
-from node.runtime.document import fetch_task
+from node.runtime.document import TaskDocument, fetch_task
 from node.runtime.local import AttackPlan, local_update
 from node.runtime.round import Contribution, RoundInputs, combine_round, one_thread
 from node.runtime.runner import LocalSwarm, Member, NodeProcess, save_npz
@@ -316,7 +316,11 @@ def _watch(
 
 
 def baseline_accuracy(
-    swarm: LocalSwarm, record: SwarmRecord, genesis: Checkpoint, attacker: int | None
+    swarm: LocalSwarm,
+    record: SwarmRecord,
+    document: TaskDocument,
+    genesis: Checkpoint,
+    attacker: int | None,
 ) -> dict[int, float]:
     """Accuracy per finalized round of the same swarm without its attacker.
 
@@ -326,12 +330,23 @@ def baseline_accuracy(
     the run the swarm would have made without the attacker; with no attacker it reproduces the
     swarm's own accuracy exactly.
 
+    Parameters
+    ----------
+    swarm
+        The swarm that ran (its members' data files and the reference set).
+    record
+        The chain's record of the run (round seeds, bases, member indices).
+    document, genesis
+        The task document (valuation settings) and its genesis checkpoint.
+    attacker
+        The attacking member's position, left out; None keeps every member.
+
     Returns
     -------
     dict[int, float]
         Round id -> accuracy on the task's reference set.
     """
-    spec = swarm.spec
+    spec = document.spec
     honest = [m for m in swarm.members if m.index != attacker]
     data = {m.address: load_node_data(m.data, None) for m in honest}
     indices = {node: joined.index for node, joined in record.members.items()}
@@ -363,6 +378,7 @@ def baseline_accuracy(
                 center=center,
                 reference=swarm.test_set,
                 submissions=(),
+                valuation=document.valuation,
             )
             states[rec.round] = combine_round(inputs, contributions).checkpoint
             out[rec.round] = evaluate(
@@ -421,8 +437,8 @@ def run_demo(
     configured = record.configured
     with EmbeddedStore(swarm.store) as store:
         report = Auditor(record, swarm.deployment, store).audit("latest")
-        _, genesis = fetch_task(store, configured.task_spec_cid, configured.task_spec_hash)
-    baseline = baseline_accuracy(swarm, record, genesis, attacker)
+        document, genesis = fetch_task(store, configured.task_spec_cid, configured.task_spec_hash)
+    baseline = baseline_accuracy(swarm, record, document, genesis, attacker)
     report_path = out / "report.html"
     intro = (
         f"{nodes} node processes on a local Anvil chain, "

@@ -176,7 +176,7 @@ def _accuracy_chart(report: AuditReport, baseline: Mapping[int, float] | None) -
 
 def _rewards_chart(report: AuditReport, names: Mapping[str, str]) -> str:
     rounds = _finalized(report)
-    accounts = sorted({a for r in rounds for a in r.rewards})
+    accounts = sorted({a for r in rounds for a in r.rewards}, key=lambda a: _name(a, names))
     stacks = [
         Series(
             _name(account, names),

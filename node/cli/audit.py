@@ -17,8 +17,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from node.audit.html import render_html
-from node.audit.record import SwarmRecord
-from node.audit.replay import Auditor
 from node.audit.report import AuditReport, Result, to_markdown
 from node.chain.coordinator import Coordinator
 from node.chain.deploy import connect
@@ -60,6 +58,10 @@ def run_audit(
     """
     deployment = load_deployment(deployment_file)
     coordinator = Coordinator(connect(rpc), deployment)
+    # Imported only now: they pull in torch, which a mistyped file or URL should not wait for.
+    from node.audit.record import SwarmRecord
+    from node.audit.replay import Auditor
+
     record = SwarmRecord.of(coordinator.events())
     with open_store(store_dir, ipfs_api, peers=peers) as store:
         auditor = Auditor(record, deployment, store)

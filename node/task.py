@@ -124,11 +124,13 @@ class StepSpec:
 class AggregationSpec:
     """How peers combine the accepted updates of a round."""
 
-    # Chosen by scripts/bench_robustness.py (10 nodes, 2 Byzantine, Dirichlet 0.5, 3 seeds): the
-    # geometric median had the best worst case, >= 97% of honest mean accuracy under every attack.
-    rule: str = "geometric_median"  # a key of node.aggregation.registry.RULES
+    # Chosen by scripts/bench_robustness.py (10 nodes, 2 Byzantine, Dirichlet 0.5, 3 seeds):
+    # centered clipping around the previous aggregate had the best worst case over all attacks
+    # (sign flipping: 96.5% of honest mean accuracy). Rules weighing self-reported sample counts
+    # did better on the other attacks but collapsed under sample inflation.
+    rule: str = "centered_clipping"  # a key of node.aggregation.registry.RULES
     params: Mapping[str, ParamValue] = field(  # the rule's parameters (defaults filled in)
-        default_factory=lambda: {"iterations": 8, "nu": 1e-6, "weighted": False}
+        default_factory=lambda: {"tau": 0.2, "iterations": 3}
     )
     pre: tuple[StepSpec, ...] = ()  # pre-aggregation steps run before the rule, in order
 

@@ -360,6 +360,7 @@ class SwarmNode:
         now = self._chain_now()
         phase = _phase_at(info, now)
         if info.active_at_open == 0:
+            self._eligible(current)  # reports this account's exit, if that is why
             if phase == Phase.ENDED and self._opens_first_round() and self._duty_due(info, "fail"):
                 self._send("fail", current, lambda: self.coordinator.fail_round(current))
             return False
@@ -394,6 +395,9 @@ class SwarmNode:
             self._eligibility[round_id] = me.stake_at_open > 0
             if me.last_attest_round == round_id:
                 self._attested.add(round_id)
+            if me.status != MemberStatus.ACTIVE:
+                reason = f"this account is {me.status.name.lower()}, no longer an active member"
+                self._skip(round_id, "membership", reason)
         return self._eligibility[round_id]
 
     def _chain_now(self) -> int:

@@ -1,14 +1,16 @@
 """The `swarm` command: this module only wires commands; each lives in its own module.
 
-A command's module is imported only when that command runs (or the top-level help lists it), so
-a light command such as `swarm status` does not pay for importing torch.
+A command's module is imported only when that command runs, so a light command such as
+`swarm status` does not pay for importing torch, and `swarm --help` lists every command from the
+summaries kept here without importing any of them.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib
 import sys
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -16,26 +18,63 @@ from typer.core import TyperCommand, TyperGroup
 from node import __version__
 from node.errors import SwarmchainError
 
-# name -> "module:attribute", a command function or a Typer app of subcommands, in the order
-# `swarm --help` lists them: the deploy, join and audit jobs, then the demo and the tools.
+
+class Entry(NamedTuple):
+    """Where a command lives, and what `swarm --help` says of it."""
+
+    target: str  # "module:attribute": a command function or a Typer app of subcommands
+    summary: str  # the first paragraph of the command's own help (a test keeps them equal)
+
+
+# In the order `swarm --help` lists them: the deploy, join and audit jobs, then the demo and tools.
 COMMANDS = {
-    "chain": "node.cli.chain:chain",
-    "task": "node.cli.task:app",
-    "deploy": "node.cli.deploy:deploy",
-    "token": "node.cli.token:app",
-    "data": "node.cli.data:app",
-    "node": "node.cli.node:app",
-    "status": "node.cli.status:status",
-    "rewards": "node.cli.rewards:app",
-    "audit": "node.cli.audit:audit",
-    "demo": "node.cli.demo:demo",
-    "store": "node.cli.store:app",
+    "chain": Entry(
+        "node.cli.chain:chain",
+        "Start a local Anvil chain (chain id 31337) and keep it running until Ctrl-C.",
+    ),
+    "task": Entry("node.cli.task:app", "Write and publish the task a swarm trains."),
+    "deploy": Entry(
+        "node.cli.deploy:deploy",
+        "Deploy SwarmToken and SwarmCoordinator, fund the reward pool, write the deployment file.",
+    ),
+    "token": Entry(
+        "node.cli.token:app", "Balances of the swarm's token, and sending it to members."
+    ),
+    "data": Entry("node.cli.data:app", "Prepare example data for nodes."),
+    "node": Entry("node.cli.node:app", "Run a swarm node."),
+    "status": Entry(
+        "node.cli.status:status",
+        "Show the swarm's members and stakes, the current round and phase, the last checkpoint.",
+    ),
+    "rewards": Entry("node.cli.rewards:app", "Rewards earned by contributing to a swarm."),
+    "audit": Entry(
+        "node.cli.audit:audit",
+        "Verify a checkpoint's lineage back to genesis from chain events and the content store.",
+    ),
+    "demo": Entry(
+        "node.cli.demo:demo",
+        "Run a complete swarm on this machine: chain, contracts, nodes (one attacking), audit.",
+    ),
+    "store": Entry(
+        "node.cli.store:app", "Content-addressed storage: add, cat and serve blobs by CID."
+    ),
 }
 
 
-def _load(name: str) -> TyperCommand | TyperGroup:
-    """Import one command's module and build its command (or group of subcommands)."""
-    module, _, attribute = COMMANDS[name].partition(":")
+def load_command(name: str) -> TyperCommand | TyperGroup:
+    """Import one command's module and build its command (or group of subcommands).
+
+    Parameters
+    ----------
+    name
+        A key of `COMMANDS`.
+
+    Returns
+    -------
+    TyperCommand | TyperGroup
+        The command as `swarm NAME` runs it.
+    """
+    module, _, attribute = COMMANDS[name].target.partition(":")
     target = getattr(importlib.import_module(module), attribute)
     if isinstance(target, typer.Typer):
         group = typer.main.get_group(target)
@@ -59,8 +98,18 @@ class _LazyGroup(TyperGroup):
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name in COMMANDS and cmd_name not in self.commands:
-            self.commands[cmd_name] = _load(cmd_name)
+            self.commands[cmd_name] = load_command(cmd_name)
         return super().get_command(ctx, cmd_name)
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        # Help only reads a command's name and summary: a placeholder stands in for each command
+        # not loaded yet, on a copy, so listing them imports none of their modules.
+        listing = copy.copy(self)
+        listing.commands = {
+            **{name: TyperCommand(name, help=entry.summary) for name, entry in COMMANDS.items()},
+            **self.commands,
+        }
+        super(_LazyGroup, listing).format_help(ctx, formatter)
 
 
 app = typer.Typer(

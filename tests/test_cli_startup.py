@@ -1,5 +1,6 @@
-"""`swarm --help` starts fast: it lists commands from the summaries in `node.cli.app.COMMANDS`
-without importing any command's module (several import torch or web3, seconds of CPU)."""
+"""Help starts fast. `swarm --help` lists commands from the summaries in `node.cli.app.COMMANDS`
+without importing any command's module, and no command's `--help` imports torch (seconds of
+CPU): each command imports what it runs on only when it runs."""
 
 from __future__ import annotations
 
@@ -7,38 +8,58 @@ import inspect
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
+from typer.core import TyperGroup
 
 from node.cli.app import COMMANDS, load_command
 
-# Run `swarm ARGS` through the real entry point in a fresh interpreter, then report which of the
-# heavy packages that run imported.
+# Run `swarm ARGS` for each ARGS in turn through the real entry point in a fresh interpreter,
+# reporting after each run which heavy packages have been imported so far.
 PROBE = """
 import json, sys
 from node.cli.app import main
-sys.argv = ["swarm", *json.loads(sys.argv[1])]
-try:
-    main()
-    code = 0
-except SystemExit as exit_:
-    code = exit_.code
-imported = [name for name in ("torch", "web3") if name in sys.modules]
-print(json.dumps({"code": code, "imported": imported}), file=sys.stderr)
+reports = []
+for args in json.loads(sys.argv[1]):
+    sys.argv = ["swarm", *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    imported = [name for name in ("torch", "web3") if name in sys.modules]
+    reports.append({"args": args, "code": code, "imported": imported})
+print(json.dumps(reports), file=sys.stderr)
 """
 
 
-def _probe(args: list[str]) -> dict[str, object]:
+def _probe(*runs: list[str]) -> tuple[list[dict[str, Any]], str]:
+    """The reports of running `swarm` with each argument list in one interpreter; its stdout."""
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(args)],
+        [sys.executable, "-c", PROBE, json.dumps(runs)],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
-    report: dict[str, object] = json.loads(done.stderr.strip().splitlines()[-1])
-    report["stdout"] = done.stdout
-    return report
+    reports: list[dict[str, Any]] = json.loads(done.stderr.strip().splitlines()[-1])
+    return reports, done.stdout
+
+
+def _command_paths() -> list[list[str]]:
+    """Every command and group under `swarm`, as the words that name it."""
+    paths: list[list[str]] = []
+
+    def walk(command: Any, path: list[str]) -> None:
+        paths.append(path)
+        if isinstance(command, TyperGroup):
+            for name, sub in command.commands.items():
+                walk(sub, [*path, name])
+
+    for name in COMMANDS:
+        walk(load_command(name), [name])
+    return paths
 
 
 def _first_paragraph(text: str) -> str:
@@ -53,10 +74,21 @@ def test_listed_summary_is_the_commands_own_first_help_paragraph(name: str) -> N
 
 
 def test_top_level_help_lists_every_command_without_importing_torch_or_web3() -> None:
-    report = _probe(["--help"])
+    [report], stdout = _probe(["--help"])
 
     assert report["code"] == 0
     assert report["imported"] == []
-    listed = " ".join(str(report["stdout"]).replace("\u2502", " ").split())  # no box edges
+    listed = " ".join(stdout.replace("\u2502", " ").split())  # no box edges
     for name, entry in COMMANDS.items():
         assert f"{name} {entry.summary}" in listed
+
+
+def test_no_command_help_imports_torch() -> None:
+    paths = _command_paths()
+
+    reports, _ = _probe(*([*path, "--help"] for path in paths))
+
+    assert [r["args"][:-1] for r in reports] == paths
+    assert all(r["code"] == 0 for r in reports), reports
+    heavy = [r for r in reports if "torch" in r["imported"]]
+    assert heavy == [], f"`swarm {' '.join(heavy[0]['args'])}` imports torch"

@@ -10,11 +10,6 @@ import typer
 from node.cli import options
 from node.cli.options import echo_json
 from node.errors import ConfigError
-from node.learning.data import task_splits
-from node.learning.partition import dirichlet_partition
-from node.runtime.config import load_node_data
-from node.runtime.runner import save_npz
-from node.task import default_task
 
 app = typer.Typer(
     name="data",
@@ -53,6 +48,13 @@ def split(
 
         swarm data split --from mnist-train.npz --parts 4 --alpha 1.0 --out sites
     """
+    # Imported here, not at the top: they pull in torch, which `--help` does not need.
+    from node.learning.data import task_splits
+    from node.learning.partition import dirichlet_partition
+    from node.runtime.config import load_node_data
+    from node.runtime.runner import save_npz
+    from node.task import default_task
+
     pool = task_splits(default_task())[0] if source is None else load_node_data(source, labels)
     if not alpha > 0:
         raise ConfigError(f"--alpha must be > 0, got {alpha}")

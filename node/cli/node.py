@@ -20,10 +20,8 @@ from rich.console import Console
 from rich.live import Live
 
 from node.cli.display import NodeView, node_panel
-from node.runtime.config import DEFAULT_RPC, NodeConfig, read_private_key
+from node.cli.options import DEFAULT_RPC
 from node.runtime.events import NodeEvent
-from node.runtime.local import AttackPlan
-from node.runtime.node import SwarmNode
 
 app = typer.Typer(help="Run a swarm node.", no_args_is_help=True, add_completion=False)
 
@@ -118,6 +116,11 @@ def join(
 
         swarm node join --deployment deployment.json --key key.txt --data a.npz --json
     """
+    # Imported here, not at the top: they pull in torch, which `--help` does not need.
+    from node.runtime.config import NodeConfig, read_private_key
+    from node.runtime.local import AttackPlan
+    from node.runtime.node import SwarmNode
+
     config = NodeConfig(
         deployment=deployment,
         private_key=read_private_key(key),

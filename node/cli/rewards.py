@@ -19,10 +19,8 @@ from incentives.claims import ClaimStatus, claim_all, load_reward_tree
 from node.audit.report import tokens
 from node.chain.coordinator import Coordinator
 from node.chain.events import Claimed, RoundFinalized
-from node.cli.options import Json, echo_json
+from node.cli.options import DEFAULT_RPC, Json, echo_json
 from node.errors import ConfigError
-from node.runtime.config import DEFAULT_RPC, read_private_key
-from node.runtime.node import REWARDS_DIR
 
 app = typer.Typer(
     name="rewards",
@@ -73,6 +71,10 @@ def claim(
 
         swarm rewards claim --deployment deployment.json --key $KEY --journal ./journal-a --json
     """
+    # Imported here, not at the top: they pull in torch, which `--help` does not need.
+    from node.runtime.config import read_private_key
+    from node.runtime.node import REWARDS_DIR
+
     private_key = read_private_key(key)
     address = str(Account.from_key(private_key).address)
     directory = _journal(journal, address)
@@ -148,6 +150,10 @@ def list_rewards(
 
         swarm rewards list --deployment deployment.json --account 0x7099... --json
     """
+    # Imported here, not at the top: they pull in torch, which `--help` does not need.
+    from node.runtime.config import read_private_key
+    from node.runtime.node import REWARDS_DIR
+
     if account is None:
         if key is None:
             raise ConfigError("whose rewards?", hint="pass --account ADDRESS or --key KEY")

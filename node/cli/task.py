@@ -14,8 +14,6 @@ import typer
 from node.cli import options
 from node.cli.options import echo_json
 from node.errors import ConfigError
-from node.runtime.document import publish_task
-from node.task import default_task, dump_task, load_task
 from storage.store import open_store
 
 app = typer.Typer(
@@ -42,6 +40,8 @@ def init(
 
         swarm task init my-task.json --force
     """
+    from node.task import default_task, dump_task  # here: it pulls in torch, `--help` does not
+
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists", hint="pass --force to overwrite it")
     try:
@@ -72,6 +72,10 @@ def publish(
 
         swarm task publish task.json --ipfs-api http://127.0.0.1:5001 --json
     """
+    # Imported here, not at the top: they pull in torch, which `--help` does not need.
+    from node.runtime.document import publish_task
+    from node.task import default_task, load_task
+
     spec = default_task() if path is None else load_task(path)
     with open_store(store, ipfs_api) as opened:
         cid, digest, document = publish_task(opened, spec)

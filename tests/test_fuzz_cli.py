@@ -1,6 +1,6 @@
 """Hostile command-line values, fuzzed: `swarm` never shows a traceback. A value the command
 rejects is one ``error: ...`` line and exit code 1; a value the parser rejects (a word where a
-number belongs, an unknown option) is the parser's usage message and exit code 2.
+number belongs, an unknown option) is one ``error: ...`` line and exit code 2.
 
 Hypothesis drives the real entry point (`node.cli.app.main`) in-process, where thousands of
 invocations are cheap; a handful of cases run the installed ``swarm`` executable as a
@@ -67,13 +67,10 @@ def _run(args: list[str]) -> tuple[int, str]:
 
 
 def _assert_clean_failure(code: int, stderr: str) -> None:
-    """A rejected value: one ``error:`` line (exit 1), or the parser's usage message (exit 2)."""
-    assert "Traceback" not in stderr
-    if code == 1:
-        lines = stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: "), stderr
-    else:
-        assert code == 2 and "Usage:" in stderr, (code, stderr)
+    """A rejected value: one ``error:`` line, exit 1 (the command's) or 2 (the parser's)."""
+    assert code in (1, 2), (code, stderr)
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
 
 
 def _assert_no_traceback(code: int, stderr: str) -> None:
@@ -148,7 +145,7 @@ def test_rewards_claim_with_any_key_or_deployment_fails_cleanly(key: str, conten
         deployment = directory / "deployment.json"
         deployment.write_bytes(content)
         args = ["rewards", "claim", "--deployment", str(deployment), "--rpc", DEAD_RPC]
-        code, stderr = _run([*args, "--trees", str(directory), "--key", key])
+        code, stderr = _run([*args, "--journal", str(directory), "--key", key])
     _assert_clean_failure(code, stderr)
 
 

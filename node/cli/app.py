@@ -10,13 +10,14 @@ from __future__ import annotations
 import copy
 import importlib
 import sys
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, NamedTuple, NoReturn
 
 import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 from typer.core import TyperCommand, TyperGroup
 
 from node import __version__
-from node.errors import SwarmchainError
+from node.errors import ConfigError, SwarmchainError
 
 
 class Entry(NamedTuple):
@@ -140,10 +141,42 @@ def _root(
     """Swarmchain: train one model across organisations, coordinated by an EVM chain."""
 
 
+def _fail(line: str, code: int) -> NoReturn:
+    """Print one ``error: ...`` line on stderr and exit with `code`."""
+    typer.secho(f"error: {line}", fg=typer.colors.RED, err=True)
+    sys.exit(code)
+
+
+def _usage_line(err: UsageError) -> str:
+    """Click's message for a usage error as one line, with the command whose help explains it."""
+    message = err.format_message().removesuffix(".")
+    hint = None
+    if err.ctx is not None and err.ctx.command.get_help_option(err.ctx) is not None:
+        hint = f"try '{err.ctx.command_path} {err.ctx.help_option_names[0]}'"
+    return ConfigError(message[:1].lower() + message[1:], hint=hint).one_line()
+
+
 def main() -> None:
-    """Entry point: run the app; a `SwarmchainError` becomes one line on stderr and exit code 1."""
+    """Entry point: run the app; any mistake a user can make is one line on stderr.
+
+    A `SwarmchainError` exits with code 1; a usage error (an unknown option, a missing argument,
+    a bad value) with code 2, as click's own; Ctrl-C with 130.
+    """
     try:
-        app()
+        # Not standalone: click's errors come here instead of being printed as a box.
+        code = app(standalone_mode=False)
     except SwarmchainError as err:
-        typer.secho(f"error: {err.one_line()}", fg=typer.colors.RED, err=True)
-        sys.exit(1)
+        _fail(err.one_line(), 1)
+    except NoArgsIsHelpError as err:
+        if err.message:  # with rich, the help is printed already and the message is empty
+            typer.echo(err.message)
+        sys.exit(err.exit_code)
+    except UsageError as err:
+        _fail(_usage_line(err), err.exit_code)
+    except ClickException as err:
+        _fail(ConfigError(err.format_message()).one_line(), err.exit_code)
+    except typer.Abort:
+        _fail("aborted", 1)
+    # Click returns the code of a `typer.Exit` (--help and --version: 0, Ctrl-C: 130), or else
+    # what the command returned: commands return None.
+    sys.exit(code if isinstance(code, int) else 0)

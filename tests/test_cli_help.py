@@ -7,7 +7,8 @@ from typer.testing import CliRunner
 
 from node.cli.app import app
 
-# Commands of the three user jobs (and the demo) this module holds to the rule.
+# Commands of the three user jobs, the demo and the store this module holds to the rule
+# (`swarm store cat` writes raw bytes: tests/test_cli_store.py).
 COMMANDS = [
     ["demo"],
     ["chain"],
@@ -21,6 +22,8 @@ COMMANDS = [
     ["rewards", "list"],
     ["rewards", "claim"],
     ["audit"],
+    ["store", "add"],
+    ["store", "serve"],
 ]
 
 

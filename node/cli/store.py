@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from node.cli.options import Json, echo_json
 from node.errors import ConfigError
 from storage.dag import cid_of
 from storage.gateway import BlockServer
@@ -28,7 +29,7 @@ StoreOption = Annotated[
     typer.Option(
         "--store",
         envvar="SWARM_STORE",
-        help="Embedded store directory [default: ~/.swarmchain/store].",
+        help="Embedded store directory (default ~/.swarmchain/store).",
         show_default=False,
     ),
 ]
@@ -62,10 +63,17 @@ def add(
     ] = False,
     store: StoreOption = None,
     ipfs_api: IpfsApiOption = None,
+    as_json: Json = False,
 ) -> None:
     """Add a file and print its CID (the one `ipfs add --cid-version=1 --raw-leaves` prints).
 
-    Example: swarm store add update.safetensors
+    With --json: one object, {"cid": ..., "size": bytes}.
+
+    Examples:
+
+        swarm store add update.safetensors
+
+        swarm store add --json - < update.safetensors
     """
     data = _read_input(file)
     if only_hash:
@@ -73,7 +81,10 @@ def add(
     else:
         with open_store(store, ipfs_api) as target:
             cid = target.put(data)
-    typer.echo(cid if quieter else f"added {cid} {file}")
+    if as_json:
+        echo_json({"cid": cid, "size": len(data)})
+    else:
+        typer.echo(cid if quieter else f"added {cid} {file}")
 
 
 @app.command()
@@ -91,6 +102,8 @@ def cat(
 ) -> None:
     """Write the content of CID to standard output, every block checked against its CID.
 
+    It writes raw bytes, so it has no --json: redirect them to a file or pipe them on.
+
     Example: swarm store cat bafkrei... --peer http://10.0.0.2:8080 > update.safetensors
     """
     with open_store(store, ipfs_api, peers=peers or ()) as source:
@@ -104,20 +117,32 @@ def serve(
     store: StoreOption = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8080,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help='Print the startup line as JSON: {"url": ..., "store": ...}.'),
+    ] = False,
 ) -> None:
     """Serve the embedded store's blocks read-only to peers (GET /ipfs/{cid}?format=raw).
 
     Prints the URL peers pass to `--peer`, then serves until interrupted.
 
-    Example: swarm store serve --host 0.0.0.0 --port 8080
+    Examples:
+
+        swarm store serve --host 0.0.0.0 --port 8080
+
+        swarm store serve --port 0 --json
     """
     blocks = EmbeddedStore(store or default_store_path())
     server = BlockServer(blocks, host, port)
-    typer.echo(f"serving {blocks.path} at {server.url}")
+    if as_json:
+        echo_json({"url": server.url, "store": str(blocks.path)})
+    else:
+        typer.echo(f"serving {blocks.path} at {server.url}")
     sys.stdout.flush()
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        typer.echo("stopped")
+        if not as_json:  # stdout stays one JSON line for scripts
+            typer.echo("stopped")
     finally:
         server.server_close()

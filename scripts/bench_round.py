@@ -4,10 +4,10 @@ For each swarm size it starts a fresh Anvil, deploys a ready-to-run swarm, runs 
 ``swarm node join`` processes (sharing the embedded store, the machine's cores split among them)
 for a warm-up round plus the measured rounds, and reads each node's own account of every round
 (training, storage, chain, verification + aggregation + valuation, waiting). Beside it, a bare
-loop in this process trains the same nodes on the same data with the same local training, using
-all the machine's cores, and averages the deltas (FedAvg): the limit a swarm could approach. The
-bare loop runs two ways (one node at a time with torch on every core, or one node per core on
-one torch thread each); the faster is the limit, and both are reported.
+loop trains the same nodes on the same data with the same local training, using all the machine's
+cores, and averages the deltas (FedAvg): the limit a swarm could approach. The bare loop runs two
+ways (one node at a time in this process with torch on every core, or one worker process per core
+on one torch thread each); the faster is the limit, and both are reported.
 
 The task's local training is calibrated first to take about ``--train-s`` seconds per node per
 round on one core. Prints one JSON object; medians over nodes and measured rounds::
@@ -21,13 +21,15 @@ Run: ``.venv/bin/python scripts/bench_round.py [--nodes 4 8 16] [--rounds 3]``
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import multiprocessing
 import os
 import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -136,29 +138,53 @@ def swarm_rounds(
     return timings, rss, swarm
 
 
-def _train(
-    spec: TaskSpec, base: State, round_id: int, member: Member, data: Dataset
-) -> LocalUpdate:
+@functools.cache
+def _data(path: Path) -> Dataset:
+    return load_npz(path)
+
+
+_task: list[TaskSpec] = []  # the bare loop's task, in this process and (by fork) in its workers
+
+
+def _train(base: State, round_id: int, member: Member) -> LocalUpdate:
+    spec = _task[0]
     seed = training_seed(spec.train, round_id, member.address)
-    return train_local(spec, base, data, seed=seed, device=torch.device("cpu"))
+    return train_local(spec, base, _data(member.data), seed=seed, device=torch.device("cpu"))
+
+
+def _worker(spec: TaskSpec) -> None:
+    torch.set_num_threads(1)
+    _task[:] = [spec]
 
 
 def bare_rounds(spec: TaskSpec, swarm: LocalSwarm, rounds: int, *, pooled: bool) -> list[float]:
-    """The same local training of the same nodes in this process, then FedAvg.
+    """The same local training of the same nodes, then FedAvg, with no chain, store or peers.
 
-    Either the nodes train one after another with torch using every core (``pooled=False``),
-    or `cores` threads train them side by side, torch using one core each (``pooled=True``).
+    Either the nodes train one after another in this process with torch using every core
+    (``pooled=False``), or one worker process per core trains them side by side on one torch
+    thread each (``pooled=True``; processes, because training a small model is mostly Python and
+    threads would queue on the GIL). The workers start and load their data before the timing.
     """
     cores = os.cpu_count() or 1
     torch.set_num_threads(1 if pooled else cores)
-    data = [load_npz(m.data) for m in swarm.members]
     state: State = genesis_state(spec)
     durations = []
-    with ThreadPoolExecutor(cores if pooled else 1) as pool:
+    _task[:] = [spec]
+    pool: Executor = (
+        ProcessPoolExecutor(
+            cores,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_worker,
+            initargs=(spec,),
+        )
+        if pooled
+        else ThreadPoolExecutor(1)
+    )
+    with pool:
+        list(pool.map(_data, [m.data for m in swarm.members]))
         for r in range(2, 3 + rounds):
             started = time.perf_counter()
-            train = partial(_train, spec, state, r)
-            updates = list(pool.map(train, swarm.members, data))
+            updates = list(pool.map(partial(_train, state, r), swarm.members))
             total = sum(u.num_samples for u in updates)
             mean = {
                 k: torch.stack([u.delta[k] * (u.num_samples / total) for u in updates]).sum(0)

@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as exc:
         fl, flower_version = None, f"not installed ({exc})"
     base = default_task()
+    grid = 2.0**-base.fixed_point_bits
     results = []
     for n in args.n:
         for d in args.d:
@@ -184,14 +185,19 @@ def main(argv: list[str] | None = None) -> int:
                         [np.asarray(t, dtype=np.float64).ravel() for t in theirs]
                     )
                     row["flower_s"] = round(flower_s, 4)
-                    row["max_abs_diff"] = float(np.abs(ours_flat - their_flat).max())
+                    diff = np.abs(ours_flat - their_flat)
+                    row["max_abs_diff"] = float(diff.max())
+                    # Coordinates further apart than rounding explains: a rule that selects
+                    # values (Bulyan's mean around the median) can pick a different one where two
+                    # candidates lie within a grid step of a tie.
+                    row["coords_beyond_2_grid_steps"] = int((diff > 2 * grid).sum())
                     row["speedup"] = round(flower_s / ours_s, 2)
                 results.append(row)
                 print(json.dumps(row), file=sys.stderr)
     report = {
         "results": results,
         "flower_version": flower_version,
-        "grid_step": 2.0**-base.fixed_point_bits,
+        "grid_step": grid,
         "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
         "cpu_count": os.cpu_count(),
         "note": "times are medians; max_abs_diff is in parameter units",

@@ -36,6 +36,9 @@ pipelines = [
     AggregationSpec("bulyan", {"f": 1}, ()),
     AggregationSpec("centered_clipping", {"tau": 0.05, "iterations": 2}, ()),
     AggregationSpec("centered_clipping", {"tau": 0.05}, (StepSpec("bucketing", {"s": 2}),)),
+    AggregationSpec(
+        "centered_clipping", {"tau": 0.05, "weighted": True}, (StepSpec("sample_cap", {}),)
+    ),
     AggregationSpec("krum", {"f": 1}, (StepSpec("nnm", {"f": 2}),)),
     AggregationSpec("median", {}, (StepSpec("norm_clipping", {"max_norm": 0.5}),)),
 ]
@@ -79,5 +82,5 @@ def _run(threads: int, mode: str) -> dict[str, list[object]]:
 def test_aggregate_is_identical_across_thread_counts_and_arrival_order() -> None:
     one = _run(1, "ordered")
     two = _run(2, "shuffle")
-    assert len(one) == 12
+    assert len(one) == 13
     assert one == two

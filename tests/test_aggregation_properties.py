@@ -25,6 +25,11 @@ PIPELINES = [
     AggregationSpec("bulyan", {"f": 1}, ()),
     AggregationSpec("centered_clipping", {"tau": 0.5, "iterations": 2}, ()),
     AggregationSpec("centered_clipping", {"tau": 0.5}, (StepSpec("bucketing", {"s": 2}),)),
+    AggregationSpec(
+        "centered_clipping",
+        {"tau": 0.5, "weighted": True},
+        (StepSpec("sample_cap", {"factor": 2.0}),),
+    ),
     AggregationSpec("krum", {"f": 1}, (StepSpec("nnm", {"f": 2}),)),
     AggregationSpec("median", {}, (StepSpec("norm_clipping", {"max_norm": 1.0}),)),
 ]

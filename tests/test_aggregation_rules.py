@@ -230,6 +230,38 @@ def test_centered_clipping_clips_each_offset_to_tau() -> None:
         centered_clipping(batch, tau=1.0, center=np.zeros(2, dtype=np.int64))
 
 
+def test_weighted_centered_clipping_weighs_clipped_offsets_by_sample_count() -> None:
+    # From centre 0 with tau = 4: offsets 2, 4, -8 are clipped to 2, 4, -4. Weighted 3, 1, 4:
+    # (3*2 + 1*4 + 4*(-4)) / 8 = -0.75; unweighted: (2 + 4 - 4) / 3 = 2/3, 0.75 on the 2**-2 grid.
+    batch = batch_of([[2.0], [4.0], [-8.0]], weights=[3, 1, 4], bits=2)
+    heavy = centered_clipping(batch, tau=4.0, iterations=1, weighted=True)
+    assert as_float(heavy.aggregate, bits=2) == [-0.75]
+    assert as_float(centered_clipping(batch, tau=4.0, iterations=1).aggregate, bits=2) == [0.75]
+
+
+def test_weighted_centered_clipping_gives_a_split_node_the_pull_of_the_whole() -> None:
+    # One node's 4 samples sent as two identities of 2 samples each: the same aggregate, while
+    # the unweighted rule lets the split pair pull twice.
+    whole = batch_of([[3.0, 1.0], [-1.0, 0.0], [0.0, 2.0]], weights=[4, 2, 2], bits=4)
+    split = batch_of([[3.0, 1.0], [3.0, 1.0], [-1.0, 0.0], [0.0, 2.0]], weights=[2] * 4, bits=4)
+    kept = centered_clipping(whole, tau=1.5, iterations=3, weighted=True).aggregate
+    assert centered_clipping(split, tau=1.5, iterations=3, weighted=True).aggregate.tolist() == (
+        kept.tolist()
+    )
+    plain = centered_clipping(whole, tau=1.5, iterations=3).aggregate
+    assert centered_clipping(split, tau=1.5, iterations=3).aggregate.tolist() != plain.tolist()
+
+
+def test_weighted_centered_clipping_with_equal_counts_is_the_plain_rule() -> None:
+    rng = random.Random(7)
+    rows = [[rng.uniform(-2, 2) for _ in range(5)] for _ in range(8)]
+    batch = batch_of(rows, weights=[5] * 8, bits=16)
+    plain = centered_clipping(batch, tau=0.7, iterations=4).aggregate
+    assert centered_clipping(batch, tau=0.7, iterations=4, weighted=True).aggregate.tolist() == (
+        plain.tolist()
+    )
+
+
 # --- pre-aggregation steps -------------------------------------------------------------------
 
 

@@ -80,6 +80,7 @@ RULES: Final[Mapping[str, Rule]] = {
         {
             "tau": Param(float, None, 0.0, required=True, strict_minimum=True),
             "iterations": Param(int, 3, 1),
+            "weighted": Param(bool, False, 0.0),
         },
         uses_center=True,
     ),

@@ -87,6 +87,21 @@ def test_cnn_trains(digits: tuple[Dataset, Dataset]) -> None:
     assert any(bool(v.abs().sum() > 0) for v in update.delta.values())
 
 
+def test_evaluation_depends_only_on_the_weights_given(digits: tuple[Dataset, Dataset]) -> None:
+    train, test = digits
+    spec = TaskSpec(train=TrainSpec(local_steps=20))
+    base = genesis_state(spec)
+    trained = apply_delta(base, train_local(spec, base, train, seed=0, device=CPU).delta)
+    rng_before = torch.random.get_rng_state()
+    first = evaluate(spec, base, test, device=CPU)
+    other = evaluate(spec, trained, test, device=CPU)  # the reused network now holds these
+    again = evaluate(spec, base, test, device=CPU)
+    assert first == again != other
+    assert torch.equal(torch.random.get_rng_state(), rng_before)
+    with pytest.raises(ValueError, match="tensor sets differ"):
+        evaluate(spec, {k: v for k, v in base.items() if k != "layers.0.bias"}, test, device=CPU)
+
+
 def test_training_rejects_data_of_the_wrong_shape() -> None:
     spec = TaskSpec()
     wrong = Dataset(torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.int64))

@@ -52,14 +52,22 @@ class Setting:
 
 
 TASKS: dict[str, dict[str, Any]] = {
-    # The default task (unweighted geometric median, local epochs).
+    # The default task (unweighted centered clipping, local epochs).
     "default": {},
     # Rules that weigh updates by their data: a plain mean of epoch-trained updates (half the
-    # data is half the steps), and FedAvg of a fixed number of local steps.
+    # data is half the steps), FedAvg of a fixed number of local steps, and centered clipping
+    # weighted by sample counts capped at twice the median.
     "mean-epochs": {"aggregation": AggregationSpec(rule="mean", params={}, pre=())},
     "fedavg-fixed-steps": {
         "train": TrainSpec(local_steps=10),
         "aggregation": AggregationSpec(rule="fedavg", params={}, pre=()),
+    },
+    "centered-clipping-weighted": {
+        "aggregation": AggregationSpec(
+            rule="centered_clipping",
+            params={"tau": 0.2, "iterations": 3, "weighted": True},
+            pre=(StepSpec("sample_cap", {"factor": 2.0}),),
+        )
     },
 }
 
@@ -167,17 +175,21 @@ def test_rejected_free_riders_are_left_out_of_the_reward_tree(setting: Setting) 
 
 
 @pytest.mark.parametrize("seed", range(3))
-@pytest.mark.parametrize("task", ["mean-epochs", "fedavg-fixed-steps"])
+@pytest.mark.parametrize(
+    "task", ["mean-epochs", "fedavg-fixed-steps", "centered-clipping-weighted"]
+)
 def test_splitting_data_over_two_identities_does_not_raise_the_reward(task: str, seed: int) -> None:
     """Node 3 holds 150 examples; as a Sybil it splits them over two staked identities.
 
     The game runs the swarm's own rule, so a split pays exactly what the rule gives a split.
     Rules that weigh an update by its data make the halves worth the whole (measured over five
-    draws: -3 % of the round reward with a mean of epoch-trained updates, -0.4 % with FedAvg).
-    The default unweighted geometric median gives every identity the same pull whatever its data,
-    so there a split earns +9 % (+13 % under centered clipping; same five draws). Valued by negative
-    loss: accuracy moves in steps of one reference example, which swings one node's share by
-    about +-13 % from one data draw to the next, hiding any effect of a split.
+    draws: -3 % of the round reward with a mean of epoch-trained updates, -0.4 % with FedAvg;
+    over seeds 0-2: -3.4, -1.8, -3.0 % with weighted centered clipping and a sample cap of 2).
+    The default unweighted centered clipping gives every identity the same pull whatever its
+    data, so there a split earns +13 % (+12.6, +14.1, +12.6 % over seeds 0-2; +9 % under the
+    unweighted geometric median over the five draws). Valued by negative loss: accuracy moves in
+    steps of one reference example, which swings one node's share by about +-13 % from one data
+    draw to the next, hiding any effect of a split.
     """
     setting = _setting("neg_loss", task)
     parts = _parts([60, 90, 120, 150], seed)

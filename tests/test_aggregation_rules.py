@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from node.aggregation.fixed_point import (
     div_round,
     exact_combine,
     exact_inner,
+    exact_sq_norms,
     quantise,
 )
 from node.aggregation.geometric_median import geometric_median
@@ -92,6 +94,33 @@ def test_exact_inner_matches_python_integers_at_the_bounds() -> None:
     a[1, :100] = -COORD_BOUND
     expected = [[sum(int(x) * int(y) for x, y in zip(r, s, strict=True)) for s in a] for r in a]
     assert exact_inner(a, a) == expected
+    assert exact_sq_norms(a) == [expected[i][i] for i in range(3)]
+
+
+def test_div_round_matches_exact_rounding_half_to_even() -> None:
+    rng = np.random.default_rng(3)
+    extremes = [-(2**63), -(2**62), -1, 0, 1, 2**62, 2**63 - 1]
+    num = np.concatenate(
+        [rng.integers(-(2**63), 2**63 - 1, size=200), rng.integers(-50, 50, size=100), extremes]
+    ).astype(np.int64)
+    for den in [1, 2, 3, 4, 7, 2**20, 8 << 20, 7 << 20, 2**31, 2**62 - 1, 2**62]:
+        halves = np.arange(-6, 7, dtype=np.int64) * den // 2 if den < 2**40 else num[:0]
+        for x in (num, halves):
+            assert div_round(x, den).tolist() == [round(Fraction(int(v), den)) for v in x]
+
+
+def test_inner_products_of_moderate_rows_are_exact() -> None:
+    # max|a| * max|b| * d just below 2**63: the direct int64 products, at their bound.
+    rng = np.random.default_rng(4)
+    top = 2**25
+    a = rng.integers(-top, top + 1, size=(3, 5000)).astype("<i4")
+    b = rng.integers(-top, top + 1, size=(2, 5000)).astype("<i4")
+    a[0, :] = top
+    b[0, :] = -top
+    assert top * top * 5000 < 2**63
+    dot = [[sum(int(x) * int(y) for x, y in zip(r, s, strict=True)) for s in b] for r in a]
+    assert exact_inner(a, b) == dot
+    assert exact_sq_norms(a) == [sum(int(x) ** 2 for x in r) for r in a]
 
 
 def test_exact_combine_matches_python_integers() -> None:

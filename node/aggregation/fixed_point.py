@@ -29,8 +29,11 @@ Overflow proof (every bound below is checked where the value enters):
   part-product is at most ``2**30`` and at most ``MAX_DIM = 2**23`` of them are added, so every
   partial sum stays below ``2**53`` and is exact in float64; the parts are then combined in Python
   integers, which do not overflow.
+* Inner products of rows whose entries are small enough, ``max|a| * max|b| * d < 2**63``, are
+  computed in int64 directly: no partial sum can exceed that bound. Updates within a task's norm
+  bound are usually far below ``2**30`` per coordinate, so this is the common case.
 * Rounded division (``div_round``) takes a numerator within int64 and a positive denominator of
-  at most ``2**62``; its remainder test ``2 * r`` stays below ``2**63``.
+  at most ``2**62``; its remainder test ``2 * r + 1`` stays below ``2**63``.
 """
 
 from __future__ import annotations
@@ -381,11 +384,25 @@ def div_round(num: IntArray, den: int) -> IntArray:
     """
     if not 0 < den <= 1 << 62:
         raise ValueError(f"denominator must be in [1, 2**62], got {den}")
-    q: IntArray = np.floor_divide(num, den)
-    twice_r = 2 * (num - q * den)
-    up = (twice_r > den) | ((twice_r == den) & (q % 2 == 1))
-    out: IntArray = q + up.astype(np.int64)
-    return out
+    q: IntArray
+    r: IntArray
+    if den & (den - 1) == 0:  # a power of two: an arithmetic shift is floor division, and faster
+        q = np.right_shift(num, den.bit_length() - 1)
+        r = np.bitwise_and(num, den - 1)
+    else:
+        q, r = np.divmod(num, den)
+    # 0 <= r < den, so 2r + 1 < 2**63. Round up past the half, and at the half when q is odd.
+    r <<= 1
+    r += q & 1
+    q += r > den
+    return q
+
+
+def _max_abs(a: I32Array) -> int:
+    """The largest absolute entry, exactly (0 for an empty array)."""
+    if a.size == 0:
+        return 0
+    return max(int(a.max()), -int(a.min()))
 
 
 def _block_cols(n: int) -> int:
@@ -420,6 +437,10 @@ def exact_inner(a: I32Array, b: I32Array) -> list[list[int]]:
     if d > MAX_DIM:
         raise ValueError(f"exact inner products need d <= MAX_DIM={MAX_DIM}, got d={d}")
     same = a is b
+    if _max_abs(a) * (_max_abs(a) if same else _max_abs(b)) * d < 1 << 63:
+        wide = a.astype(np.int64)
+        small: list[list[int]] = (wide @ (wide if same else b.astype(np.int64)).T).tolist()
+        return small
     acc = np.zeros((2 * p, 2 * r), dtype=np.float64)
     step = _block_cols(p + r)
     for start in range(0, d, step):
@@ -445,6 +466,10 @@ def exact_sq_norms(a: I32Array) -> list[int]:
     p, d = a.shape
     if d > MAX_DIM:
         raise ValueError(f"exact inner products need d <= MAX_DIM={MAX_DIM}, got d={d}")
+    if _max_abs(a) ** 2 * d < 1 << 63:
+        wide = a.astype(np.int64)
+        small: list[int] = np.einsum("ij,ij->i", wide, wide).tolist()
+        return small
     hh = np.zeros(p)
     hl = np.zeros(p)
     ll = np.zeros(p)

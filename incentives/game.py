@@ -24,14 +24,23 @@ Why absent members count as zero deltas, rather than being dropped from the aggr
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from incentives.utility import CoalitionUtility
-from node.aggregation.fixed_point import Batch, Update, quantise, quantise_vector
+from node.aggregation.centered_clipping import centered_clipping_coalitions
+from node.aggregation.fixed_point import (
+    Batch,
+    IntArray,
+    Update,
+    dequantise,
+    quantise,
+    quantise_vector,
+)
 from node.aggregation.pipeline import aggregate_batch
+from node.aggregation.registry import RULES, resolve_params
 from node.learning.data import Dataset
 from node.learning.training import apply_delta, evaluate, quantised_utility
 from node.task import TaskSpec
@@ -87,13 +96,47 @@ def round_utility(
     gram = batch.gram if _rule_reads_gram(spec) else None
     base_state = {name: tensor.detach().cpu().float() for name, tensor in base.items()}
 
+    def utility_of(delta: Mapping[str, torch.Tensor]) -> int:
+        metrics = evaluate(spec, apply_delta(base_state, delta), reference, device=device)
+        return quantised_utility(metrics, spec.valuation)
+
     def evaluate_coalition(coalition: frozenset[int]) -> int:
         masked = _zero_filled(batch, coalition, gram)
         result = aggregate_batch(masked, spec.aggregation, seed=seed, center=grid_center)
-        metrics = evaluate(spec, apply_delta(base_state, result.delta), reference, device=device)
-        return quantised_utility(metrics, spec.valuation)
+        return utility_of(result.delta)
 
+    def evaluate_coalitions(coalitions: Sequence[frozenset[int]]) -> list[int]:
+        values: list[int] = []
+        step = max(1, _CELLS_AT_ONCE // batch.dim)
+        for first in range(0, len(coalitions), step):
+            grids = _clipped_coalitions(spec, batch, coalitions[first : first + step], grid_center)
+            values.extend(
+                utility_of(dequantise(grid, batch.layout, batch.frac_bits)) for grid in grids
+            )
+        return values
+
+    if _clips_coalitions_together(spec):
+        return CoalitionUtility(batch.n, evaluate_coalition, evaluate_coalitions)
     return CoalitionUtility(batch.n, evaluate_coalition)
+
+
+def _clips_coalitions_together(spec: TaskSpec) -> bool:
+    """Whether many coalitions can be aggregated at once: centered clipping with no pre-steps
+    (`centered_clipping_coalitions` gives each coalition's exact zero-filled aggregate)."""
+    return not spec.aggregation.pre and spec.aggregation.rule == "centered_clipping"
+
+
+def _clipped_coalitions(
+    spec: TaskSpec, batch: Batch, coalitions: Sequence[frozenset[int]], center: IntArray | None
+) -> IntArray:
+    """``(len(coalitions), d)`` centered-clipping aggregates of the zero-filled coalitions."""
+    rule = spec.aggregation
+    params = resolve_params(RULES[rule.rule].params, rule.params, f"rule {rule.rule!r}")
+    clip: Callable[..., IntArray] = centered_clipping_coalitions  # the registry's parameters
+    return clip(batch, coalitions, **params, center=center)
+
+
+_CELLS_AT_ONCE = 1 << 21  # coalitions aggregated together hold about this many coordinates
 
 
 def _zero_filled(batch: Batch, coalition: frozenset[int], gram: list[list[int]] | None) -> Batch:

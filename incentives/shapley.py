@@ -200,7 +200,7 @@ def exact_shapley(utility: CoalitionUtility) -> ShapleyEstimate:
             "use a sampling estimator such as gtg_shapley"
         )
     start = utility.evaluations
-    table = [utility.value_of_mask(mask) for mask in range(1 << n)]
+    table = utility.values_of_masks(range(1 << n))
     weight = [math.factorial(s) * math.factorial(n - s - 1) for s in range(n)]
     totals = [0] * n
     for mask, value in enumerate(table[:-1]):  # the grand coalition has no one left to add
@@ -326,8 +326,8 @@ def _kernel_fit(
 ) -> ShapleyEstimate:
     """Solve the efficiency-constrained weighted least squares of `kernel_shapley` exactly."""
     n = utility.n_players
-    v_empty = utility.value_of_mask(0)
-    gain = utility.value_of_mask(utility.grand_mask) - v_empty
+    v_empty, v_grand = utility.values_of_masks([0, utility.grand_mask, *sorted(weights)])[:2]
+    gain = v_grand - v_empty
     # Normal equations with a Lagrange multiplier: [[A, 1], [1ᵀ, 0]] [φ, λ] = [b, gain].
     system = [[Fraction(0)] * (n + 2) for _ in range(n + 1)]
     for mask, weight in sorted(weights.items()):
@@ -381,11 +381,10 @@ def leave_one_out(utility: CoalitionUtility) -> ShapleyEstimate:
     """
     start = utility.evaluations
     grand = utility.grand_mask
-    v_grand = utility.value_of_mask(grand)
-    values = tuple(
-        Fraction(v_grand - utility.value_of_mask(grand & ~(1 << player)))
-        for player in range(utility.n_players)
+    v_grand, *without = utility.values_of_masks(
+        [grand, *(grand & ~(1 << player) for player in range(utility.n_players))]
     )
+    values = tuple(Fraction(v_grand - v) for v in without)
     return ShapleyEstimate(
         method="loo", values=values, evaluations=utility.evaluations - start, permutations=0
     )

@@ -10,7 +10,7 @@ once; `CoalitionUtility.evaluations` counts those real evaluations, the cost an 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from fractions import Fraction
 
 UTILITY_SCALE = 1_000_000
@@ -67,6 +67,9 @@ class CoalitionUtility:
     evaluate
         The game: maps a coalition (a frozenset of player indices) to its quantised utility, an
         `int`. It is called at most once per distinct coalition.
+    evaluate_many
+        Optionally, the same game for many coalitions at once (their utilities, in order), when
+        that is cheaper than one call each; `values_of_masks` uses it.
 
     Raises
     ------
@@ -74,11 +77,17 @@ class CoalitionUtility:
         If `n_players` is not positive.
     """
 
-    def __init__(self, n_players: int, evaluate: Callable[[frozenset[int]], int]) -> None:
+    def __init__(
+        self,
+        n_players: int,
+        evaluate: Callable[[frozenset[int]], int],
+        evaluate_many: Callable[[Sequence[frozenset[int]]], Sequence[int]] | None = None,
+    ) -> None:
         if n_players < 1:
             raise ValueError(f"a game needs at least one player, got n_players={n_players}")
         self._n_players = n_players
         self._evaluate = evaluate
+        self._evaluate_many = evaluate_many
         self._cache: dict[int, int] = {}
 
     @property
@@ -123,11 +132,55 @@ class CoalitionUtility:
         cached = self._cache.get(mask)
         if cached is not None:
             return cached
+        self._check_mask(mask)
+        return self._store(mask, self._evaluate(frozenset(mask_members(mask))))
+
+    def values_of_masks(self, masks: Iterable[int]) -> list[int]:
+        """The utilities of many coalitions, evaluating the new ones together when the game can.
+
+        The values and the evaluation count are those of `value_of_mask` called on each mask.
+
+        Parameters
+        ----------
+        masks
+            Coalition bitmasks (see `value_of_mask`).
+
+        Returns
+        -------
+        list[int]
+            The quantised utility of each mask, in order.
+
+        Raises
+        ------
+        ValueError
+            If a mask names a player outside ``0..n_players-1``.
+        TypeError
+            If the game returns anything but an `int`.
+        """
+        wanted = list(masks)
+        new = [m for m in dict.fromkeys(wanted) if m not in self._cache]
+        for mask in new:
+            self._check_mask(mask)
+        if self._evaluate_many is None:
+            for mask in new:
+                self.value_of_mask(mask)
+        elif new:
+            values = self._evaluate_many([frozenset(mask_members(m)) for m in new])
+            if len(values) != len(new):
+                raise TypeError(f"the game returned {len(values)} utilities for {len(new)}")
+            for mask, value in zip(new, values, strict=True):
+                self._store(mask, value)
+        return [self._cache[m] for m in wanted]
+
+    def _check_mask(self, mask: int) -> None:
+        """Raise ValueError unless the mask names players of this game only."""
         if mask < 0 or mask > self.grand_mask:
             raise ValueError(
                 f"coalition mask {mask:#x} names players outside 0..{self._n_players - 1}"
             )
-        value = self._evaluate(frozenset(mask_members(mask)))
+
+    def _store(self, mask: int, value: object) -> int:
+        """Check that a utility is an `int` and cache it."""
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(
                 f"a utility must be a quantised int, got {type(value).__name__} {value!r} "

@@ -13,7 +13,7 @@ import torch
 
 from node.aggregation.bucketing import bucketing
 from node.aggregation.bulyan import bulyan, mean_around_median
-from node.aggregation.centered_clipping import centered_clipping
+from node.aggregation.centered_clipping import centered_clipping, centered_clipping_coalitions
 from node.aggregation.fixed_point import (
     COORD_BOUND,
     Batch,
@@ -257,6 +257,27 @@ def test_centered_clipping_clips_each_offset_to_tau() -> None:
         centered_clipping(batch, tau=0.0)
     with pytest.raises(ValueError, match="centre must be"):
         centered_clipping(batch, tau=1.0, center=np.zeros(2, dtype=np.int64))
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_centered_clipping_of_coalitions_is_each_zero_filled_batch_clipped(weighted: bool) -> None:
+    rng = np.random.default_rng(6)
+    rows = rng.normal(0, 1, size=(5, 40)).tolist()
+    batch = batch_of(rows, weights=[3, 1, 4, 1, 5], bits=16)
+    start = (rng.normal(0, 0.3, size=40) * 2**16).round().astype(np.int64)
+    coalitions = [[i for i in range(5) if mask >> i & 1] for mask in range(32)]
+    for center in (None, start):
+        together = centered_clipping_coalitions(
+            batch, coalitions, tau=1.5, iterations=4, weighted=weighted, center=center
+        )
+        for k, coalition in enumerate(coalitions):
+            values = batch.values.copy()
+            values[[i for i in range(5) if i not in coalition]] = 0
+            alone = batch.derive(values, batch.weights, batch.origin)
+            out = centered_clipping(alone, tau=1.5, iterations=4, weighted=weighted, center=center)
+            assert together[k].tolist() == out.aggregate.tolist()
+    with pytest.raises(ValueError, match="coalition rows"):
+        centered_clipping_coalitions(batch, [[0, 5]], tau=1.0)
 
 
 def test_weighted_centered_clipping_weighs_clipped_offsets_by_sample_count() -> None:

@@ -19,6 +19,7 @@ from incentives import allocate_rewards, exact_shapley, gtg_shapley
 from incentives.freeriders import free_riders
 from incentives.game import round_utility
 from incentives.settlement import settle_round
+from incentives.utility import CoalitionUtility
 from node.aggregation.pipeline import aggregate
 from node.learning.data import Dataset, task_splits
 from node.learning.training import (
@@ -232,6 +233,23 @@ def test_utilities_do_not_depend_on_the_thread_count(setting: Setting) -> None:
             return [utility.value_of_mask(mask) for mask in range(8)]
 
     assert table(1) == table(2)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_coalitions_valued_together_match_one_at_a_time(weighted: bool) -> None:
+    setting = _setting("neg_loss")
+    params = {"tau": 0.2, "iterations": 3, "weighted": weighted}
+    spec = dataclasses.replace(setting.spec, aggregation=AggregationSpec(params=params))
+    updates, samples = _train(setting, _parts([40, 50, 60, 70], seed=6))
+    center = {name: tensor / 2 for name, tensor in updates[0].items()}
+
+    def utility() -> CoalitionUtility:
+        return round_utility(
+            spec, setting.base, updates, samples, setting.reference, seed=ROUND_SEED, center=center
+        )
+
+    one_by_one = utility()
+    assert utility().values_of_masks(range(16)) == [one_by_one.value_of_mask(m) for m in range(16)]
 
 
 @pytest.mark.parametrize(

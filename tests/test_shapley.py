@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 
 import pytest
@@ -127,6 +127,33 @@ def test_exact_shapley_is_linear_in_the_game() -> None:
     symmetric = exact_shapley(CoalitionUtility(4, _symmetric)).values
 
     assert both == tuple(a + 3 * s for a, s in zip(airport, symmetric, strict=True))
+
+
+def test_values_of_masks_evaluates_each_new_coalition_once_and_together() -> None:
+    batches: list[list[frozenset[int]]] = []
+
+    def many(coalitions: Sequence[frozenset[int]]) -> list[int]:
+        batches.append(list(coalitions))
+        return [_airport(c) for c in coalitions]
+
+    utility = CoalitionUtility(4, _airport, many)
+    assert utility.values_of_masks([0b1010, 0b0001, 0b1010, 0]) == [10, 1, 10, 0]
+    assert utility.value_of_mask(0b0001) == 1  # cached: no call
+    assert utility.values_of_masks([0b0001, 0b0110]) == [1, 6]
+    assert batches == [[frozenset({1, 3}), frozenset({0}), frozenset()], [frozenset({1, 2})]]
+    assert utility.evaluations == 4
+    assert exact_shapley(utility).values == exact_shapley(CoalitionUtility(4, _airport)).values
+    with pytest.raises(ValueError, match="outside"):
+        utility.values_of_masks([0b10000])
+
+
+def test_values_of_masks_checks_what_the_game_returns() -> None:
+    short = CoalitionUtility(3, _glove, lambda coalitions: [0] * (len(coalitions) - 1))
+    with pytest.raises(TypeError, match="2 utilities for 3"):
+        short.values_of_masks([1, 2, 3])
+    floats = CoalitionUtility(3, _glove, lambda coalitions: [0.5 for _ in coalitions])
+    with pytest.raises(TypeError, match="quantised int"):
+        floats.values_of_masks([1])
 
 
 def test_exact_shapley_refuses_more_than_twelve_players() -> None:

@@ -13,11 +13,19 @@ Weighted by sample counts ``w_i``, the mean becomes ``sum_i w_i c_i (x_i - v) / 
 
 Clipping factors are integers out of ``2**20`` computed from exact distances, and the update is
 an exact integer sum, so every machine follows the same path.
+
+`centered_clipping_coalitions` runs the rule for many coalitions of one batch at once (every row
+outside a coalition read as a zero update, as the valuation game does): the same integers as one
+call per coalition, in a few large array operations instead of many small ones.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Collection, Sequence
+
 import numpy as np
+import numpy.typing as npt
 
 from node.aggregation.fixed_point import (
     COORD_BOUND,
@@ -26,8 +34,9 @@ from node.aggregation.fixed_point import (
     RuleOutput,
     div_round,
     exact_combine,
+    exact_inner,
+    exact_sq_norms,
 )
-from node.aggregation.geometric_median import distances_to
 
 CLIP_BITS = 20  # clipping factors are integers out of 2**20
 # With n <= MAX_INPUTS = 2**11 the factors sum to at most 2**31, so sum_i c_i x_i and C * v are
@@ -71,33 +80,111 @@ def centered_clipping(
     ValueError
         If ``tau <= 0``, ``iterations < 1`` or the centre has the wrong shape or range.
     """
+    (v,) = centered_clipping_coalitions(
+        batch, [range(batch.n)], tau=tau, iterations=iterations, weighted=weighted, center=center
+    )
+    return RuleOutput(v, None)
+
+
+def centered_clipping_coalitions(
+    batch: Batch,
+    coalitions: Sequence[Collection[int]],
+    *,
+    tau: float,
+    iterations: int = 3,
+    weighted: bool = False,
+    center: IntArray | None = None,
+) -> IntArray:
+    """Centered clipping of many coalitions of one batch, each with the others' rows at zero.
+
+    Row ``k`` of the result is exactly ``centered_clipping(masked_k, ...).aggregate``, where
+    ``masked_k`` is the batch with every row outside ``coalitions[k]`` replaced by zeros (its
+    sample count kept): the zero-filled coalitions of `incentives.game`.
+
+    Parameters
+    ----------
+    batch
+        The quantised updates.
+    coalitions
+        Row indices of each coalition (any may be empty).
+    tau, iterations, weighted, center
+        As for `centered_clipping`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(len(coalitions), d)`` int64 final centres. The work holds a few arrays of this size,
+        so callers pass as many coalitions as their memory allows.
+
+    Raises
+    ------
+    ValueError
+        As `centered_clipping`, or if a coalition names a row outside the batch.
+    """
     if not tau > 0 or iterations < 1:
         raise ValueError(
             f"centered clipping needs tau > 0 and iterations >= 1, got {tau}, {iterations}"
         )
-    n = batch.n
     if center is None:
-        v = np.zeros(batch.dim, dtype=np.int64)
+        start = np.zeros(batch.dim, dtype=np.int64)
     elif center.shape != (batch.dim,) or int(np.abs(center).max(initial=0)) > COORD_BOUND:
         raise ValueError(f"centre must be ({batch.dim},) within +-{COORD_BOUND} grid units")
     else:
-        v = center.astype(np.int64)
-    tau_q = batch.to_grid(tau)
+        start = center.astype(np.int64)
+    members = np.zeros((len(coalitions), batch.n), dtype=bool)  # (K, n)
+    for k, coalition in enumerate(coalitions):
+        rows = list(coalition)
+        if any(not 0 <= i < batch.n for i in rows):
+            raise ValueError(f"coalition rows must be in [0, {batch.n}), got {sorted(rows)}")
+        members[k, rows] = True
+    return _clip(batch, members, start, batch.to_grid(tau), iterations, weighted)
+
+
+def _clip(
+    batch: Batch,
+    members: npt.NDArray[np.bool_],
+    start: IntArray,
+    tau_q: int,
+    iterations: int,
+    weighted: bool,
+) -> IntArray:
+    """Iterate centered clipping for each coalition row of ``members`` ``(K, n)``."""
+    n = batch.n
     full = 1 << CLIP_BITS
     scale = 1 << WEIGHTED_BITS if weighted else n << CLIP_BITS
+    sq = batch.sq_norms
+    inside = members.tolist()
+    v = np.repeat(start[None, :], members.shape[0], axis=0)  # (K, d) one centre per coalition
     for _ in range(iterations):
-        dist = distances_to(batch, v)
+        grid = v.astype("<i4")  # within +-COORD_BOUND, so exact
+        cross = exact_inner(batch.values, grid)  # (n, K) <x_i, v_k>
         factors = np.array(
-            [full if dv <= tau_q else (tau_q << CLIP_BITS) // dv for dv in dist], dtype=np.int64
-        )
+            [
+                [
+                    _factor(
+                        math.isqrt(sq[i] - 2 * cross[i][k] + vv if inside[k][i] else vv),
+                        tau_q,
+                        full,
+                    )
+                    for i in range(n)
+                ]
+                for k, vv in enumerate(exact_sq_norms(grid))
+            ],
+            dtype=np.int64,
+        )  # (K, n); a zero row lies at distance ||v_k|| from the centre
         if weighted:
-            factors = _weighted(factors, batch.weights)
-        pulled = exact_combine(batch.values, factors[None, :])[0]  # sum_i c_i x_i
-        step = div_round(pulled - int(factors.sum()) * v, scale)
+            factors = np.array([_weighted(row, batch.weights) for row in factors], dtype=np.int64)
+        pulled = exact_combine(batch.values, factors * members)  # (K, d) sum_i c_i x_i
+        step = div_round(pulled - factors.sum(axis=1)[:, None] * v, scale)
         if not step.any():
             break
-        v = v + step
-    return RuleOutput(v, None)
+        v += step
+    return v
+
+
+def _factor(distance: int, tau_q: int, full: int) -> int:
+    """The clipping factor out of ``full``: ``min(1, tau / distance)``, rounded down."""
+    return full if distance <= tau_q else (tau_q << CLIP_BITS) // distance
 
 
 def _weighted(factors: IntArray, weights: IntArray) -> IntArray:

@@ -28,7 +28,7 @@ class NodeConfig:
     peers: tuple[str, ...] = ()  # trustless gateways the embedded store fetches missing blocks from
     serve: str | None = None  # "host:port" to serve this node's blocks to peers (per-node stores)
     journal: Path | None = None  # journal directory (None: ~/.swarmchain/nodes/<address>)
-    threads: int | None = None  # torch intra-op threads (None: torch's default)
+    threads: int | None = None  # torch intra-op and NumPy BLAS threads (None: their defaults)
     attack: AttackPlan | None = None  # forge updates with this attack (tests and demos)
     encrypt: bool = False  # encrypt updates for the round's members (auditors cannot read them)
     stake: int | None = None  # tokens to stake when joining (None: the swarm's minimum)

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from threadpoolctl import threadpool_limits
 
 from incentives.claims import load_reward_tree, save_reward_tree
 from incentives.merkle import RewardTree
@@ -242,6 +243,9 @@ class SwarmNode:
         cfg = self.config
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
+            # NumPy's BLAS (the exact integer aggregation and valuation) would otherwise start a
+            # thread per core, whose spin-waits take CPU from the other nodes on the machine.
+            threadpool_limits(cfg.threads, user_api="blas")
         deployment: Deployment = load_deployment(cfg.deployment)
         self.coordinator = Coordinator(connect(cfg.rpc_url), deployment, cfg.private_key)
         self.address = self.coordinator.account

@@ -54,6 +54,11 @@ PIPELINES: dict[str, AggregationSpec] = {
     "centered_clipping+bucketing": AggregationSpec(
         "centered_clipping", {"tau": 0.2, "iterations": 3}, (StepSpec("bucketing", {"s": 2}),)
     ),
+    "centered_clipping_weighted+sample_cap": AggregationSpec(
+        "centered_clipping",
+        {"tau": 0.2, "iterations": 3, "weighted": True},
+        (StepSpec("sample_cap", {"factor": 2.0}),),
+    ),
 }
 ATTACK_NAMES = ["none", *ATTACKS]
 

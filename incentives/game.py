@@ -136,7 +136,7 @@ def _clipped_coalitions(
     return clip(batch, coalitions, **params, center=center)
 
 
-_CELLS_AT_ONCE = 1 << 21  # coalitions aggregated together hold about this many coordinates
+_CELLS_AT_ONCE = 1 << 18  # coalitions aggregated together hold about this many coordinates
 
 
 def _zero_filled(batch: Batch, coalition: frozenset[int], gram: list[list[int]] | None) -> Batch:

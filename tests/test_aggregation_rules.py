@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 import random
 from collections.abc import Sequence
 from fractions import Fraction
@@ -109,18 +110,24 @@ def test_div_round_matches_exact_rounding_half_to_even() -> None:
             assert div_round(x, den).tolist() == [round(Fraction(int(v), den)) for v in x]
 
 
-def test_inner_products_of_moderate_rows_are_exact() -> None:
-    # max|a| * max|b| * d just below 2**63: the direct int64 products, at their bound.
+@pytest.mark.parametrize(
+    ("top_a", "top_b", "d"),
+    [
+        (2**24, 2**24, 5000),  # a split in halves, float64 part-products up to 2**49.3
+        (2**10, 2**30, 2**20),  # too large for that: int64 products up to 2**60
+    ],
+)
+def test_inner_products_of_moderate_rows_are_exact(top_a: int, top_b: int, d: int) -> None:
     rng = np.random.default_rng(4)
-    top = 2**25
-    a = rng.integers(-top, top + 1, size=(3, 5000)).astype("<i4")
-    b = rng.integers(-top, top + 1, size=(2, 5000)).astype("<i4")
-    a[0, :] = top
-    b[0, :] = -top
-    assert top * top * 5000 < 2**63
-    dot = [[sum(int(x) * int(y) for x, y in zip(r, s, strict=True)) for s in b] for r in a]
+    a = rng.integers(-top_a, top_a + 1, size=(3, d)).astype("<i4")
+    b = rng.integers(-top_b, top_b + 1, size=(2, d)).astype("<i4")
+    a[0, :] = top_a
+    b[0, :] = -top_b
+    rows_a, rows_b = a.tolist(), b.tolist()
+    dot = [[sum(map(operator.mul, r, s)) for s in rows_b] for r in rows_a]
     assert exact_inner(a, b) == dot
-    assert exact_sq_norms(a) == [sum(int(x) ** 2 for x in r) for r in a]
+    assert exact_inner(b, b) == [[sum(map(operator.mul, r, s)) for s in rows_b] for r in rows_b]
+    assert exact_sq_norms(a) == [sum(x * x for x in r) for r in rows_a]
 
 
 def test_exact_combine_matches_python_integers() -> None:

@@ -155,20 +155,25 @@ def _clip(
     sq = batch.sq_norms
     inside = members.tolist()
     v = np.repeat(start[None, :], members.shape[0], axis=0)  # (K, d) one centre per coalition
-    for _ in range(iterations):
-        grid = v.astype("<i4")  # within +-COORD_BOUND, so exact
-        cross = exact_inner(batch.values, grid)  # (n, K) <x_i, v_k>
+    for iteration in range(iterations):
+        # Every coalition starts from the same centre: one column of products serves them all.
+        grid = (v[:1] if iteration == 0 else v).astype("<i4")  # within +-COORD_BOUND: exact
+        cross = exact_inner(batch.values, grid)  # (n, K or 1) <x_i, v_k>
+        norms = exact_sq_norms(grid)  # (K or 1,) ||v_k||^2
+        column = [0] * len(inside) if iteration == 0 else range(len(inside))
         factors = np.array(
             [
                 [
                     _factor(
-                        math.isqrt(sq[i] - 2 * cross[i][k] + vv if inside[k][i] else vv),
+                        math.isqrt(
+                            sq[i] - 2 * cross[i][c] + norms[c] if inside[k][i] else norms[c]
+                        ),
                         tau_q,
                         full,
                     )
                     for i in range(n)
                 ]
-                for k, vv in enumerate(exact_sq_norms(grid))
+                for k, c in enumerate(column)
             ],
             dtype=np.int64,
         )  # (K, n); a zero row lies at distance ||v_k|| from the centre

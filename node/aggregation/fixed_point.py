@@ -30,8 +30,10 @@ Overflow proof (every bound below is checked where the value enters):
   partial sum stays below ``2**53`` and is exact in float64; the parts are then combined in Python
   integers, which do not overflow.
 * Inner products of rows whose entries are small enough, ``max|a| * max|b| * d < 2**63``, are
-  computed in int64 directly: no partial sum can exceed that bound. Updates within a task's norm
-  bound are usually far below ``2**30`` per coordinate, so this is the common case.
+  computed in int64 directly: no partial sum can exceed that bound. Smaller still, when
+  ``2**h * max|b| * d <= 2**53`` with ``h = ceil(bits(max|a|) / 2)``, only ``a`` is split at ``h``
+  bits and BLAS multiplies in float64, exactly. Updates within a task's norm bound are usually
+  far below ``2**30`` per coordinate, so this is the common case.
 * Rounded division (``div_round``) takes a numerator within int64 and a positive denominator of
   at most ``2**62``; its remainder test ``2 * r + 1`` stays below ``2**63``.
 """
@@ -437,10 +439,24 @@ def exact_inner(a: I32Array, b: I32Array) -> list[list[int]]:
     if d > MAX_DIM:
         raise ValueError(f"exact inner products need d <= MAX_DIM={MAX_DIM}, got d={d}")
     same = a is b
-    if _max_abs(a) * (_max_abs(a) if same else _max_abs(b)) * d < 1 << 63:
-        wide = a.astype(np.int64)
-        small: list[list[int]] = (wide @ (wide if same else b.astype(np.int64)).T).tolist()
+    top_a = _max_abs(a)
+    top_b = top_a if same else _max_abs(b)
+    half = (top_a.bit_length() + 1) // 2
+    if (1 << half) * top_b * d <= 1 << 53 and 2 * top_a * top_b * d < 1 << 63:
+        # Split only a, at `half` bits: both parts are at most 2**half in magnitude, so every
+        # partial sum of part-products is at most 2**half * max|b| * d <= 2**53, exact in
+        # float64; the recombined products (at most 2 * max|a| * max|b| * d) fit in int64.
+        parts_a = np.concatenate(
+            [np.right_shift(a, half), np.bitwise_and(a, (1 << half) - 1)]
+        ).astype(np.float64)  # (2p, d)
+        dots = parts_a @ (a if same else b).T.astype(np.float64)  # (2p, r)
+        exact = (dots[:p].astype(np.int64) << half) + dots[p:].astype(np.int64)
+        small: list[list[int]] = exact.tolist()
         return small
+    if top_a * top_b * d < 1 << 63:
+        wide = a.astype(np.int64)
+        products: list[list[int]] = (wide @ (wide if same else b.astype(np.int64)).T).tolist()
+        return products
     acc = np.zeros((2 * p, 2 * r), dtype=np.float64)
     step = _block_cols(p + r)
     for start in range(0, d, step):

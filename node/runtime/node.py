@@ -80,6 +80,7 @@ from node.runtime.checkpoint import Checkpoint, State, aggregate_of, decode_chec
 from node.runtime.config import NodeConfig, load_node_data
 from node.runtime.document import TaskDocument, fetch_task
 from node.runtime.events import EventKind, EventSink, NodeEvent
+from node.runtime.heap import keep_freed_heap
 from node.runtime.history import ChainHistory
 from node.runtime.journal import Journal, Record
 from node.runtime.local import local_update
@@ -241,6 +242,7 @@ class SwarmNode:
 
     def _setup(self) -> None:
         cfg = self.config
+        keep_freed_heap()
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
             # NumPy's BLAS (the exact integer aggregation and valuation) would otherwise start a

@@ -391,8 +391,9 @@ def div_round(num: IntArray, den: int) -> IntArray:
     if den & (den - 1) == 0:  # a power of two: an arithmetic shift is floor division, and faster
         q = np.right_shift(num, den.bit_length() - 1)
         r = np.bitwise_and(num, den - 1)
-    else:
-        q, r = np.divmod(num, den)
+    else:  # floor_divide then a product: several times faster than NumPy's int64 divmod
+        q = np.floor_divide(num, den)
+        r = num - q * den  # exact: int64 arithmetic wraps, and the true r is in [0, den)
     # 0 <= r < den, so 2r + 1 < 2**63. Round up past the half, and at the half when q is odd.
     r <<= 1
     r += q & 1

@@ -114,6 +114,7 @@ def test_div_round_matches_exact_rounding_half_to_even() -> None:
     ("top_a", "top_b", "d"),
     [
         (2**24, 2**24, 5000),  # a split in halves, float64 part-products up to 2**49.3
+        (2**16, 2**16, 300_000),  # the same tier over several column blocks
         (2**10, 2**30, 2**20),  # too large for that: int64 products up to 2**60
     ],
 )

@@ -447,11 +447,17 @@ def exact_inner(a: I32Array, b: I32Array) -> list[list[int]]:
         # Split only a, at `half` bits: both parts are at most 2**half in magnitude, so every
         # partial sum of part-products is at most 2**half * max|b| * d <= 2**53, exact in
         # float64; the recombined products (at most 2 * max|a| * max|b| * d) fit in int64.
-        parts_a = np.concatenate(
-            [np.right_shift(a, half), np.bitwise_and(a, (1 << half) - 1)]
-        ).astype(np.float64)  # (2p, d)
-        dots = parts_a @ (a if same else b).T.astype(np.float64)  # (2p, r)
-        exact = (dots[:p].astype(np.int64) << half) + dots[p:].astype(np.int64)
+        # Column blocks keep the float64 copies in cache; each block's sums are exact too.
+        exact = np.zeros((p, r), dtype=np.int64)
+        step = _block_cols(2 * p + r)
+        for start in range(0, d, step):
+            block = a[:, start : start + step]
+            parts_a = np.concatenate(
+                [np.right_shift(block, half), np.bitwise_and(block, (1 << half) - 1)]
+            ).astype(np.float64)  # (2p, step)
+            other = block if same else b[:, start : start + step]
+            dots = parts_a @ other.T.astype(np.float64)  # (2p, r)
+            exact += (dots[:p].astype(np.int64) << half) + dots[p:].astype(np.int64)
         small: list[list[int]] = exact.tolist()
         return small
     if top_a * top_b * d < 1 << 63:

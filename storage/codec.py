@@ -26,8 +26,8 @@ import struct
 from collections.abc import Mapping
 from typing import Any
 
-import safetensors.torch
 import torch
+from safetensors.torch import load as load_safetensors  # no pickle: a JSON header, raw bytes
 
 from node import safejson
 from storage.errors import (
@@ -247,7 +247,7 @@ def decode_update(data: bytes, expected: TensorSpec, max_bytes: int) -> dict[str
     if data[8:data_start] != _header(expected):
         raise MalformedUpdate("header is not in canonical form (key order, spacing or padding)")
     try:
-        tensors = safetensors.torch.load(data)
+        tensors = load_safetensors(data)
     except Exception as err:  # the parser's own error types are not part of its API
         raise MalformedUpdate(f"safetensors rejected the update: {err}") from None
     for name in sorted(tensors):

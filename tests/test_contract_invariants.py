@@ -251,6 +251,14 @@ class SwarmMachine(RuleBasedStateMachine):
         wanted = {"commit": Phase.COMMIT, "reveal": Phase.REVEAL, "attest": Phase.ATTEST}[action]
         if self.info.phase == wanted:
             return
+        # Anvil stamps a new block with the wall clock: on a slow machine the block that mines
+        # this call could fall in the next window. Pin it to one second after the latest block,
+        # and only send when no deadline falls in that second.
+        at = self.h.timestamp() + 1
+        info = self.info
+        if at in (info.commit_deadline, info.reveal_deadline, info.attest_deadline):
+            return
+        self.h.rpc("evm_setNextBlockTimestamp", [at])
         member, round_id = self.pool[i], self.info.round
         reveal = sample_reveal(member.address, round_id)
         args: dict[str, tuple[Any, ...]] = {

@@ -164,7 +164,7 @@ def main() -> None:
     """
     try:
         # Not standalone: click's errors come here instead of being printed as a box.
-        code = app(standalone_mode=False)
+        code = app(prog_name="swarm", standalone_mode=False)  # also under python -m
     except SwarmchainError as err:
         _fail(err.one_line(), 1)
     except NoArgsIsHelpError as err:

@@ -8,35 +8,17 @@ Most cases run the real entry point (`node.cli.app.main`) in-process; one runs t
 
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
+from cli_run import run_swarm
 
 from node import __version__
-from node.cli.app import main
 
 SWARM = Path(sys.executable).with_name("swarm")
 JOIN = ["node", "join", "--deployment", "d.json", "--key", "k.txt", "--data", "a.npz"]
-
-
-def _run(args: list[str]) -> tuple[int, str, str]:
-    """Run `swarm ARGS` through the real entry point: exit code, stdout, stderr."""
-    stdout, stderr = io.StringIO(), io.StringIO()
-    argv = sys.argv
-    sys.argv = ["swarm", *args]
-    try:
-        with redirect_stdout(stdout), redirect_stderr(stderr):
-            main()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    finally:
-        sys.argv = argv
-    return code, stdout.getvalue(), stderr.getvalue()
 
 
 @pytest.mark.parametrize(
@@ -68,7 +50,7 @@ def _run(args: list[str]) -> tuple[int, str, str]:
     ids=lambda value: " ".join(value) if isinstance(value, list) else "",
 )
 def test_usage_error_is_one_line_and_exit_code_2(args: list[str], line: str) -> None:
-    code, stdout, stderr = _run(args)
+    code, stdout, stderr = run_swarm(args)
 
     assert code == 2
     assert stderr.splitlines() == [line]
@@ -76,7 +58,7 @@ def test_usage_error_is_one_line_and_exit_code_2(args: list[str], line: str) -> 
 
 
 def test_hostile_text_in_a_usage_error_cannot_forge_a_second_line() -> None:
-    code, _, stderr = _run(["store", "add", "a", "x\nerror: forged"])
+    code, _, stderr = run_swarm(["store", "add", "a", "x\nerror: forged"])
 
     assert code == 2
     assert stderr.splitlines() == [
@@ -101,7 +83,7 @@ def test_the_swarm_executable_reports_a_usage_error_in_one_line() -> None:
 
 @pytest.mark.parametrize("args", [["--help"], ["node", "join", "--help"], ["store", "--help"]])
 def test_help_still_exits_0_on_stdout(args: list[str]) -> None:
-    code, stdout, stderr = _run(args)
+    code, stdout, stderr = run_swarm(args)
 
     assert code == 0
     assert "Usage:" in stdout
@@ -109,7 +91,7 @@ def test_help_still_exits_0_on_stdout(args: list[str]) -> None:
 
 
 def test_version_still_exits_0() -> None:
-    code, stdout, stderr = _run(["--version"])
+    code, stdout, stderr = run_swarm(["--version"])
 
     assert (code, stdout, stderr) == (0, f"swarm {__version__}\n", "")
 
@@ -126,7 +108,7 @@ class _InterruptedStdin:
 def test_ctrl_c_exits_130_without_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "stdin", _InterruptedStdin())
 
-    code, _, stderr = _run(["store", "add", "--only-hash", "-"])
+    code, _, stderr = run_swarm(["store", "add", "--only-hash", "-"])
 
     assert code == 130
     assert stderr == ""

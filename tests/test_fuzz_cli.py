@@ -9,19 +9,18 @@ subprocess, so the console script itself is held to the same rule.
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from contextlib import contextmanager
 from pathlib import Path
 
+from cli_run import run_swarm
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node.cli.app import main
 from storage.cid import CID, RAW
 
 SWARM = Path(sys.executable).with_name("swarm")
@@ -47,23 +46,9 @@ def _workdir() -> Iterator[Path]:
 
 
 def _run(args: list[str]) -> tuple[int, str]:
-    """Run `swarm ARGS` through the real entry point; its exit code and standard error.
-
-    Anything but a `SystemExit` (an uncaught exception: a traceback for the user) propagates
-    and fails the test.
-    """
-    stderr, stdout = io.StringIO(), io.StringIO()
-    argv = sys.argv
-    sys.argv = ["swarm", *args]
-    try:
-        with redirect_stderr(stderr), redirect_stdout(stdout):
-            main()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    finally:
-        sys.argv = argv
-    return code, stderr.getvalue()
+    """Run `swarm ARGS` in-process; its exit code and standard error."""
+    code, _, stderr = run_swarm(args)
+    return code, stderr
 
 
 def _assert_clean_failure(code: int, stderr: str) -> None:

@@ -5,9 +5,10 @@ For each swarm size it starts a fresh Anvil, deploys a ready-to-run swarm, runs 
 for a warm-up round plus the measured rounds, and reads each node's own account of every round
 (training, storage, chain, verification + aggregation + valuation, waiting). Beside it, a bare
 loop trains the same nodes on the same data with the same local training, using all the machine's
-cores, and averages the deltas (FedAvg): the limit a swarm could approach. The bare loop runs two
-ways (one node at a time in this process with torch on every core, or one worker process per core
-on one torch thread each); the faster is the limit, and both are reported.
+cores, and averages the deltas (FedAvg): the limit a swarm could approach. The bare loop runs one
+worker process per core, each training one node at a time on one torch thread. ``--sequential``
+also times the nodes one after another in this process with torch on every core (slow: a small
+model trains mostly in Python, so extra threads barely help); the faster of the two is the limit.
 
 The task's local training is calibrated first to take about ``--train-s`` seconds per node per
 round on one core. Prints one JSON object; medians over nodes and measured rounds::
@@ -15,7 +16,7 @@ round on one core. Prints one JSON object; medians over nodes and measured round
     {"results": [{"nodes": 8, "swarm_round_s": ..., "bare_round_s": ..., "ratio": ...,
                   "breakdown_s": {...}, "rss_mb_per_node": ...}], ...}
 
-Run: ``.venv/bin/python scripts/bench_round.py [--nodes 4 8 16] [--rounds 3]``
+Run: ``.venv/bin/python scripts/bench_round.py [--nodes 4 8 16] [--rounds 3] [--sequential]``
 """
 
 from __future__ import annotations
@@ -212,6 +213,11 @@ def main() -> None:
         default="auto",
         help="Shapley estimator of the swarm's task document (auto: exact up to 10 members)",
     )
+    parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="also time the bare loop one node at a time with torch on every core",
+    )
     args = parser.parse_args()
     valuation = ValuationConfig(method=args.valuation)
 
@@ -221,17 +227,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-round-") as tmp:
         for n in args.nodes:
             timings, rss, swarm = swarm_rounds(spec, valuation, n, args.rounds, Path(tmp) / f"n{n}")
-            sequential = statistics.median(bare_rounds(spec, swarm, args.rounds, pooled=False))
             pooled = statistics.median(bare_rounds(spec, swarm, args.rounds, pooled=True))
+            bare_s = pooled
+            extra: dict[str, float] = {}
+            if args.sequential:
+                sequential = statistics.median(bare_rounds(spec, swarm, args.rounds, pooled=False))
+                bare_s = min(sequential, pooled)
+                extra["bare_sequential_s"] = round(sequential, 3)
             breakdown = median_parts(timings)
             swarm_s = breakdown.pop("round")
-            bare_s = min(sequential, pooled)
             result = {
                 "nodes": n,
                 "swarm_round_s": swarm_s,
                 "bare_round_s": round(bare_s, 3),
-                "bare_sequential_s": round(sequential, 3),
                 "bare_pooled_s": round(pooled, 3),
+                **extra,
                 "ratio": round(swarm_s / bare_s, 3),
                 "breakdown_s": breakdown,
                 "rss_mb_per_node": round(rss, 1),

@@ -39,8 +39,8 @@ from node.aggregation.fixed_point import (
     quantise,
     quantise_vector,
 )
-from node.aggregation.pipeline import aggregate_batch
-from node.aggregation.registry import RULES, resolve_params
+from node.aggregation.pipeline import aggregate_batch, apply_steps
+from node.aggregation.registry import RULES, STEPS, resolve_params
 from node.learning.data import Dataset
 from node.learning.training import apply_delta, evaluate, quantised_utility
 from node.task import TaskSpec
@@ -108,8 +108,11 @@ def round_utility(
     def evaluate_coalitions(coalitions: Sequence[frozenset[int]]) -> list[int]:
         values: list[int] = []
         step = max(1, _CELLS_AT_ONCE // batch.dim)
+        weighed = apply_steps(batch, spec.aggregation.pre, seed=seed)
         for first in range(0, len(coalitions), step):
-            grids = _clipped_coalitions(spec, batch, coalitions[first : first + step], grid_center)
+            grids = _clipped_coalitions(
+                spec, weighed, coalitions[first : first + step], grid_center
+            )
             values.extend(
                 utility_of(dequantise(grid, batch.layout, batch.frac_bits)) for grid in grids
             )
@@ -121,9 +124,11 @@ def round_utility(
 
 
 def _clips_coalitions_together(spec: TaskSpec) -> bool:
-    """Whether many coalitions can be aggregated at once: centered clipping with no pre-steps
-    (`centered_clipping_coalitions` gives each coalition's exact zero-filled aggregate)."""
-    return not spec.aggregation.pre and spec.aggregation.rule == "centered_clipping"
+    """Whether many coalitions can be aggregated at once: centered clipping after steps that
+    only reweigh (`centered_clipping_coalitions` gives each coalition's exact zero-filled
+    aggregate, and such steps act the same on every zero-filled coalition)."""
+    rule = spec.aggregation
+    return rule.rule == "centered_clipping" and all(STEPS[p.name].weights_only for p in rule.pre)
 
 
 def _clipped_coalitions(

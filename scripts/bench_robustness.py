@@ -59,6 +59,11 @@ PIPELINES: dict[str, AggregationSpec] = {
         {"tau": 0.2, "iterations": 3, "weighted": True},
         (StepSpec("sample_cap", {"factor": 2.0}),),
     ),
+    "centered_clipping_screened_weighted+sample_cap": AggregationSpec(
+        "centered_clipping",
+        {"tau": 0.2, "iterations": 3, "weighted": True, "screen": True},
+        (StepSpec("sample_cap", {"factor": 1.5}),),
+    ),
 }
 ATTACK_NAMES = ["none", *ATTACKS]
 

@@ -267,25 +267,70 @@ def test_centered_clipping_clips_each_offset_to_tau() -> None:
         centered_clipping(batch, tau=1.0, center=np.zeros(2, dtype=np.int64))
 
 
+@pytest.mark.parametrize("screen", [False, True])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_centered_clipping_of_coalitions_is_each_zero_filled_batch_clipped(weighted: bool) -> None:
+def test_centered_clipping_of_coalitions_is_each_zero_filled_batch_clipped(
+    weighted: bool, screen: bool
+) -> None:
     rng = np.random.default_rng(6)
-    rows = rng.normal(0, 1, size=(5, 40)).tolist()
+    signs = np.array([1, 1, 1, -1, -1])[:, None]  # two rows pull against the other three
+    rows = (signs * rng.normal(0, 1, size=40) + rng.normal(0, 0.5, size=(5, 40))).tolist()
     batch = batch_of(rows, weights=[3, 1, 4, 1, 5], bits=16)
     start = (rng.normal(0, 0.3, size=40) * 2**16).round().astype(np.int64)
     coalitions = [[i for i in range(5) if mask >> i & 1] for mask in range(32)]
+    params = {"tau": 1.5, "iterations": 4, "weighted": weighted, "screen": screen}
+    set_aside = 0
     for center in (None, start):
-        together = centered_clipping_coalitions(
-            batch, coalitions, tau=1.5, iterations=4, weighted=weighted, center=center
-        )
+        together = centered_clipping_coalitions(batch, coalitions, **params, center=center)
         for k, coalition in enumerate(coalitions):
             values = batch.values.copy()
             values[[i for i in range(5) if i not in coalition]] = 0
             alone = batch.derive(values, batch.weights, batch.origin)
-            out = centered_clipping(alone, tau=1.5, iterations=4, weighted=weighted, center=center)
+            out = centered_clipping(alone, **params, center=center)
             assert together[k].tolist() == out.aggregate.tolist()
+            assert set(out.set_aside) <= set(coalition)
+            set_aside += len(out.set_aside)
+    assert (set_aside > 0) == screen  # the screened runs do set rows aside
     with pytest.raises(ValueError, match="coalition rows"):
         centered_clipping_coalitions(batch, [[0, 5]], tau=1.0)
+
+
+def test_screened_centered_clipping_sets_aside_inputs_against_the_consensus() -> None:
+    # Unweighted, tau = 10: the first pass is the mean (1 + 1 - 1) / 3 = 1/3; the third input
+    # points against it, so it is set aside and the rule runs again on the other two.
+    batch = batch_of([[1.0], [1.0], [-1.0]], weights=[1, 1, 6], bits=8)
+    out = centered_clipping(batch, tau=10.0, iterations=1, screen=True)
+    assert (as_float(out.aggregate, bits=8), out.selected, out.set_aside) == ([1.0], None, (2,))
+    # Weighted, the second pass weighs what is left: (2 * 1 + 1 * 3) / 3 = 5/3.
+    weighted = batch_of([[1.0], [3.0], [-1.0]], weights=[2, 1, 6], bits=8)
+    out = centered_clipping(weighted, tau=10.0, iterations=1, weighted=True, screen=True)
+    assert as_float(out.aggregate, bits=8) == [pytest.approx(5 / 3, abs=1 / 256)]
+    assert out.set_aside == (2,)
+    # Screening equals clipping the rows that are kept.
+    rng = np.random.default_rng(8)
+    signs = np.array([1] * 6 + [-1] * 3)[:, None]
+    batch = batch_of((signs * rng.normal(0, 1, 30) + rng.normal(0, 1, (9, 30))).tolist(), bits=16)
+    out = centered_clipping(batch, tau=0.8, iterations=3, screen=True)
+    kept = [i for i in range(9) if i not in out.set_aside]
+    assert 0 < len(out.set_aside) < 9
+    again = centered_clipping(batch.subset(kept), tau=0.8, iterations=3)
+    assert out.aggregate.tolist() == again.aggregate.tolist()
+
+
+def test_screened_centered_clipping_keeps_the_first_pass_when_everything_opposes_it() -> None:
+    # From centre -4 with tau = 1 the lone input 1 moves the centre to -3, which it opposes.
+    batch = batch_of([[1.0]])
+    start = np.array([-8], dtype=np.int64)
+    out = centered_clipping(batch, tau=1.0, iterations=1, screen=True, center=start)
+    assert (as_float(out.aggregate), out.set_aside) == ([-3.0], ())
+
+
+def test_inputs_set_aside_are_neither_selected_nor_screened_out() -> None:
+    spec = AggregationSpec("centered_clipping", {"tau": 10.0, "iterations": 1, "screen": True})
+    task = TaskSpec(aggregation=spec, fixed_point_bits=8)
+    updates = [{"w": torch.tensor([v])} for v in (1.0, 1.0, -1.0)]
+    result = aggregate(task, updates, [1, 1, 1])
+    assert (result.selected, result.screened_out, result.set_aside) == ((0, 1), (), (2,))
 
 
 def test_weighted_centered_clipping_weighs_clipped_offsets_by_sample_count() -> None:

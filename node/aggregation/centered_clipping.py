@@ -11,6 +11,14 @@ iteration moves ``v`` by the mean of the inputs' offsets from ``v``, each offset
 Weighted by sample counts ``w_i``, the mean becomes ``sum_i w_i c_i (x_i - v) / sum_i w_i`` (with
 ``c_i`` the clipping factor), so an identity's pull follows its data, not its count of identities.
 
+With ``screen``, a first unweighted pass gives a consensus ``g``; every input with
+``<x_i, g> < 0`` (one that pulls against it, as a sign flip does) is set aside, and the rule runs
+again on the rest. A clipped input still moves the centre by up to ``tau / n`` per iteration;
+setting it aside removes that drag, in the spirit of the cosine screening of FLTrust (Cao, Fang,
+Liu, Gong, "FLTrust: Byzantine-robust Federated Learning via Trust Bootstrapping", NDSS 2021),
+with the round's own consensus as the trusted direction. Set-aside inputs are not punished: an
+honest update from a skewed shard can point away from the consensus.
+
 Clipping factors are integers out of ``2**20`` computed from exact distances, and the update is
 an exact integer sum, so every machine follows the same path.
 
@@ -50,6 +58,7 @@ def centered_clipping(
     tau: float,
     iterations: int = 3,
     weighted: bool = False,
+    screen: bool = False,
     center: IntArray | None = None,
 ) -> RuleOutput:
     """Iterated centered clipping around ``center``.
@@ -66,6 +75,9 @@ def centered_clipping(
         Weight input ``i``'s clipped offset by its sample count ``w_i``. Off by default: counts
         are self-reported, so pair it with the ``sample_cap`` step. On, splitting one node's data
         over several identities no longer multiplies its pull.
+    screen
+        Set aside the inputs whose inner product with a first unweighted pass is negative, then
+        clip the rest (when every input would be set aside, the first pass is the result).
     center
         ``(d,)`` int64 grid vector to start from, e.g. the previous round's aggregate; zero when
         omitted.
@@ -73,17 +85,17 @@ def centered_clipping(
     Returns
     -------
     RuleOutput
-        The final centre; no input is screened.
+        The final centre and the inputs set aside; no input is screened out.
 
     Raises
     ------
     ValueError
         If ``tau <= 0``, ``iterations < 1`` or the centre has the wrong shape or range.
     """
-    (v,) = centered_clipping_coalitions(
-        batch, [range(batch.n)], tau=tau, iterations=iterations, weighted=weighted, center=center
+    (v,), (counted,) = _coalitions(
+        batch, [range(batch.n)], tau, iterations, weighted=weighted, screen=screen, center=center
     )
-    return RuleOutput(v, None)
+    return RuleOutput(v, None, tuple(i for i in range(batch.n) if not counted[i]))
 
 
 def centered_clipping_coalitions(
@@ -93,6 +105,7 @@ def centered_clipping_coalitions(
     tau: float,
     iterations: int = 3,
     weighted: bool = False,
+    screen: bool = False,
     center: IntArray | None = None,
 ) -> IntArray:
     """Centered clipping of many coalitions of one batch, each with the others' rows at zero.
@@ -107,8 +120,8 @@ def centered_clipping_coalitions(
         The quantised updates.
     coalitions
         Row indices of each coalition (any may be empty).
-    tau, iterations, weighted, center
-        As for `centered_clipping`.
+    tau, iterations, weighted, screen, center
+        As for `centered_clipping`; a zero row is never set aside.
 
     Returns
     -------
@@ -121,6 +134,22 @@ def centered_clipping_coalitions(
     ValueError
         As `centered_clipping`, or if a coalition names a row outside the batch.
     """
+    return _coalitions(
+        batch, coalitions, tau, iterations, weighted=weighted, screen=screen, center=center
+    )[0]
+
+
+def _coalitions(
+    batch: Batch,
+    coalitions: Sequence[Collection[int]],
+    tau: float,
+    iterations: int,
+    *,
+    weighted: bool,
+    screen: bool,
+    center: IntArray | None,
+) -> tuple[IntArray, npt.NDArray[np.bool_]]:
+    """`centered_clipping_coalitions`, with the ``(K, n)`` mask of rows each result counts."""
     if not tau > 0 or iterations < 1:
         raise ValueError(
             f"centered clipping needs tau > 0 and iterations >= 1, got {tau}, {iterations}"
@@ -137,23 +166,42 @@ def centered_clipping_coalitions(
         if any(not 0 <= i < batch.n for i in rows):
             raise ValueError(f"coalition rows must be in [0, {batch.n}), got {sorted(rows)}")
         members[k, rows] = True
-    return _clip(batch, members, start, batch.to_grid(tau), iterations, weighted)
+    tau_q = batch.to_grid(tau)
+    counted = np.ones_like(members)  # rows each coalition's rule runs on (zero rows included)
+    if screen:
+        first = _clip(batch, members, counted, start, tau_q, iterations, False)
+        cross = exact_inner(batch.values, first.astype("<i4"))  # (n, K) <x_i, g_k>
+        for k in range(len(coalitions)):
+            opposed = [bool(members[k, i]) and cross[i][k] < 0 for i in range(batch.n)]
+            if not all(opposed):
+                counted[k] = np.logical_not(opposed)
+        if counted.all() and not weighted:
+            return first, counted
+    return _clip(batch, members, counted, start, tau_q, iterations, weighted), counted
 
 
 def _clip(
     batch: Batch,
     members: npt.NDArray[np.bool_],
+    counted: npt.NDArray[np.bool_],
     start: IntArray,
     tau_q: int,
     iterations: int,
     weighted: bool,
 ) -> IntArray:
-    """Iterate centered clipping for each coalition row of ``members`` ``(K, n)``."""
-    n = batch.n
+    """Iterate centered clipping for each coalition row of ``members`` ``(K, n)``, over the rows
+    of ``counted`` ``(K, n)`` (each row has at least one; those outside ``members`` read as 0)."""
     full = 1 << CLIP_BITS
-    scale = 1 << WEIGHTED_BITS if weighted else n << CLIP_BITS
+    # Each coalition's denominator, grouped: the rows of one group divide by the same integer.
+    scales = (
+        [1 << WEIGHTED_BITS] * len(members)
+        if weighted
+        else [int(c) << CLIP_BITS for c in counted.sum(axis=1)]
+    )
+    groups = {scale: [k for k, s in enumerate(scales) if s == scale] for scale in set(scales)}
     sq = batch.sq_norms
     inside = members.tolist()
+    n = batch.n
     v = np.repeat(start[None, :], members.shape[0], axis=0)  # (K, d) one centre per coalition
     for iteration in range(iterations):
         # Every coalition starts from the same centre: one column of products serves them all.
@@ -177,10 +225,23 @@ def _clip(
             ],
             dtype=np.int64,
         )  # (K, n); a zero row lies at distance ||v_k|| from the centre
+        factors *= counted
         if weighted:
-            factors = np.array([_weighted(row, batch.weights) for row in factors], dtype=np.int64)
+            factors = np.array(
+                [
+                    _weighted(row, batch.weights * c)
+                    for row, c in zip(factors, counted, strict=True)
+                ],
+                dtype=np.int64,
+            )
         pulled = exact_combine(batch.values, factors * members)  # (K, d) sum_i c_i x_i
-        step = div_round(pulled - factors.sum(axis=1)[:, None] * v, scale)
+        offset = pulled - factors.sum(axis=1)[:, None] * v
+        if len(groups) == 1:
+            step = div_round(offset, scales[0])
+        else:
+            step = np.empty_like(offset)
+            for scale, rows in groups.items():
+                step[rows] = div_round(offset[rows], scale)
         if not step.any():
             break
         v += step

@@ -598,3 +598,4 @@ class RuleOutput:
 
     aggregate: IntArray  # (d,) int64 grid vector within +-COORD_BOUND
     selected: tuple[int, ...] | None  # rows that passed the rule's screening; None: no screening
+    set_aside: tuple[int, ...] = ()  # rows left out of the aggregate without being screened out

@@ -27,7 +27,7 @@ from node.aggregation.fixed_point import (
 from node.aggregation.registry import RULES, STEPS, resolve_params
 
 if TYPE_CHECKING:
-    from node.task import AggregationSpec, TaskSpec
+    from node.task import AggregationSpec, StepSpec, TaskSpec
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class AggregationResult:
     grid: IntArray  # (d,) int64 the same aggregate on the fixed-point grid
     selected: tuple[int, ...]  # input indices whose content reached the aggregate
     screened_out: tuple[int, ...]  # inputs the rule's screening rejected one by one
+    set_aside: tuple[int, ...]  # inputs left out of the aggregate without being rejected
     digest: str  # SHA-256 hex of `grid` (little-endian int64): equal on every machine
 
 
@@ -108,15 +109,7 @@ def aggregate_batch(
     AggregationResult
         As for `aggregate`.
     """
-    current = batch
-    for step in config.pre:
-        if step.name not in STEPS:
-            raise ValueError(f"unknown pre-aggregation step {step.name!r} (known: {sorted(STEPS)})")
-        entry = STEPS[step.name]
-        step_params = resolve_params(entry.params, step.params, f"step {step.name!r}")
-        if entry.uses_seed:
-            step_params["seed"] = seed
-        current = entry.fn(current, **step_params)
+    current = apply_steps(batch, config.pre, seed=seed)
     if config.rule not in RULES:
         raise ValueError(f"unknown aggregation rule {config.rule!r} (known: {sorted(RULES)})")
     rule = RULES[config.rule]
@@ -124,8 +117,9 @@ def aggregate_batch(
     out = rule.fn(current, **params, **({"center": center} if rule.uses_center else {}))
     everyone = sorted({o for origin in batch.origin for o in origin})
     one_to_one = all(len(origin) == 1 for origin in current.origin)
+    aside = sorted({o for row in out.set_aside for o in current.origin[row]})
     if out.selected is None:
-        selected, screened = everyone, []
+        selected, screened = sorted(set(everyone) - set(aside)), []
     else:
         selected = sorted({o for row in out.selected for o in current.origin[row]})
         screened = sorted(set(everyone) - set(selected)) if one_to_one else []
@@ -134,8 +128,42 @@ def aggregate_batch(
         grid=out.aggregate,
         selected=tuple(selected),
         screened_out=tuple(screened),
+        set_aside=tuple(aside),
         digest=grid_digest(out.aggregate),
     )
+
+
+def apply_steps(batch: Batch, steps: Sequence[StepSpec], *, seed: int = 0) -> Batch:
+    """Run pre-aggregation ``steps`` on ``batch``, in order.
+
+    Parameters
+    ----------
+    batch
+        Quantised updates.
+    steps
+        The steps and their parameters.
+    seed
+        Non-negative round seed (for steps that draw, e.g. bucketing).
+
+    Returns
+    -------
+    Batch
+        The batch the rule aggregates.
+
+    Raises
+    ------
+    ValueError
+        An unknown step or a step's bad parameters.
+    """
+    for step in steps:
+        if step.name not in STEPS:
+            raise ValueError(f"unknown pre-aggregation step {step.name!r} (known: {sorted(STEPS)})")
+        entry = STEPS[step.name]
+        step_params = resolve_params(entry.params, step.params, f"step {step.name!r}")
+        if entry.uses_seed:
+            step_params["seed"] = seed
+        batch = entry.fn(batch, **step_params)
+    return batch
 
 
 def grid_digest(grid: IntArray) -> str:

@@ -55,6 +55,9 @@ class Step:
     fn: Callable[..., Batch]
     params: Mapping[str, Param]
     uses_seed: bool = False  # takes the round seed
+    # Changes only the weights, as a function of the weights alone: it acts the same on every
+    # zero-filled coalition of a batch (they keep every row's weight).
+    weights_only: bool = False
 
 
 _F = Param(int, None, 0, required=True)  # assumed number of Byzantine inputs
@@ -81,6 +84,7 @@ RULES: Final[Mapping[str, Rule]] = {
             "tau": Param(float, None, 0.0, required=True, strict_minimum=True),
             "iterations": Param(int, 3, 1),
             "weighted": Param(bool, False, 0.0),
+            "screen": Param(bool, False, 0.0),
         },
         uses_center=True,
     ),
@@ -92,7 +96,7 @@ STEPS: Final[Mapping[str, Step]] = {
     ),
     "bucketing": Step(bucketing, {"s": Param(int, 2, 1)}, uses_seed=True),
     "nnm": Step(nearest_neighbour_mixing, {"f": _F}),
-    "sample_cap": Step(sample_cap, {"factor": Param(float, 2.0, 1.0)}),
+    "sample_cap": Step(sample_cap, {"factor": Param(float, 2.0, 1.0)}, weights_only=True),
 }
 
 

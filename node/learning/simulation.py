@@ -38,6 +38,8 @@ class SimulationResult:
     accuracy: tuple[float, ...]  # test accuracy after each round
     screened_byzantine: int  # Byzantine updates screened out, over all rounds
     screened_honest: int  # honest updates screened out, over all rounds
+    set_aside_byzantine: int = 0  # Byzantine updates set aside (left out, not rejected)
+    set_aside_honest: int = 0  # honest updates set aside
 
 
 def simulate(
@@ -98,6 +100,7 @@ def simulate(
     previous: State | None = None
     accuracy: list[float] = []
     screened = {True: 0, False: 0}
+    aside = {True: 0, False: 0}
     for r in range(rounds):
         updates = [
             train_local(
@@ -122,10 +125,14 @@ def simulate(
         )
         for i in result.screened_out:
             screened[i in byzantine] += 1
+        for i in result.set_aside:
+            aside[i in byzantine] += 1
         previous = result.delta
         state = apply_delta(state, result.delta)
         accuracy.append(evaluate(spec, state, test, device=device).accuracy)
-    return SimulationResult(tuple(accuracy), screened[True], screened[False])
+    return SimulationResult(
+        tuple(accuracy), screened[True], screened[False], aside[True], aside[False]
+    )
 
 
 def _reseeded(spec: TaskSpec, seed: int) -> TaskSpec:

@@ -13,7 +13,7 @@ The steps, in order:
 1. verify each revealed update (`node.runtime.verify`), in member-index order;
 2. reject free-riders among the survivors (`incentives.freeriders`);
 3. aggregate the rest with the task's rule, in fixed point, seeded by the round seed; inputs the
-   rule screens out are rejected;
+   rule screens out are rejected, inputs it sets aside stay accepted (and are valued as usual);
 4. the checkpoint is ``base + aggregate``, encoded canonically;
 5. value the aggregated updates by Shapley on the reference set (`incentives.game`), then split
    the round's reward and build the Merkle tree (`incentives.settlement`);
@@ -81,7 +81,7 @@ class Verdict:
     node: str  # the member's address
     cid: str  # the revealed envelope CID
     reason: RejectReason | None  # None: accepted
-    detail: str  # why, in words ("" when accepted)
+    detail: str  # why, in words ("" when accepted, unless the rule set the update aside)
 
     @property
     def accepted(self) -> bool:
@@ -268,6 +268,11 @@ def combine_round(
                     c.cid,
                     RejectReason.SCREENED,
                     f"screened out by {spec.aggregation.rule}",
+                )
+            for position in result.set_aside:
+                c = players[position]
+                verdicts[c.index] = _verdict(
+                    c.index, c.node, c.cid, None, "set aside: points against the round's consensus"
                 )
     for c in players:
         verdicts.setdefault(c.index, _verdict(c.index, c.node, c.cid))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from node.aggregation.distance_bounds import cheap_bounds
 from node.aggregation.fixed_point import (
     Batch,
     I32Array,
@@ -22,7 +23,7 @@ from node.aggregation.fixed_point import (
     div_round,
     sorted_columns,
 )
-from node.aggregation.krum import krum_scores
+from node.aggregation.krum import krum_ranking
 
 
 def bulyan_selection(batch: Batch, f: int) -> list[int]:
@@ -42,8 +43,9 @@ def bulyan_selection(batch: Batch, f: int) -> list[int]:
     """
     remaining = list(range(batch.n))
     chosen: list[int] = []
+    bounds = cheap_bounds(batch)
     for _ in range(batch.n - 2 * f):
-        best = batch.rank(krum_scores(batch, f, remaining))[0]
+        best = krum_ranking(batch, f, 1, remaining, bounds)[0]
         chosen.append(best)
         remaining.remove(best)
     return chosen

@@ -177,8 +177,18 @@ class Batch:
     def gram(self) -> list[list[int]]:
         """Exact inner products ``<q_i, q_j>`` of the rows, as Python integers (cached)."""
         if self._gram is None:
-            self._gram = exact_inner(self.values, self.values)
+            self._gram = exact_inner(self.values, self.values, (self.max_abs, self.max_abs))
         return self._gram
+
+    @property
+    def gram_known(self) -> bool:
+        """Whether the exact Gram matrix is already computed (or was given)."""
+        return self._gram is not None
+
+    @cached_property
+    def max_abs(self) -> int:
+        """The largest absolute coordinate of any row."""
+        return _max_abs(self.values)
 
     @property
     def sq_norms(self) -> list[int]:
@@ -426,7 +436,31 @@ def _split(block: I32Array) -> F64Array:
     return np.concatenate([hi, lo], axis=0)
 
 
-def exact_inner(a: I32Array, b: I32Array) -> list[list[int]]:
+def direct_width(p: int, r: int, d: int, top_a: int, top_b: int) -> int:
+    """Columns per block of `exact_inner`'s unsplit float64 tier; 0 where it does not apply.
+
+    Parameters
+    ----------
+    p, r
+        Rows of the two operands.
+    d
+        Coordinates per row.
+    top_a, top_b
+        The operands' largest absolute entries.
+
+    Returns
+    -------
+    int
+        ``w`` such that sums of ``w`` products stay within ``2**53`` (and every total within
+        int64), at least ``min(d, MIN_DIRECT_BLOCK)``; 0 when no such blocks exist.
+    """
+    width = min(_block_cols(p + r), (1 << 53) // max(1, top_a * top_b))
+    if width >= min(d, MIN_DIRECT_BLOCK) and top_a * top_b * d < 1 << 63:
+        return max(1, width)
+    return 0
+
+
+def exact_inner(a: I32Array, b: I32Array, tops: tuple[int, int] | None = None) -> list[list[int]]:
     """Exact inner products of the rows of ``a`` with the rows of ``b``.
 
     Parameters
@@ -435,6 +469,8 @@ def exact_inner(a: I32Array, b: I32Array) -> list[list[int]]:
         ``(p, d)`` int32 with entries in ``[-2**30, 2**30]``, ``d <= MAX_DIM``.
     b
         ``(r, d)`` int32, same bounds; pass ``a`` itself for a Gram matrix.
+    tops
+        ``(max|a|, max|b|)`` when already known (they are computed otherwise).
 
     Returns
     -------
@@ -446,16 +482,19 @@ def exact_inner(a: I32Array, b: I32Array) -> list[list[int]]:
     if d > MAX_DIM:
         raise ValueError(f"exact inner products need d <= MAX_DIM={MAX_DIM}, got d={d}")
     same = a is b
-    top_a = _max_abs(a)
-    top_b = top_a if same else _max_abs(b)
-    width = min(_block_cols(p + r), (1 << 53) // max(1, top_a * top_b))
-    if width >= min(d, MIN_DIRECT_BLOCK) and top_a * top_b * d < 1 << 63:
+    if tops is None:
+        top_a = _max_abs(a)
+        top_b = top_a if same else _max_abs(b)
+    else:
+        top_a, top_b = tops
+    width = direct_width(p, r, d, top_a, top_b)
+    if width:
         # No split: within a block of `width` columns every partial sum of products is at most
         # width * max|a| * max|b| <= 2**53 in magnitude, so float64 is exact whatever order BLAS
         # uses; int64 adds the blocks exactly, every total being below max|a| * max|b| * d < 2**63.
         # One float64 product per block (NumPy uses a symmetric rank-k update for a Gram matrix).
         gram = np.zeros((p, r), dtype=np.int64)
-        for start in range(0, d, max(1, width)):
+        for start in range(0, d, width):
             block_a = a[:, start : start + width].astype(np.float64)
             block_b = block_a if same else b[:, start : start + width].astype(np.float64)
             gram += (block_a @ block_b.T).astype(np.int64)

@@ -33,7 +33,7 @@ Overflow proof (every bound below is checked where the value enters):
   blocks of ``w >= MIN_DIRECT_BLOCK`` coordinates and ``max|a| * max|b| * d < 2**63``, are
   computed block by block in float64 without any split (every partial sum is an integer of at
   most ``2**53``, exact) and the blocks' sums added in int64. Most updates take this path: on the
-  default ``2**-24`` grid, updates with every ``|x| <= 0.35`` have ``|q| <= 2**22.5``.
+  default ``2**-24`` grid, a million coordinates of ``|x| <= 0.18`` (``|q| < 2**21.5``) do.
 * Inner products of rows whose entries are small enough, ``max|a| * max|b| * d < 2**63``, are
   computed in int64 directly: no partial sum can exceed that bound. Smaller still, when
   ``2**h * max|b| * d <= 2**53`` with ``h = ceil(bits(max|a|) / 2)``, only ``a`` is split at ``h``

@@ -1,7 +1,8 @@
 """The swarm node: a resumable state machine driven by chain state and a local journal.
 
-There is no leader and no coordinator process. Every `SwarmNode` looks at the chain a few times a
-second and does whatever the current round still needs from it:
+There is no leader and no coordinator process. Every `SwarmNode` looks at the chain whenever the
+coordinator emits an event (a log subscription, `node.chain.watch`) and at least every `poll_s`,
+and does whatever the current round still needs from it:
 
 ========  ==================================================================================
 phase     what the node does (each step only if the chain does not show it done already)
@@ -13,7 +14,8 @@ attest    fetch and verify every revealed update, aggregate, value, save the rew
           journal the outcome, then attest; finalize at once if that attestation made quorum
 ended     finalize a tuple at quorum (any node may), or fail the round once its windows are over
 closed    load the new checkpoint, claim this node's reward, slash offenders when it is this
-          node's turn (lazily: an offender is also slashed at its own next commit)
+          node's turn (lazily: an offender is also slashed at its own next commit); done after
+          this node's step in the next round, so that training starts as soon as it opens
 ========  ==================================================================================
 
 Look before you send: each transaction follows a read showing that the chain still needs it,
@@ -73,6 +75,7 @@ from node.chain.reverts import (
     WrongRound,
 )
 from node.chain.tx import Transaction
+from node.chain.watch import LogWatch
 from node.errors import ChainError, ConfigError, StorageError
 from node.learning.data import Dataset, check_dataset, load_npz, task_splits
 from node.learning.training import evaluate
@@ -123,15 +126,25 @@ class NodeStopped(Exception):
 
 @dataclass
 class _RoundClock:
-    """Where one round's wall time went, from this node's point of view."""
+    """Where one round's wall time went, from this node's point of view: from when the node
+    first saw the round open to when it first saw it closed."""
 
     seen: float = field(default_factory=time.monotonic)  # when the node first saw the round
     parts: dict[str, float] = field(default_factory=dict)  # seconds by part
+    final: dict[str, float] | None = None  # the summary, frozen when the round closed
 
     def add(self, part: str, seconds: float) -> None:
-        self.parts[part] = self.parts.get(part, 0.0) + seconds
+        if self.final is None:
+            self.parts[part] = self.parts.get(part, 0.0) + seconds
+
+    def stop(self) -> None:
+        """Freeze the summary: the round is over (what the node does for it later is not)."""
+        if self.final is None:
+            self.final = self.summary()
 
     def summary(self) -> dict[str, float]:
+        if self.final is not None:
+            return self.final
         total = time.monotonic() - self.seen
         busy = {k: round(v, 4) for k, v in sorted(self.parts.items())}
         return {**busy, "round": round(total, 4), "waiting": round(total - sum(busy.values()), 4)}
@@ -162,6 +175,7 @@ class SwarmNode:
         self._store: Store | None = None
         self._server: BlockServer | None = None
         self._journal: Journal | None = None
+        self._watch: LogWatch | None = None
         self._results: dict[tuple[int, bytes], RoundResult] = {}
         self._checkpoints: dict[tuple[int, bytes], Checkpoint] = {}
         self._clocks: dict[int, _RoundClock] = {}
@@ -201,7 +215,7 @@ class SwarmNode:
                 if self._retrying(self.step):
                     reason = f"round {self.config.until_round} settled"
                     break
-                self._stop.wait(self.config.poll_s)
+                self.watch.wait(self.config.poll_s)
             self._emit(EventKind.STOPPED, 0, reason=reason)
         except NodeStopped:
             self._emit(EventKind.STOPPED, 0, reason="stopped")
@@ -209,7 +223,10 @@ class SwarmNode:
             self.close()
 
     def close(self) -> None:
-        """Release the store, the block server and the journal."""
+        """Release the chain subscription, the store, the block server and the journal."""
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         if self._server is not None:
             self._server.__exit__(None, None, None)
             self._server = None
@@ -251,6 +268,12 @@ class SwarmNode:
         deployment: Deployment = load_deployment(cfg.deployment)
         self.coordinator = Coordinator(connect(cfg.rpc_url), deployment, cfg.private_key)
         self.address = self.coordinator.account
+        if self._watch is None:
+            # Between looks the node sleeps until the coordinator emits (or `poll_s` passes):
+            # it acts on a closed window, or on its own mined transaction, at once.
+            self._watch = LogWatch(cfg.rpc_url, deployment.coordinator)
+            self._watch.open()
+        self.watch = self._watch
         if self._journal is None:
             self._journal = Journal(cfg.journal_dir())
         self.journal = self._journal
@@ -289,6 +312,7 @@ class SwarmNode:
         self.first_round = int(started["round"])
         closed = self.journal.last("closed")
         self.next_close = self.first_round if closed is None else int(closed["round"]) + 1
+        self.next_report = self.next_close
         self.rewards_dir = cfg.journal_dir() / REWARDS_DIR
         self._emit(
             EventKind.STARTED,
@@ -359,17 +383,28 @@ class SwarmNode:
         """
         info = self._current_info()
         current = info.round
-        self._close_rounds(current)
+        self._report_rounds(current)
         until = self.config.until_round
-        if until is not None and current > until and self.next_close > until:
-            return True
+        if until is not None and current > until:
+            self._close_rounds(current)
+            return self.next_close > until
+        self._act(info)
+        # Closed rounds are settled (claimed, slashed, journaled) only after this node did what
+        # the open round needs from it: nothing in the open round depends on that, and training
+        # (in the commit window) starts the moment the previous round is seen closed.
+        self._close_rounds(current)
+        return False
+
+    def _act(self, info: RoundInfo) -> None:
+        """Do what the open round needs from this node in its current phase."""
+        current = info.round
         now = self._chain_now()
         phase = _phase_at(info, now)
         if info.active_at_open == 0:
             self._eligible(current)  # reports this account's exit, if that is why
             if phase == Phase.ENDED and self._opens_first_round() and self._duty_due(info, "fail"):
                 self._send("fail", current, lambda: self.coordinator.fail_round(current))
-            return False
+            return
         eligible = self._eligible(current)
         self._announce(info, eligible)
         if phase == Phase.COMMIT and eligible:
@@ -382,7 +417,6 @@ class SwarmNode:
             self._attest(info)
         if phase in (Phase.ATTEST, Phase.ENDED):
             self._finish(info, phase)
-        return False
 
     def _current_info(self) -> RoundInfo:
         """The open round: the last one seen while it stays open (one read per look)."""
@@ -758,14 +792,17 @@ class SwarmNode:
 
     # ---- closed rounds -----------------------------------------------------------------------
 
-    def _close_rounds(self, current: int) -> None:
-        """Settle every round that closed since the last look: load, claim, slash, report."""
-        self.next_close = min(self.next_close, current)
-        while self.next_close < current:
-            r = self.next_close
+    def _report_rounds(self, current: int) -> None:
+        """Report every round that closed since the last look (its clock stops): load and
+        evaluate a finalized round's checkpoint and tell what this node is owed, or tell that
+        the round failed."""
+        self.next_report = min(self.next_report, current)
+        while self.next_report < current:
+            r = self.next_report
+            self._clock(r).stop()
             info = self.coordinator.round_info(r)
             if info.status == RoundStatus.FINALIZED:
-                self._settle_finalized(info)
+                self._report_finalized(info)
             elif info.status == RoundStatus.FAILED:
                 self._emit(
                     EventKind.FAILED,
@@ -773,6 +810,19 @@ class SwarmNode:
                     leading_stake=str(info.leading_stake),
                     required_stake=str(info.required_stake),
                 )
+            self.next_report = r + 1
+
+    def _close_rounds(self, current: int) -> None:
+        """Settle every reported round: claim, slash, then journal it closed."""
+        self.next_close = min(self.next_close, self.next_report, current)
+        while self.next_close < min(self.next_report, current):
+            r = self.next_close
+            info = self.coordinator.round_info(r)
+            if info.status == RoundStatus.FINALIZED:
+                outcome = self.coordinator.finalized_outcome(r)
+                self._claim(info, outcome)
+                self._slash_offenders(info, outcome)
+            elif info.status == RoundStatus.FAILED:
                 self._slash_offenders(info, None)
             self.journal.append("closed", round=r, status=info.status.name.lower())
             self._clocks.pop(r, None)
@@ -786,12 +836,12 @@ class SwarmNode:
         keep = sorted({r for r, _ in self._checkpoints})[-KEEP_CHECKPOINTS:]
         self._checkpoints = {k: v for k, v in self._checkpoints.items() if k[0] in keep}
 
-    def _settle_finalized(self, info: RoundInfo) -> None:
+    def _report_finalized(self, info: RoundInfo) -> None:
         r = info.round
         outcome = self.coordinator.finalized_outcome(r)
         checkpoint = self._checkpoint_of(r)
-        reward = self._claim(info, outcome)
-        self._slash_offenders(info, outcome)
+        tree = self._reward_tree(info, outcome)
+        reward = 0 if tree is None else tree.amount_of(self.address)
         with one_thread():
             accuracy = evaluate(
                 self.spec, checkpoint.state, self.reference, device=torch.device("cpu")
@@ -807,19 +857,25 @@ class SwarmNode:
             timings=self._clock(r).summary(),
         )
 
-    def _claim(self, info: RoundInfo, outcome: Outcome) -> int:
-        """Claim this node's reward for a finalized round; returns the amount owed."""
+    def _reward_tree(self, info: RoundInfo, outcome: Outcome) -> RewardTree | None:
+        """The finalized round's reward tree, if this node was accepted in it (recomputed and
+        saved if this node did not attest); None, and a skipped claim, if none matches."""
         r = info.round
         if self.index not in decode_bitmap(outcome.accepted_bitmap):
-            return 0
+            return None
         tree = load_reward_tree(self.rewards_dir, r)
         if tree is None or tree.root != outcome.rewards_root:
             tree = self._recomputed_tree(info, outcome)
         if tree is None:
             self._skip(r, "claim", "no reward tree matches the finalized root")
-            return 0
-        amount = tree.amount_of(self.address)
-        if amount > 0:
+        return tree
+
+    def _claim(self, info: RoundInfo, outcome: Outcome) -> None:
+        """Claim this node's reward for a finalized round, if it is owed one."""
+        r = info.round
+        tree = self._reward_tree(info, outcome)
+        amount = 0 if tree is None else tree.amount_of(self.address)
+        if tree is not None and amount > 0:
             proof = tree.proof(self.address)
             self._send(
                 "claim",
@@ -827,7 +883,6 @@ class SwarmNode:
                 lambda: self.coordinator.claim(r, self.address, amount, proof),
                 amount=str(amount),
             )
-        return amount
 
     def _recomputed_tree(self, info: RoundInfo, outcome: Outcome) -> RewardTree | None:
         """Recompute a round this node did not attest (it was down): the tree if it matches."""

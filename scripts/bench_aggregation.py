@@ -14,6 +14,10 @@ would downgrade rich and typer, so install it, without dependencies, into a sepa
         grpcio==1.85.1 cryptography==50.0.2 iterators
     FLWR_PATH=/tmp/flwr-only .venv/bin/python scripts/bench_aggregation.py
 
+``input_read_s`` is the time NumPy takes to read every input coordinate once (one sum per
+array): no rule can beat it, so ``flower_s / input_read_s`` bounds the speedup any implementation
+of a rule could reach over Flower's.
+
 Without Flower every ``flower_s`` is null. Flower's Krum and Bulyan compare all pairs in Python
 loops (Bulyan once per selected update), so cells whose estimated Flower time exceeds
 ``--flower-budget-s`` are skipped and say so. On a busy machine set ``OPENBLAS_NUM_THREADS=1``:
@@ -155,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             order = sorted(range(n), key=keyed.content_key)
             updates, counts = [updates[i] for i in order], [counts[i] for i in order]
             arrays = [[u[k].numpy() for k in sorted(u)] for u in updates]
+            read_s, _ = timed(lambda a=arrays: [np.add.reduce(x) for row in a for x in row], 5)
             for rule in args.rules:
                 spec = replace(base, aggregation=ours(rule, n))
                 weights = counts if rule == "fedavg" else [1] * n
@@ -168,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                     "ours_s": round(ours_s, 4),
                     "flower_s": None,
                     "max_abs_diff": None,
+                    "input_read_s": round(read_s, 4),
                 }
                 entry = None if fl is None else flower(rule, n, fl)
                 estimate = flower_estimate_s(rule, n, d)

@@ -15,7 +15,7 @@ members count as zero deltas, see `incentives.game`).
   evaluations per player, at least 256). Each evaluation runs the task's robust aggregation over
   all n rows, so its cost grows with n.
 
-Usage: ``.venv/bin/python scripts/bench_shapley.py [--seeds 5] [--threads 1]``.
+Usage: ``.venv/bin/python scripts/bench_shapley.py [--seeds 5] [--threads 1] [--parts scale]``.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ TARGET_MAX_REL_ERR = 0.10
 ROUND_SEED = 0x5EED
 # TMC and GTG spend the same budget, so at n = 100 only the swarm's estimator (GTG) is timed;
 # kernel Shapley stops at n = 50 (its exact solve grows as n**3 in big rationals).
+PARTS = ("n10", "n10_accuracy", "scale")
 SCALE = {50: ("gtg", "tmc", "kernel", "loo"), 100: ("gtg", "loo")}
 
 
@@ -183,22 +184,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5, help="round seeds per n10 estimator")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument(
+        "--parts", nargs="+", choices=PARTS, default=list(PARTS), help="sections to run"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    report = {
+    report: dict[str, Any] = {
         "setup": {
             "task": "default digits task",
-            "rule": default_task().aggregation.rule,
+            "aggregation": json.loads(default_task().canonical_bytes())["aggregation"],
             "reference_examples": 300,
             "budget_n10": BUDGET,
             "seeds_n10": args.seeds,
             "torch_threads": args.threads,
             "default_budget": {str(n): ValuationConfig().budget(n) for n in SCALE},
         },
-        "n10": bench_n10("neg_loss", args.seeds),
-        "n10_accuracy": bench_n10("accuracy", args.seeds),
-        "scale": {str(n): bench_scale(n, methods) for n, methods in SCALE.items()},
     }
+    if "n10" in args.parts:
+        report["n10"] = bench_n10("neg_loss", args.seeds)
+    if "n10_accuracy" in args.parts:
+        report["n10_accuracy"] = bench_n10("accuracy", args.seeds)
+    if "scale" in args.parts:
+        report["scale"] = {str(n): bench_scale(n, methods) for n, methods in SCALE.items()}
     print(json.dumps(report, indent=2))
 
 

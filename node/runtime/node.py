@@ -14,8 +14,9 @@ attest    fetch and verify every revealed update, aggregate, value, save the rew
           journal the outcome, then attest; finalize at once if that attestation made quorum
 ended     finalize a tuple at quorum (any node may), or fail the round once its windows are over
 closed    load the new checkpoint, claim this node's reward, slash offenders when it is this
-          node's turn (lazily: an offender is also slashed at its own next commit); done after
-          this node's step in the next round, so that training starts as soon as it opens
+          node's turn (lazily: an offender is also slashed at its own next commit); done on a
+          second thread while the node trains in the next round (else while it waits for the
+          others' training, or on leaving), so that no phase waits for it
 ========  ==================================================================================
 
 Look before you send: each transaction follows a read showing that the chain still needs it,
@@ -34,7 +35,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -216,6 +217,8 @@ class SwarmNode:
                     reason = f"round {self.config.until_round} settled"
                     break
                 self.watch.wait(self.config.poll_s)
+            # Leaving cleanly settles what was reported: the claims this node is owed go out now.
+            self._retrying(partial(self._close_rounds, self.next_report))
             self._emit(EventKind.STOPPED, 0, reason=reason)
         except NodeStopped:
             self._emit(EventKind.STOPPED, 0, reason="stopped")
@@ -388,15 +391,23 @@ class SwarmNode:
         if until is not None and current > until:
             self._close_rounds(current)
             return self.next_close > until
-        self._act(info)
-        # Closed rounds are settled (claimed, slashed, journaled) only after this node did what
-        # the open round needs from it: nothing in the open round depends on that, and training
-        # (in the commit window) starts the moment the previous round is seen closed.
-        self._close_rounds(current)
+        waiting = self._act(info)
+        # Closed rounds are settled (claimed, slashed, journaled) beside this node's training
+        # (`_prepare`), else when it only waits for others to train, or at the latest once a
+        # second round closed: nothing in the open round depends on that.
+        if waiting or self.next_close < current - 1:
+            self._close_rounds(current)
         return False
 
-    def _act(self, info: RoundInfo) -> None:
-        """Do what the open round needs from this node in its current phase."""
+    def _act(self, info: RoundInfo) -> bool:
+        """Do what the open round needs from this node in its current phase.
+
+        Returns
+        -------
+        bool
+            Whether the node only waits for the others' training (the open round's commit
+            window is open and this node committed, or cannot commit in it).
+        """
         current = info.round
         now = self._chain_now()
         phase = _phase_at(info, now)
@@ -404,7 +415,7 @@ class SwarmNode:
             self._eligible(current)  # reports this account's exit, if that is why
             if phase == Phase.ENDED and self._opens_first_round() and self._duty_due(info, "fail"):
                 self._send("fail", current, lambda: self.coordinator.fail_round(current))
-            return
+            return True
         eligible = self._eligible(current)
         self._announce(info, eligible)
         if phase == Phase.COMMIT and eligible:
@@ -417,6 +428,7 @@ class SwarmNode:
             self._attest(info)
         if phase in (Phase.ATTEST, Phase.ENDED):
             self._finish(info, phase)
+        return phase == Phase.COMMIT and (not eligible or current in self._committed)
 
     def _current_info(self) -> RoundInfo:
         """The open round: the last one seen while it stays open (one read per look)."""
@@ -539,15 +551,16 @@ class SwarmNode:
         r = info.round
         clock = self._clock(r)
         started = time.monotonic()
-        update = local_update(
-            self.spec,
-            base.state,
-            self.data,
-            round_id=r,
-            node=self.address,
-            attack=self.config.attack,
-            members=info.active_at_open,
-        )
+        with self._settling_beside(r):
+            update = local_update(
+                self.spec,
+                base.state,
+                self.data,
+                round_id=r,
+                node=self.address,
+                attack=self.config.attack,
+                members=info.active_at_open,
+            )
         trained = time.monotonic()
         clock.add("training", trained - started)
         self._emit(
@@ -597,6 +610,36 @@ class SwarmNode:
             salt="0x" + reveal.salt.hex(),
             commitment="0x" + self.coordinator.commitment_for(reveal, r).hex(),
         )
+
+    @contextlib.contextmanager
+    def _settling_beside(self, current: int) -> Iterator[None]:
+        """Settle the reported rounds before `current` on a second thread while the block runs.
+
+        Training leaves this node's chain client, store and journal idle for seconds, and a
+        claim mostly waits on the chain, so it goes out meanwhile instead of delaying the next
+        phase. A transient failure leaves the rounds for a later step (reported as a retry).
+        """
+        if self.next_close >= min(self.next_report, current):
+            yield
+            return
+        failed: list[Exception] = []
+
+        def settle() -> None:
+            try:
+                self._close_rounds(current)
+            except Exception as err:  # raised on the node's own thread, after the block
+                failed.append(err)
+
+        worker = threading.Thread(target=settle, name="settle", daemon=True)
+        worker.start()
+        try:
+            yield
+        finally:
+            worker.join()
+        for err in failed:
+            if not _transient(err):
+                raise err
+            self._emit(EventKind.RETRYING, current, error=str(err), delay=0.0)
 
     def _recipients(self, round_id: int) -> list[bytes]:
         """X25519 keys of the members counted in the round (this node included)."""

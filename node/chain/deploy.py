@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import requests
 from eth_account import Account
 from eth_utils.address import is_address, to_checksum_address
 from eth_utils.crypto import keccak
@@ -19,6 +21,21 @@ from node.chain.tx import Sender, revert_data
 from node.errors import ChainError, ConfigError
 
 
+def _session(rpc_url: str) -> requests.Session:
+    """An HTTP session that reads the proxy and CA-bundle environment once, not per request.
+
+    requests scans the whole environment on every request otherwise (a third of the CPU of a
+    local ``eth_call``, and a node makes about a hundred calls a round).
+    """
+    session = requests.Session()
+    session.trust_env = False
+    session.proxies.update(requests.utils.get_environ_proxies(rpc_url))
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
+    return session
+
+
 def connect(rpc_url: str, timeout_s: float = 10.0) -> Web3:
     """Open a web3 connection and check that the node answers.
 
@@ -32,6 +49,7 @@ def connect(rpc_url: str, timeout_s: float = 10.0) -> Web3:
     provider = Web3.HTTPProvider(
         rpc_url,
         request_kwargs={"timeout": timeout_s},
+        session=_session(rpc_url),
         cache_allowed_requests=True,
         cacheable_requests={RPCEndpoint("eth_chainId")},
     )

@@ -226,7 +226,9 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-round-") as tmp:
         for n in args.nodes:
+            load_swarm = os.getloadavg()[0]
             timings, rss, swarm = swarm_rounds(spec, valuation, n, args.rounds, Path(tmp) / f"n{n}")
+            load_bare = os.getloadavg()[0]
             pooled = statistics.median(bare_rounds(spec, swarm, args.rounds, pooled=True))
             bare_s = pooled
             extra: dict[str, float] = {}
@@ -247,6 +249,8 @@ def main() -> None:
                 "rss_mb_per_node": round(rss, 1),
                 "threads_per_node": max(1, (os.cpu_count() or 1) // n),
                 "measured_rounds": args.rounds,
+                # the machine's 1-minute load as each part began (other work skews a ratio)
+                "load_at_start": {"swarm": round(load_swarm, 2), "bare": round(load_bare, 2)},
             }
             results.append(result)
             print(json.dumps(result), file=sys.stderr, flush=True)  # progress, size by size

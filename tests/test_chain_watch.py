@@ -6,15 +6,20 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import cast
 
 import pytest
+from eth_typing import ABIEvent
+from eth_utils.abi import event_abi_to_log_topic
 from web3 import Web3
 
+from node.chain.abis import abi_of
 from node.chain.anvil import Anvil, DevAccount
 from node.chain.coordinator import Token
 from node.chain.deploy import connect, deploy_contract
 from node.chain.tx import Sender
 from node.chain.watch import RECONNECT_S, LogWatch, websocket_url
+from node.runtime.node import WAKING_EVENTS
 
 SUPPLY = 10**6
 LONG_S = 60.0  # a wait this long returning True was ended by a log, not by its timeout
@@ -96,6 +101,33 @@ def test_blocks_without_a_log_of_the_watched_contract_do_not_end_a_wait(
     sender.join()
     watch.close()
     assert not woken
+
+
+def test_only_logs_with_a_watched_topic_end_a_wait(
+    anvil: Anvil, watched: tuple[Token, Token], accounts: list[DevAccount]
+) -> None:
+    token, _ = watched
+    approval = event_abi_to_log_topic(
+        cast(ABIEvent, next(e for e in abi_of("SwarmToken") if e.get("name") == "Approval"))
+    )
+    watch = LogWatch(anvil.rpc_url, token.address, [approval])
+    assert watch.open()
+    spender = accounts[2].address
+    transfer = _later(lambda: token.transfer(accounts[1].address, 1))
+    by_transfer = watch.wait(1.5)
+    transfer.join()
+    approve = _later(lambda: token.ensure_allowance(spender, 5))
+    by_approval = watch.wait(LONG_S)
+    approve.join()
+    watch.close()
+
+    assert (by_transfer, by_approval) == (False, True)
+
+
+def test_the_node_wakes_on_events_the_coordinator_has() -> None:
+    events = {e["name"] for e in abi_of("SwarmCoordinator") if e.get("type") == "event"}
+
+    assert set(WAKING_EVENTS) <= events
 
 
 @pytest.mark.parametrize("rpc_url", ["/tmp/anvil.ipc", "http://127.0.0.1:9"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from websockets.exceptions import WebSocketException
@@ -53,11 +54,15 @@ class LogWatch:
         The chain's JSON-RPC endpoint (its WebSocket twin is derived with `websocket_url`).
     address
         The contract whose logs wake the waiter.
+    topics
+        Event topics (``topic0``, the event signature hashes) that wake it; every log of the
+        contract when empty.
     """
 
-    def __init__(self, rpc_url: str, address: str) -> None:
+    def __init__(self, rpc_url: str, address: str, topics: Sequence[bytes] = ()) -> None:
         self.url = websocket_url(rpc_url)
         self.address = address
+        self.topics = ["0x" + t.hex() for t in topics]
         self._connection: ClientConnection | None = None
         self._next_attempt = 0.0  # monotonic time before which no new subscription is tried
 
@@ -80,11 +85,14 @@ class LogWatch:
         return self._connection is not None
 
     def _subscribe(self, url: str) -> ClientConnection | None:
+        log_filter: dict[str, object] = {"address": self.address}
+        if self.topics:
+            log_filter["topics"] = [self.topics]  # topic0 is any one of them
         request = {
             "jsonrpc": "2.0",
             "id": 1,
             "method": "eth_subscribe",
-            "params": ["logs", {"address": self.address}],
+            "params": ["logs", log_filter],
         }
         connection: ClientConnection | None = None
         try:

@@ -39,14 +39,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
+from eth_typing import ABIEvent
+from eth_utils.abi import event_abi_to_log_topic
 from threadpoolctl import threadpool_limits
 
 from incentives.claims import load_reward_tree, save_reward_tree
 from incentives.merkle import RewardTree
 from node.aggregation.registry import RULES
+from node.chain.abis import abi_of
 from node.chain.coordinator import Coordinator, RoundInfo
 from node.chain.deploy import connect
 from node.chain.deployment import Deployment, load_deployment
@@ -97,6 +100,11 @@ from storage.keys import NodeKeys
 from storage.store import EmbeddedStore, Store, open_store
 
 KEYS_FILE = "node-keys.json"
+# Coordinator events that can end a node's wait: a window closing early (the last commit,
+# reveal or attestation), a quorum, a round closing and the next opening, a member joining (the
+# first round opens once enough joined). Claims, slashes and funding change nothing a node
+# waits on; deadlines pass without any event, so the node also looks every `poll_s`.
+WAKING_EVENTS = ("Joined", "Committed", "Revealed", "Attested", "RoundFinalized", "RoundFailed")
 REWARDS_DIR = "rewards"
 MAX_BACKOFF_S = 5.0
 KEEP_CHECKPOINTS = 3  # finalized checkpoints kept in memory (a base, its base, one spare)
@@ -274,7 +282,12 @@ class SwarmNode:
         if self._watch is None:
             # Between looks the node sleeps until the coordinator emits (or `poll_s` passes):
             # it acts on a closed window, or on its own mined transaction, at once.
-            self._watch = LogWatch(cfg.rpc_url, deployment.coordinator)
+            topics = [
+                event_abi_to_log_topic(cast(ABIEvent, item))
+                for item in abi_of("SwarmCoordinator")
+                if item.get("type") == "event" and item["name"] in WAKING_EVENTS
+            ]
+            self._watch = LogWatch(cfg.rpc_url, deployment.coordinator, topics)
             self._watch.open()
         self.watch = self._watch
         if self._journal is None:

@@ -6,7 +6,9 @@ for a warm-up round plus the measured rounds, and reads each node's own account 
 (training, storage, chain, verification + aggregation + valuation, waiting). Beside it, a bare
 loop trains the same nodes on the same data with the same local training, using all the machine's
 cores, and averages the deltas (FedAvg): the limit a swarm could approach. The bare loop runs one
-worker process per core, each training one node at a time on one torch thread. ``--sequential``
+worker process per core, each training one node at a time on one torch thread, just before the
+nodes start and again after they stop; the faster run is the limit, so other work on the machine
+during one of them cannot flatter the ratio. ``--sequential``
 also times the nodes one after another in this process with torch on every core (slow: a small
 model trains mostly in Python, so extra threads barely help); the faster of the two is the limit.
 
@@ -30,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
@@ -93,9 +96,19 @@ def peak_rss_mb(process: NodeProcess) -> float:
 
 
 def swarm_rounds(
-    spec: TaskSpec, valuation: ValuationConfig, nodes: int, rounds: int, workdir: Path
-) -> tuple[list[dict[str, float]], float, LocalSwarm]:
-    """Run a swarm; return each node's timings of each measured round and the mean peak RSS."""
+    spec: TaskSpec,
+    valuation: ValuationConfig,
+    nodes: int,
+    rounds: int,
+    workdir: Path,
+    before: Callable[[LocalSwarm], None],
+) -> tuple[list[dict[str, float]], float, LocalSwarm, float]:
+    """Run a swarm; return each node's timings of each measured round, the mean peak RSS, the
+    swarm, and the machine's 1-minute load as the nodes started.
+
+    `before` runs once the swarm is deployed and its members' data written, before any node
+    starts (the bare loop's first measurement).
+    """
     params = SwarmParams(
         task_spec_cid="-",
         task_spec_hash="0x" + "00" * 32,
@@ -111,6 +124,8 @@ def swarm_rounds(
         swarm = LocalSwarm.create(
             anvil, workdir, spec, nodes, params=params, valuation=valuation, alpha=0.5
         )
+        before(swarm)
+        load = os.getloadavg()[0]
         with swarm:
             for i in range(nodes):
                 swarm.start(
@@ -136,7 +151,7 @@ def swarm_rounds(
         for e in p.of_kind(EventKind.FINALIZED)
         if first < e.round <= last
     ]
-    return timings, rss, swarm
+    return timings, rss, swarm, load
 
 
 @functools.cache
@@ -196,6 +211,20 @@ def bare_rounds(spec: TaskSpec, swarm: LocalSwarm, rounds: int, *, pooled: bool)
     return durations[1:]  # the first round is the warm-up
 
 
+def timed_bare(
+    spec: TaskSpec,
+    swarm: LocalSwarm,
+    *,
+    rounds: int,
+    out: list[float],
+    loads: dict[str, float],
+    when: str,
+) -> None:
+    """Append the bare loop's median round to `out`, noting the machine's load as it began."""
+    loads[f"bare_{when}"] = round(os.getloadavg()[0], 2)
+    out.append(statistics.median(bare_rounds(spec, swarm, rounds, pooled=True)))
+
+
 def median_parts(timings: list[dict[str, float]]) -> dict[str, float]:
     """The median of each part over nodes and rounds."""
     parts = sorted({k for t in timings for k in t})
@@ -226,15 +255,21 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-round-") as tmp:
         for n in args.nodes:
-            load_swarm = os.getloadavg()[0]
-            timings, rss, swarm = swarm_rounds(spec, valuation, n, args.rounds, Path(tmp) / f"n{n}")
-            load_bare = os.getloadavg()[0]
-            pooled = statistics.median(bare_rounds(spec, swarm, args.rounds, pooled=True))
-            bare_s = pooled
+            # The bare loop runs just before and just after the swarm; the faster is the limit,
+            # so other work on the machine during one of them cannot flatter the ratio.
+            pooled: list[float] = []
+            loads: dict[str, float] = {}
+            bare = partial(timed_bare, spec, rounds=args.rounds, out=pooled, loads=loads)
+            timings, rss, swarm, load = swarm_rounds(
+                spec, valuation, n, args.rounds, Path(tmp) / f"n{n}", partial(bare, when="before")
+            )
+            loads["swarm"] = round(load, 2)
+            bare(swarm, when="after")
+            bare_s = min(pooled)
             extra: dict[str, float] = {}
             if args.sequential:
                 sequential = statistics.median(bare_rounds(spec, swarm, args.rounds, pooled=False))
-                bare_s = min(sequential, pooled)
+                bare_s = min(sequential, bare_s)
                 extra["bare_sequential_s"] = round(sequential, 3)
             breakdown = median_parts(timings)
             swarm_s = breakdown.pop("round")
@@ -242,7 +277,7 @@ def main() -> None:
                 "nodes": n,
                 "swarm_round_s": swarm_s,
                 "bare_round_s": round(bare_s, 3),
-                "bare_pooled_s": round(pooled, 3),
+                "bare_pooled_s": [round(p, 3) for p in pooled],  # before and after the swarm
                 **extra,
                 "ratio": round(swarm_s / bare_s, 3),
                 "breakdown_s": breakdown,
@@ -250,7 +285,7 @@ def main() -> None:
                 "threads_per_node": max(1, (os.cpu_count() or 1) // n),
                 "measured_rounds": args.rounds,
                 # the machine's 1-minute load as each part began (other work skews a ratio)
-                "load_at_start": {"swarm": round(load_swarm, 2), "bare": round(load_bare, 2)},
+                "load_at_start": loads,
             }
             results.append(result)
             print(json.dumps(result), file=sys.stderr, flush=True)  # progress, size by size

@@ -15,7 +15,7 @@ import json
 import math
 import types
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Final, get_type_hints
 
@@ -356,6 +356,12 @@ def _build(cls: type[Any], data: Any, path: str) -> Any:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{path} has no field {unknown[0]!r} (known: {sorted(known)})")
+    required = [
+        f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+    ]
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise ConfigError(f"{path} needs field {missing[0]!r}")
     kwargs = {name: _convert(hints[name], data[name], f"{path}.{name}") for name in data}
     return cls(**kwargs)
 

@@ -154,6 +154,7 @@ def test_any_field_of_a_task_spec_replaced_is_valid_or_named(
         '{"update_norm_bound": NaN}',
         '{"aggregation": {"rule": "krum", "params": {"f": {"a": [1]}}}}',
         '{"aggregation": {"pre": [{"name": "nnm", "params": {"f": -1}}]}}',
+        '{"aggregation": {"pre": [{}]}}',
         "\ud800",
     ],
 )

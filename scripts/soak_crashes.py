@@ -67,7 +67,7 @@ KILL_AFTER = [
 CHAIN_PHASES = [Phase.COMMIT, Phase.REVEAL, Phase.ATTEST, Phase.ENDED]
 
 
-def _wait(condition: Any, what: str, timeout: float = WAIT_S) -> Any:
+def _wait(condition: Any, what: str, timeout: float = WAIT_S, interval: float = 0.1) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -78,7 +78,7 @@ def _wait(condition: Any, what: str, timeout: float = WAIT_S) -> Any:
             return found
         if time.monotonic() > deadline:
             raise TimeoutError(what)
-        time.sleep(0.1)
+        time.sleep(interval)
 
 
 def _phase(coordinator: Coordinator, round_id: int) -> Phase:
@@ -136,7 +136,9 @@ def crash_chain(anvil: Anvil, coordinator: Coordinator, phase: Phase) -> dict[st
         round_id = coordinator.current_round()
         return round_id if _in_phase(coordinator, round_id, phase) else None
 
-    round_id = _wait(reached, f"chain phase {phase.name}")
+    # Nodes act on chain events within milliseconds, so a window that closes early once every
+    # member acted (reveal, above all) lasts a fraction of a second: look every 5 ms.
+    round_id = _wait(reached, f"chain phase {phase.name}", interval=0.005)
     anvil.stop(kill=True)
     time.sleep(1.0)
     anvil.start()

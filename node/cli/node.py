@@ -92,9 +92,12 @@ def join(
         int | None,
         typer.Option("--until-round", help="Exit once this round is closed and settled."),
     ] = None,
-    poll: Annotated[float, typer.Option("--poll", help="Seconds between looks at the chain.")] = (
-        0.25
-    ),
+    poll: Annotated[
+        float,
+        typer.Option(
+            "--poll", help="Longest wait between looks at the chain (chain events wake it sooner)."
+        ),
+    ] = 0.25,
     events: Annotated[
         EventFormat | None,
         typer.Option(

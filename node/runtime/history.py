@@ -9,11 +9,8 @@ record again from the deployment block, so it never reasons from events the chai
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from web3.types import RPCEndpoint
-
-from node.chain.coordinator import Coordinator
+from node.chain.coordinator import Coordinator, json_rpc
 from node.chain.events import (
     Attested,
     ChainEvent,
@@ -22,8 +19,6 @@ from node.chain.events import (
     Revealed,
     RoundFinalized,
 )
-from node.chain.tx import call_view
-from node.errors import ChainError
 from node.runtime.round import reward_for_round
 from node.runtime.verify import Submission
 
@@ -53,16 +48,8 @@ class ChainHistory:
         self._next_block = coordinator.deployment.deploy_block
         self._last_hash: bytes | None = None
 
-    def _rpc(self, method: str, *params: Any) -> Any:
-        """One plain JSON-RPC call (web3's block formatting costs milliseconds of CPU each)."""
-        provider = self.coordinator.w3.provider
-        response = call_view(lambda: provider.make_request(RPCEndpoint(method), params), method)
-        if "error" in response or "result" not in response:
-            raise ChainError(f"{method} failed: {response.get('error')}")
-        return response["result"]
-
     def _block_hash(self, number: int) -> bytes | None:
-        block = self._rpc("eth_getBlockByNumber", hex(number), False)
+        block = json_rpc(self.coordinator.w3, "eth_getBlockByNumber", [hex(number), False])
         if not isinstance(block, dict) or not isinstance(block.get("hash"), str):
             return None
         return bytes.fromhex(block["hash"][2:])
@@ -75,7 +62,7 @@ class ChainHistory:
         ChainError
             If the chain cannot be reached.
         """
-        latest = int(self._rpc("eth_blockNumber"), 16)
+        latest = int(json_rpc(self.coordinator.w3, "eth_blockNumber", []), 16)
         if self._last_hash is not None:
             last = self._next_block - 1
             if last > latest or self._block_hash(last) != self._last_hash:

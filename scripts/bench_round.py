@@ -11,6 +11,9 @@ nodes start and again after they stop; the faster run is the limit, so other wor
 during one of them cannot flatter the ratio. ``--sequential``
 also times the nodes one after another in this process with torch on every core (slow: a small
 model trains mostly in Python, so extra threads barely help); the faster of the two is the limit.
+Like the bare loop's workers, the nodes take turns to train, one per core at a time
+(``--train-slots``; 0 lets them all train at once, time-sliced by the kernel); time spent waiting
+for a slot counts as waiting, not training.
 
 The task's local training is calibrated first to take about ``--train-s`` seconds per node per
 round on one core. Prints one JSON object; medians over nodes and measured rounds::
@@ -102,12 +105,14 @@ def swarm_rounds(
     rounds: int,
     workdir: Path,
     before: Callable[[LocalSwarm], None],
+    train_slots: int,
 ) -> tuple[list[dict[str, float]], float, LocalSwarm, float]:
     """Run a swarm; return each node's timings of each measured round, the mean peak RSS, the
     swarm, and the machine's 1-minute load as the nodes started.
 
     `before` runs once the swarm is deployed and its members' data written, before any node
-    starts (the bare loop's first measurement).
+    starts (the bare loop's first measurement). With ``train_slots`` > 0 the nodes take turns
+    to train, that many at a time (``--train-slots``).
     """
     params = SwarmParams(
         task_spec_cid="-",
@@ -120,6 +125,7 @@ def swarm_rounds(
     threads = max(1, cores // nodes)
     first = 2  # round 1 opens with no members; round 2 is the warm-up
     last = first + rounds
+    slots = ("--train-slots", str(train_slots)) if train_slots > 0 else ()
     with Anvil() as anvil:
         swarm = LocalSwarm.create(
             anvil, workdir, spec, nodes, params=params, valuation=valuation, alpha=0.5
@@ -134,6 +140,7 @@ def swarm_rounds(
                     "--until-round", str(last),
                     "--threads", str(threads),
                     "--poll", "0.1",
+                    *slots,
                 )  # fmt: skip
             processes = list(swarm.processes.values())
             for process in processes:
@@ -243,6 +250,12 @@ def main() -> None:
         help="Shapley estimator of the swarm's task document (auto: exact up to 10 members)",
     )
     parser.add_argument(
+        "--train-slots",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="nodes train this many at a time, like the bare loop's workers (0: all at once)",
+    )
+    parser.add_argument(
         "--sequential",
         action="store_true",
         help="also time the bare loop one node at a time with torch on every core",
@@ -261,7 +274,13 @@ def main() -> None:
             loads: dict[str, float] = {}
             bare = partial(timed_bare, spec, rounds=args.rounds, out=pooled, loads=loads)
             timings, rss, swarm, load = swarm_rounds(
-                spec, valuation, n, args.rounds, Path(tmp) / f"n{n}", partial(bare, when="before")
+                spec,
+                valuation,
+                n,
+                args.rounds,
+                Path(tmp) / f"n{n}",
+                partial(bare, when="before"),
+                args.train_slots,
             )
             loads["swarm"] = round(load, 2)
             bare(swarm, when="after")
@@ -283,6 +302,7 @@ def main() -> None:
                 "breakdown_s": breakdown,
                 "rss_mb_per_node": round(rss, 1),
                 "threads_per_node": max(1, (os.cpu_count() or 1) // n),
+                "train_slots": args.train_slots,
                 "measured_rounds": args.rounds,
                 # the machine's 1-minute load as each part began (other work skews a ratio)
                 "load_at_start": loads,

@@ -75,6 +75,15 @@ def join(
     threads: Annotated[
         int | None, typer.Option("--threads", help="CPU threads for torch and NumPy's BLAS.", min=1)
     ] = None,
+    train_slots: Annotated[
+        int | None,
+        typer.Option(
+            "--train-slots",
+            help="Nodes sharing this machine take turns: at most N of them train at once "
+            "(give each the same N, e.g. the number of cores).",
+            min=1,
+        ),
+    ] = None,
     attack: Annotated[
         str | None,
         typer.Option("--attack", help="Forge updates with an attack, e.g. alie or alie:z=1.5."),
@@ -136,6 +145,7 @@ def join(
         serve=serve,
         journal=journal,
         threads=threads,
+        train_slots=train_slots,
         attack=None if attack is None else AttackPlan.parse(attack),
         encrypt=encrypt,
         stake=stake,

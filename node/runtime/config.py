@@ -29,6 +29,7 @@ class NodeConfig:
     serve: str | None = None  # "host:port" to serve this node's blocks to peers (per-node stores)
     journal: Path | None = None  # journal directory (None: ~/.swarmchain/nodes/<address>)
     threads: int | None = None  # torch intra-op and NumPy BLAS threads (None: their defaults)
+    train_slots: int | None = None  # at most this many nodes on the machine train at once
     attack: AttackPlan | None = None  # forge updates with this attack (tests and demos)
     encrypt: bool = False  # encrypt updates for the round's members (auditors cannot read them)
     stake: int | None = None  # tokens to stake when joining (None: the swarm's minimum)
@@ -47,6 +48,8 @@ class NodeConfig:
             ) from None
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        if self.train_slots is not None and self.train_slots < 1:
+            raise ConfigError(f"train_slots must be >= 1, got {self.train_slots}")
         if self.min_members < 1:
             raise ConfigError(f"min_members must be >= 1, got {self.min_members}")
         if self.poll_s <= 0 or self.deadline_margin_s < 0 or self.stagger_s < 0:

@@ -23,7 +23,7 @@ class EventKind(StrEnum):
     - STARTED: node, coordinator, chain_id, task, journal
     - JOINED: stake, index (sent only when this run joined)
     - ROUND: base_round, eligible, members, commit_deadline (the node saw a new round)
-    - TRAINED: num_samples, train_loss, seconds, attack
+    - TRAINED: num_samples, train_loss, seconds, attack, slot_wait_s (with ``--train-slots``)
     - STORED: cid, update_cid, seconds
     - COMMITTED / REVEALED / ATTESTED / FINALIZE_SENT / FAIL_SENT / SLASH_SENT / CLAIMED: tx,
       plus outcome fields (ATTESTED), node (SLASH_SENT) or amount (CLAIMED)

@@ -92,6 +92,7 @@ from node.runtime.history import ChainHistory
 from node.runtime.journal import Journal, Record
 from node.runtime.local import local_update
 from node.runtime.round import RoundInputs, RoundResult, compute_round, one_thread
+from node.runtime.slots import TrainingSlots
 from storage.codec import encode_update
 from storage.envelope import Manifest, decrypt_blob, encrypt_blob, sign_manifest
 from storage.errors import BlockNotFound, StoreTimeout, StoreUnavailable
@@ -200,6 +201,7 @@ class SwarmNode:
         self.index = -1  # this member's bitmap index, known once it joined
         self._fetch_until = 0.0  # monotonic time until which `_fetch` retries missing blobs
         self._announced: set[int] = set()
+        self._slots = None if config.train_slots is None else TrainingSlots(config.train_slots)
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -563,8 +565,8 @@ class SwarmNode:
         """Train, publish and journal this node's update for the round."""
         r = info.round
         clock = self._clock(r)
-        started = time.monotonic()
-        with self._settling_beside(r):
+        with self._settling_beside(r), self._training_slot() as waited:
+            started = time.monotonic()
             update = local_update(
                 self.spec,
                 base.state,
@@ -574,7 +576,7 @@ class SwarmNode:
                 attack=self.config.attack,
                 members=info.active_at_open,
             )
-        trained = time.monotonic()
+            trained = time.monotonic()
         clock.add("training", trained - started)
         self._emit(
             EventKind.TRAINED,
@@ -582,6 +584,7 @@ class SwarmNode:
             num_samples=update.num_samples,
             train_loss=round(update.train_loss, 6),
             seconds=round(trained - started, 4),
+            **waited,
             attack=None if self.config.attack is None else self.config.attack.name,
         )
         blob = encode_update(update.delta)
@@ -623,6 +626,16 @@ class SwarmNode:
             salt="0x" + reveal.salt.hex(),
             commitment="0x" + self.coordinator.commitment_for(reveal, r).hex(),
         )
+
+    @contextlib.contextmanager
+    def _training_slot(self) -> Iterator[dict[str, float]]:
+        """Hold one of the machine's training slots if the node takes turns; yields the TRAINED
+        event's ``slot_wait_s`` (nothing when it does not take turns)."""
+        if self._slots is None:
+            yield {}
+            return
+        with self._slots.hold() as waited:
+            yield {"slot_wait_s": round(waited, 4)}
 
     @contextlib.contextmanager
     def _settling_beside(self, current: int) -> Iterator[None]:

@@ -20,7 +20,14 @@ with the round's own consensus as the trusted direction. Set-aside inputs are no
 honest update from a skewed shard can point away from the consensus.
 
 Clipping factors are integers out of ``2**20`` computed from exact distances, and the update is
-an exact integer sum, so every machine follows the same path.
+an exact integer sum, so every machine follows the same path. The centres are kept as float64
+integers: every centre is a rounded convex combination of the previous one, the rows and zero,
+so it stays within ``bound = max(max|x|, max|start|)``. Each iteration computes in float64 only
+what is proven exact, whatever order BLAS adds in: inner products with the rows split into
+parts of ``b`` bits, ``2**b * bound * d <= 2**53``; squared norms that come out below ``2**53``;
+and the step when every product, partial sum and the offset stay within ``2**53`` (``2**52``
+for a denominator that is not a power of two), checked from the iteration's coefficients.
+Elsewhere it takes the split integer products of `node.aggregation.fixed_point`.
 
 `centered_clipping_coalitions` runs the rule for many coalitions of one batch at once (every row
 outside a coalition read as a zero update, as the valuation game does): the same integers as one
@@ -38,6 +45,8 @@ import numpy.typing as npt
 from node.aggregation.fixed_point import (
     COORD_BOUND,
     Batch,
+    F64Array,
+    I32Array,
     IntArray,
     RuleOutput,
     div_round,
@@ -191,75 +200,163 @@ def _clip(
 ) -> IntArray:
     """Iterate centered clipping for each coalition row of ``members`` ``(K, n)``, over the rows
     of ``counted`` ``(K, n)`` (each row has at least one; those outside ``members`` read as 0)."""
-    full = 1 << CLIP_BITS
-    # Each coalition's denominator, grouped: the rows of one group divide by the same integer.
+    # Each centre is a convex combination of the previous one, the rows and zero, rounded to an
+    # integer, so every centre coordinate stays within +-bound.
+    bound = max(batch.max_abs, int(np.abs(start).max(initial=0)))
     scales = (
-        [1 << WEIGHTED_BITS] * len(members)
+        np.full(len(members), 1 << WEIGHTED_BITS, dtype=np.int64)
         if weighted
-        else [int(c) << CLIP_BITS for c in counted.sum(axis=1)]
-    )
-    groups = {scale: [k for k, s in enumerate(scales) if s == scale] for scale in set(scales)}
-    sq = batch.sq_norms
-    inside = members.tolist()
-    n = batch.n
-    v = np.repeat(start[None, :], members.shape[0], axis=0)  # (K, d) one centre per coalition
+        else counted.sum(axis=1).astype(np.int64) << CLIP_BITS
+    )  # (K,) each coalition's denominator
+    # Quotients through float64 are exact below 2**53 for powers of two, else below 2**52.
+    quotient_limit = 1 << 53 if not np.any(scales & (scales - 1)) else (1 << 52) - 1
+    rows = batch.values.astype(np.float64)  # (n, d)
+    # Below 2**62, int64 holds every squared distance, norm and inner product the distances need.
+    small = (batch.max_abs + bound) ** 2 * batch.dim < 1 << 62
+    parts = _row_parts(batch.values, batch.max_abs, bound) if small else None
+    v = np.repeat(start[None, :].astype(np.float64), len(members), axis=0)  # (K, d) exact integers
+    inside = members.astype(np.int64)
+    reach = min(tau_q, 1 << 62)  # distances are below 2**43: the same comparison, within int64
     for iteration in range(iterations):
-        # Every coalition starts from the same centre: one column of products serves them all.
-        grid = (v[:1] if iteration == 0 else v).astype("<i4")  # within +-COORD_BOUND: exact
-        cross = exact_inner(batch.values, grid)  # (n, K or 1) <x_i, v_k>
-        norms = exact_sq_norms(grid)  # (K or 1,) ||v_k||^2
-        column = [0] * len(inside) if iteration == 0 else range(len(inside))
-        factors = np.array(
-            [
-                [
-                    _factor(
-                        math.isqrt(
-                            sq[i] - 2 * cross[i][c] + norms[c] if inside[k][i] else norms[c]
-                        ),
-                        tau_q,
-                        full,
-                    )
-                    for i in range(n)
-                ]
-                for k, c in enumerate(column)
-            ],
-            dtype=np.int64,
-        )  # (K, n); a zero row lies at distance ||v_k|| from the centre
-        factors *= counted
+        # Every coalition starts from the same centre: one column of distances serves them all.
+        centres = v[:1] if iteration == 0 else v
+        distances = _distances(batch, members, centres, bound, parts)  # (K, n)
+        factors = np.where(distances <= reach, 1 << CLIP_BITS, _clipped(tau_q, distances))
+        factors = factors * counted  # (K, n)
         if weighted:
-            factors = np.array(
-                [
-                    _weighted(row, batch.weights * c)
-                    for row, c in zip(factors, counted, strict=True)
-                ],
-                dtype=np.int64,
-            )
-        pulled = exact_combine(batch.values, factors * members)  # (K, d) sum_i c_i x_i
-        offset = pulled - factors.sum(axis=1)[:, None] * v
-        if len(groups) == 1:
-            step = div_round(offset, scales[0])
+            factors = _weighted_rows(factors, batch.weights * counted)
+        totals = factors.sum(axis=1)  # (K,)
+        coeffs = factors * inside  # a zero row lies at distance ||v_k|| and pulls towards 0
+        reach_v = max(int(v.max(initial=0)), -int(v.min(initial=0)))  # max|v_k| over k
+        pull = int(coeffs.sum(axis=1).max()) * batch.max_abs  # bounds |sum_i c_i x_i|
+        if pull + int(totals.max()) * reach_v <= quotient_limit:
+            # With C the coefficients' sum, every product c_i x_i and partial sum (at most
+            # `pull`), C v and the offset itself are integers of at most
+            # pull + C * max|v| <= 2**53 in magnitude: exact in float64. Dividing by a power of
+            # two is exact, and IEEE rint rounds half to even as `div_round` does. Another
+            # scale s: a non-half-integer a / s lies at least 1 / (2s) from every half-integer,
+            # and float64 division errs by at most |a / s| * 2**-53 < 1 / (2s) when
+            # |a| < 2**52, so rint again picks div_round's integer (a half-integer quotient is
+            # itself exact).
+            step = coeffs.astype(np.float64) @ rows
+            step -= v * totals[:, None].astype(np.float64)
+            step /= scales[:, None].astype(np.float64)
+            np.rint(step, out=step)
         else:
-            step = np.empty_like(offset)
-            for scale, rows in groups.items():
-                step[rows] = div_round(offset[rows], scale)
+            grid = v.astype(np.int64)
+            offset = exact_combine(batch.values, coeffs) - totals[:, None] * grid
+            step = np.empty(v.shape)
+            for scale in np.unique(scales).tolist():
+                group = scales == scale
+                step[group] = div_round(offset[group], scale)
         if not step.any():
             break
         v += step
-    return v
+    return v.astype(np.int64)
 
 
-def _factor(distance: int, tau_q: int, full: int) -> int:
-    """The clipping factor out of ``full``: ``min(1, tau / distance)``, rounded down."""
-    return full if distance <= tau_q else (tau_q << CLIP_BITS) // distance
+def _distances(
+    batch: Batch,
+    members: npt.NDArray[np.bool_],
+    centres: F64Array,
+    bound: int,
+    parts: tuple[F64Array, int] | None,
+) -> IntArray:
+    """``isqrt(||x_i - v_k||^2)`` ``(K, n)`` for the rows of ``members``, ``isqrt(||v_k||^2)`` for
+    the zero rows; ``centres`` ``(K or 1, d)`` holds exact integers within +-``bound``, ``parts``
+    is `_row_parts` when ``(max|x| + bound)**2 * d < 2**62``, else None."""
+    if parts is None:
+        grid = centres.astype("<i4")
+        products = exact_inner(batch.values, grid)  # (n, K) <x_i, v_k>
+        lengths = exact_sq_norms(grid)
+        own = batch.sq_norms
+        far = [
+            [math.isqrt(own[i] - 2 * products[i][k] + lengths[k]) for i in range(batch.n)]
+            for k in range(len(lengths))
+        ]
+        # Every distance is at most sqrt(d) * 2**31 <= 2**42.5: int64 holds them.
+        return np.where(
+            members,
+            np.array(far, dtype=np.int64),
+            np.array([math.isqrt(v) for v in lengths], dtype=np.int64)[:, None],
+        )
+    # Every squared distance, norm and inner product is under (max|x| + bound)**2 * d < 2**62.
+    split, bits = parts
+    dots = centres @ split.T  # (K, P * n) exact, see `_row_parts`
+    n = batch.n
+    cross_rows = np.zeros((len(centres), n), dtype=np.int64)
+    for p in range(split.shape[0] // n):
+        # Wrapping int64 arithmetic is exact modulo 2**64 and the true sum is < 2**62.
+        cross_rows += dots[:, p * n : (p + 1) * n].astype(np.int64) << (p * bits)
+    approx = np.einsum("ij,ij->i", centres, centres)
+    if approx.max(initial=0) < 1 << 53:
+        # A float64 sum of squares that comes out below 2**53 is exact in any order, fused or
+        # not: rounding is monotone and each partial sum and square is at most the result, so
+        # each is an integer below 2**53, which float64 holds.
+        norms = approx.astype(np.int64)
+    else:
+        grid = centres.astype(np.int64)
+        norms = np.einsum("ij,ij->i", grid, grid)
+    sq = np.array(batch.sq_norms, dtype=np.int64)
+    apart = _isqrt(sq[None, :] - 2 * cross_rows + norms[:, None])
+    return np.where(members, apart, _isqrt(norms)[:, None])
 
 
-def _weighted(factors: IntArray, weights: IntArray) -> IntArray:
-    """Coefficients ``floor(2**31 * w_i c_i / (2**20 * sum_j w_j))``: they sum to at most 2**31."""
-    total = int(weights.sum())
+def _row_parts(values: I32Array, top: int, bound: int) -> tuple[F64Array, int]:
+    """The rows split into ``P`` float64 parts of ``b`` bits, stacked ``(P * n, d)``, with ``b``:
+    ``x = sum_p part_p * 2**(p * b)``, low parts in ``[0, 2**b)``, the top part signed.
+
+    Every part is at most ``2**b`` in magnitude and ``2**b * bound * d <= 2**53``, so each
+    partial sum of ``part * v`` over a centre ``v`` within +-``bound`` is an exact float64
+    integer, whatever order BLAS adds in. Needs ``bound >= top`` and ``bound**2 * d < 2**62``,
+    so that ``b >= 9`` (with ``d <= 2**23``).
+    """
+    d = values.shape[1]
+    bits = 53 - (max(1, bound * d) - 1).bit_length()  # largest b with 2**b * bound * d <= 2**53
+    count = max(1, -(-top.bit_length() // bits))  # top < 2**(P * b): the top part is <= 2**b
+    wide = values.astype(np.int64)
+    split = [(wide >> (p * bits)) & ((1 << bits) - 1) for p in range(count - 1)]
+    split.append(wide >> ((count - 1) * bits))
+    return np.concatenate(split).astype(np.float64), bits
+
+
+def _isqrt(squares: IntArray) -> IntArray:
+    """``math.isqrt`` of each int64 in ``[0, 2**62)``, exactly."""
+    # sqrt of the float64 nearest each square is within 2**-20 of the true root (< 2**31), so
+    # its floor is off by at most one, and one integer check each way corrects it; (r + 1)**2
+    # stays below 2**63.
+    roots = np.sqrt(squares.astype(np.float64)).astype(np.int64)
+    roots -= roots * roots > squares
+    roots += (roots + 1) * (roots + 1) <= squares
+    return roots
+
+
+def _clipped(tau_q: int, distances: IntArray) -> IntArray:
+    """``(tau_q << CLIP_BITS) // distance``, the factor of a distance beyond ``tau_q``.
+
+    Entries at or within ``tau_q`` are not meaningful (the caller keeps the full factor there).
+    Distances are below ``2**43``, so one beyond ``tau_q`` has ``tau_q < 2**43``, and the
+    numerator stays within int64.
+    """
+    numerator = min(tau_q, (1 << 43) - 1) << CLIP_BITS
+    quotient: IntArray = numerator // np.maximum(distances, 1)
+    return quotient
+
+
+def _weighted_rows(factors: IntArray, weights: IntArray) -> IntArray:
+    """Coefficients ``floor(2**31 * w_i c_i / (2**20 * sum_j w_j))`` of each row ``(K, n)``: each
+    row sums to at most 2**31."""
+    totals = weights.sum(axis=1, keepdims=True)  # (K, 1), each >= 1
+    if int(weights.max()) < 1 << 32:  # w * c * 2**11 < 2**32 * 2**31 = 2**63
+        coeffs: IntArray = (weights * factors << (WEIGHTED_BITS - CLIP_BITS)) // totals
+        return coeffs
     return np.array(
         [
-            (int(w) * int(c) << (WEIGHTED_BITS - CLIP_BITS)) // total
-            for w, c in zip(weights, factors, strict=True)
+            [
+                (int(w) * int(c) << (WEIGHTED_BITS - CLIP_BITS)) // int(total)
+                for w, c in zip(row_w, row_c, strict=True)
+            ]
+            for row_w, row_c, total in zip(weights, factors, totals[:, 0], strict=True)
         ],
         dtype=np.int64,
     )

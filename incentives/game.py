@@ -24,9 +24,10 @@ Why absent members count as zero deltas, rather than being dropped from the aggr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from incentives.utility import CoalitionUtility
@@ -34,15 +35,15 @@ from node.aggregation.centered_clipping import centered_clipping_coalitions
 from node.aggregation.fixed_point import (
     Batch,
     IntArray,
+    Layout,
     Update,
-    dequantise,
     quantise,
     quantise_vector,
 )
 from node.aggregation.pipeline import aggregate_batch, apply_steps
 from node.aggregation.registry import RULES, STEPS, resolve_params
 from node.learning.data import Dataset
-from node.learning.training import apply_delta, evaluate, quantised_utility
+from node.learning.training import apply_delta, evaluate, evaluate_many, quantised_utility
 from node.task import TaskSpec
 
 
@@ -87,7 +88,7 @@ def round_utility(
     Raises
     ------
     ValueError
-        If there are no updates, or the updates and sample counts do not fit together.
+        If there are no updates, or the updates, sample counts and base do not fit together.
     """
     batch = quantise(updates, num_samples, spec.fixed_point_bits)
     grid_center = (
@@ -95,6 +96,8 @@ def round_utility(
     )
     gram = batch.gram if _rule_reads_gram(spec) else None
     base_state = {name: tensor.detach().cpu().float() for name, tensor in base.items()}
+    if Layout.of(base_state) != batch.layout:
+        raise ValueError("the base checkpoint's tensors differ from the updates' names or shapes")
 
     def utility_of(delta: Mapping[str, torch.Tensor]) -> int:
         metrics = evaluate(spec, apply_delta(base_state, delta), reference, device=device)
@@ -109,13 +112,16 @@ def round_utility(
         values: list[int] = []
         step = max(1, _CELLS_AT_ONCE // batch.dim)
         weighed = apply_steps(batch, spec.aggregation.pre, seed=seed)
+        flat_base = np.concatenate([base_state[n].reshape(-1).numpy() for n in batch.layout.names])
         for first in range(0, len(coalitions), step):
             grids = _clipped_coalitions(
                 spec, weighed, coalitions[first : first + step], grid_center
             )
-            values.extend(
-                utility_of(dequantise(grid, batch.layout, batch.frac_bits)) for grid in grids
-            )
+            # base + dequantise(grid) for every coalition at once: the same float32 operations,
+            # element by element, as `utility_of(dequantise(...))`, so the same bits.
+            states = flat_base + (grids * (1.0 / (1 << batch.frac_bits))).astype(np.float32)
+            metrics = evaluate_many(spec, _named(states, batch.layout), reference, device=device)
+            values.extend(quantised_utility(m, spec.valuation) for m in metrics)
         return values
 
     if _clips_coalitions_together(spec):
@@ -139,6 +145,16 @@ def _clipped_coalitions(
     params = resolve_params(RULES[rule.rule].params, rule.params, f"rule {rule.rule!r}")
     clip: Callable[..., IntArray] = centered_clipping_coalitions  # the registry's parameters
     return clip(batch, coalitions, **params, center=center)
+
+
+def _named(states: npt.NDArray[np.float32], layout: Layout) -> Iterator[dict[str, torch.Tensor]]:
+    """Each row of ``states`` ``(K, d)`` as named tensors of ``layout`` (views, not copies)."""
+    segments = layout.segments()
+    for row in states:
+        yield {
+            name: torch.from_numpy(row[start:stop]).view(shape)
+            for name, shape, start, stop in segments
+        }
 
 
 _CELLS_AT_ONCE = 1 << 18  # coalitions aggregated together hold about this many coordinates

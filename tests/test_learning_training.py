@@ -12,6 +12,7 @@ from node.learning.training import (
     Metrics,
     apply_delta,
     evaluate,
+    evaluate_many,
     genesis_state,
     quantised_utility,
     state_delta,
@@ -100,6 +101,24 @@ def test_evaluation_depends_only_on_the_weights_given(digits: tuple[Dataset, Dat
     assert torch.equal(torch.random.get_rng_state(), rng_before)
     with pytest.raises(ValueError, match="tensor sets differ"):
         evaluate(spec, {k: v for k, v in base.items() if k != "layers.0.bias"}, test, device=CPU)
+
+
+def test_evaluating_many_states_gives_each_state_its_own_metrics(
+    digits: tuple[Dataset, Dataset],
+) -> None:
+    train, test = digits
+    spec = TaskSpec(train=TrainSpec(local_steps=20))
+    base = genesis_state(spec)
+    delta = train_local(spec, base, train, seed=0, device=CPU).delta
+    half = {name: tensor / 2 for name, tensor in delta.items()}
+    states = [base, apply_delta(base, delta), base, apply_delta(base, half)]
+
+    together = list(evaluate_many(spec, iter(states), test, device=CPU, batch_size=100))
+
+    assert together == [evaluate(spec, s, test, device=CPU, batch_size=100) for s in states]
+    assert together[0] == together[2] != together[1] != together[3]
+    with pytest.raises(ValueError, match="tensor sets differ"):
+        list(evaluate_many(spec, [base, {"layers.0.bias": base["layers.0.bias"]}], test))
 
 
 def test_training_rejects_data_of_the_wrong_shape() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -172,7 +172,6 @@ def train_local(
     return LocalUpdate(state_delta(local, base), n, loss_sum / max(1, loss_count))
 
 
-@torch.no_grad()
 def evaluate(
     spec: TaskSpec,
     state: Mapping[str, torch.Tensor],
@@ -201,22 +200,60 @@ def evaluate(
     Metrics
         Mean cross-entropy, accuracy, and the counts behind it.
     """
+    return next(evaluate_many(spec, [state], data, device=device, batch_size=batch_size))
+
+
+def evaluate_many(
+    spec: TaskSpec,
+    states: Iterable[Mapping[str, torch.Tensor]],
+    data: Dataset,
+    *,
+    device: torch.device | None = None,
+    batch_size: int = 1024,
+) -> Iterator[Metrics]:
+    """`evaluate` of many weights on the same data, with one network and one copy of the data.
+
+    Each result is bit for bit `evaluate`'s (the same operations on the same thread count); the
+    data is checked and batched once, and each state's weights are written into one network.
+
+    Parameters
+    ----------
+    spec
+        The task.
+    states
+        Model weights to evaluate, one after another (each is read before the next is drawn).
+    data
+        Examples to evaluate on (must fit ``spec.data``).
+    device
+        Where to evaluate; `default_device` when omitted.
+    batch_size
+        Examples per forward pass.
+
+    Yields
+    ------
+    Metrics
+        Mean cross-entropy, accuracy, and the counts behind it, of each state in turn.
+    """
     check_dataset(data, spec.data)
     dev = default_device() if device is None else device
     model = _evaluation_model(spec, dev)
     params = dict(model.named_parameters())
-    _same_names(params, state)
-    for name, param in params.items():
-        param.copy_(state[name])  # what load_state_dict does, without its per-call overhead
-    loss_sum, correct = 0.0, 0
-    for start in range(0, len(data), batch_size):
-        x = data.x[start : start + batch_size].to(dev)
-        y = data.y[start : start + batch_size].to(dev)
-        logits = model(x)
-        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-        correct += int((logits.argmax(dim=1) == y).sum())
+    batches = [
+        (data.x[start : start + batch_size].to(dev), data.y[start : start + batch_size].to(dev))
+        for start in range(0, len(data), batch_size)
+    ]
     total = len(data)
-    return Metrics(loss_sum / max(1, total), correct / max(1, total), correct, total)
+    for state in states:
+        _same_names(params, state)
+        with torch.no_grad():
+            for name, param in params.items():
+                param.copy_(state[name])  # what load_state_dict does, without its overhead
+            loss_sum, correct = 0.0, 0
+            for x, y in batches:
+                logits = model(x)
+                loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+                correct += int((logits.argmax(dim=1) == y).sum())
+        yield Metrics(loss_sum / max(1, total), correct / max(1, total), correct, total)
 
 
 def quantised_utility(metrics: Metrics, valuation: ValuationSpec) -> int:

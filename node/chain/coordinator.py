@@ -19,7 +19,6 @@ from eth_abi.exceptions import DecodingError
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from web3 import Web3
-from web3.types import RPCEndpoint
 
 from node.chain.abis import abi_of, contract_at
 from node.chain.deploy import connect
@@ -35,8 +34,8 @@ from node.chain.protocol import (
     SubmissionState,
     commitment,
 )
-from node.chain.reverts import AlreadyCommitted, decode_revert
-from node.chain.tx import Sender, Transaction, call_view
+from node.chain.reverts import AlreadyCommitted
+from node.chain.tx import Sender, Transaction, call_view, json_rpc
 from node.errors import ChainError, ConfigError
 
 
@@ -143,59 +142,6 @@ class _View:
             for kind, v in zip(self.outputs, values, strict=True)
         )
         return values[0] if len(values) == 1 else values
-
-
-def json_rpc(w3: Web3, method: str, params: list[Any], context: str = "") -> Any:
-    """One plain JSON-RPC call, without web3's formatting (milliseconds of CPU per call).
-
-    Parameters
-    ----------
-    w3
-        The connection.
-    method
-        The JSON-RPC method, e.g. ``eth_call``.
-    params
-        Its parameters, JSON-ready.
-    context
-        What the call is for, in error messages (the method when empty).
-
-    Returns
-    -------
-    Any
-        The response's ``result``.
-
-    Raises
-    ------
-    ChainError
-        A named revert error for a reverted call, else a `ChainError` when the chain cannot be
-        reached or answers with an error.
-    """
-    context = context or method
-    response = call_view(lambda: w3.provider.make_request(RPCEndpoint(method), params), context)
-    error = response.get("error")
-    if error is not None:
-        raise _call_error(error, context)
-    if "result" not in response:
-        raise ChainError(f"{context} returned no result")
-    return response["result"]
-
-
-def _call_error(error: Any, context: str) -> ChainError:
-    """The named error of a failed ``eth_call`` (a revert), else a `ChainError`."""
-    if not isinstance(error, dict):
-        return ChainError(f"{context} failed: {error}")
-    data = error.get("data")
-    if isinstance(data, dict):
-        data = data.get("data")
-    message = str(error.get("message", ""))
-    if isinstance(data, str) and data.startswith("0x"):
-        try:
-            return decode_revert(bytes.fromhex(data[2:]), context=context)
-        except ValueError:
-            pass
-    if error.get("code") == 3 or "revert" in message:
-        return decode_revert(b"", context=context)
-    return ChainError(f"{context} failed: {message}")
 
 
 class Token:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from node.chain.coordinator import Coordinator, json_rpc
+from node.chain.coordinator import Coordinator
 from node.chain.events import (
     Attested,
     ChainEvent,
@@ -19,6 +19,7 @@ from node.chain.events import (
     Revealed,
     RoundFinalized,
 )
+from node.chain.tx import json_rpc
 from node.runtime.round import reward_for_round
 from node.runtime.verify import Submission
 

@@ -3,6 +3,8 @@
 Each run happens in a fresh interpreter whose torch, OpenMP, MKL and OpenBLAS thread counts are
 fixed before anything is imported; one run uses 1 thread and the inputs in order, the other 2
 threads and the inputs shuffled. Both print the SHA-256 of every rule's fixed-point aggregate.
+The inputs are large enough for the compiled kernels (their own thread count is covered in
+test_aggregation_kernels.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 
 threads, shuffle = int(sys.argv[1]), sys.argv[2] == "shuffle"
 torch.set_num_threads(threads)
+from node.aggregation.fixed_point import COMPILED_MIN
 from node.aggregation.pipeline import aggregate
 from node.task import AggregationSpec, StepSpec, TaskSpec
 
@@ -45,6 +48,8 @@ pipelines = [
 rng = np.random.default_rng(2024)
 n = 9
 shapes = {"a.weight": (300, 400), "a.bias": (300,), "b.weight": (10, 300)}  # 123,300 coordinates
+# 9 x 123,300 values: quantising runs compiled on the thread pool, mean/FedAvg take the fused sum.
+assert n * sum(int(np.prod(s)) for s in shapes.values()) >= COMPILED_MIN
 updates = [
     {k: torch.from_numpy((rng.standard_normal(s) * 10.0 ** rng.uniform(-4, -1)).astype(np.float32))
      for k, s in shapes.items()}

@@ -9,9 +9,19 @@ baselines the robust rules are measured against.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
-from node.aggregation.fixed_point import Batch, RuleOutput, div_round, exact_combine
+from node.aggregation.fixed_point import (
+    Batch,
+    Layout,
+    RuleOutput,
+    Update,
+    div_round,
+    exact_combine,
+    quantised_sum,
+)
 
 
 def mean(batch: Batch) -> RuleOutput:
@@ -46,3 +56,27 @@ def weighted_mean(batch: Batch) -> RuleOutput:
     """
     total = exact_combine(batch.values, batch.weights[None, :])[0]
     return RuleOutput(div_round(total, int(batch.weights.sum())), None)
+
+
+def mean_of_updates(
+    updates: Sequence[Update], num_samples: Sequence[int], frac_bits: int, *, weighted: bool
+) -> tuple[Layout, RuleOutput]:
+    """`weighted_mean` (or `mean`) of the quantised updates, without building their batch.
+
+    Parameters
+    ----------
+    updates, num_samples, frac_bits
+        As for `fixed_point.quantise`.
+    weighted
+        FedAvg (weights are the sample counts); otherwise the plain mean.
+
+    Returns
+    -------
+    tuple[Layout, RuleOutput]
+        The updates' layout, and what the rule returns on ``quantise(updates, num_samples,
+        frac_bits)``, exactly.
+    """
+    layout, total, counts = quantised_sum(updates, num_samples, frac_bits, weighted=weighted)
+    return layout, RuleOutput(
+        div_round(total, int(counts.sum()) if weighted else len(counts)), None
+    )

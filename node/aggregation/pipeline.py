@@ -12,18 +12,23 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from node.aggregation.fixed_point import (
     Batch,
     IntArray,
+    Layout,
+    RuleOutput,
     Update,
     dequantise,
     quantise,
     quantise_vector,
 )
+from node.aggregation.mean import mean_of_updates
 from node.aggregation.registry import RULES, STEPS, resolve_params
 
 if TYPE_CHECKING:
@@ -39,7 +44,15 @@ class AggregationResult:
     selected: tuple[int, ...]  # input indices whose content reached the aggregate
     screened_out: tuple[int, ...]  # inputs the rule's screening rejected one by one
     set_aside: tuple[int, ...]  # inputs left out of the aggregate without being rejected
-    digest: str  # SHA-256 hex of `grid` (little-endian int64): equal on every machine
+
+    @cached_property
+    def digest(self) -> str:
+        """SHA-256 hex of `grid` (little-endian int64): equal on every machine.
+
+        Computed on first use: hashing a million coordinates costs about as much as FedAvg
+        itself, and only checks that compare aggregates (tests, re-derivations) read it.
+        """
+        return grid_digest(self.grid)
 
 
 def aggregate(
@@ -77,11 +90,19 @@ def aggregate(
         Bad inputs (shapes, NaN, weights) or a rule's Byzantine bound, e.g.
         "Bulyan needs n >= 4f + 3, got n=7, f=2".
     """
+    config = spec.aggregation
+    if config.rule in ("mean", "fedavg") and not config.pre and not config.params:
+        # The plain means need no batch: each update is read once and summed on the grid.
+        layout, out = mean_of_updates(
+            updates, num_samples, spec.fixed_point_bits, weighted=config.rule == "fedavg"
+        )
+        rows = tuple((i,) for i in range(len(updates)))
+        return _result(out, rows, rows, layout, spec.fixed_point_bits)
     batch = quantise(updates, num_samples, spec.fixed_point_bits)
     grid_center = (
         None if center is None else quantise_vector(center, batch.layout, spec.fixed_point_bits)
     )
-    return aggregate_batch(batch, spec.aggregation, seed=seed, center=grid_center)
+    return aggregate_batch(batch, config, seed=seed, center=grid_center)
 
 
 def aggregate_batch(
@@ -115,21 +136,31 @@ def aggregate_batch(
     rule = RULES[config.rule]
     params = resolve_params(rule.params, config.params, f"rule {config.rule!r}")
     out = rule.fn(current, **params, **({"center": center} if rule.uses_center else {}))
-    everyone = sorted({o for origin in batch.origin for o in origin})
-    one_to_one = all(len(origin) == 1 for origin in current.origin)
-    aside = sorted({o for row in out.set_aside for o in current.origin[row]})
+    return _result(out, batch.origin, current.origin, batch.layout, batch.frac_bits)
+
+
+def _result(
+    out: RuleOutput,
+    inputs: tuple[tuple[int, ...], ...],
+    rows: tuple[tuple[int, ...], ...],
+    layout: Layout,
+    frac_bits: int,
+) -> AggregationResult:
+    """The result of a rule whose row ``k`` came from the inputs ``rows[k]``."""
+    everyone = sorted({o for origin in inputs for o in origin})
+    one_to_one = all(len(origin) == 1 for origin in rows)
+    aside = sorted({o for row in out.set_aside for o in rows[row]})
     if out.selected is None:
         selected, screened = sorted(set(everyone) - set(aside)), []
     else:
-        selected = sorted({o for row in out.selected for o in current.origin[row]})
+        selected = sorted({o for row in out.selected for o in rows[row]})
         screened = sorted(set(everyone) - set(selected)) if one_to_one else []
     return AggregationResult(
-        delta=dequantise(out.aggregate, batch.layout, batch.frac_bits),
+        delta=dequantise(out.aggregate, layout, frac_bits),
         grid=out.aggregate,
         selected=tuple(selected),
         screened_out=tuple(screened),
         set_aside=tuple(aside),
-        digest=grid_digest(out.aggregate),
     )
 
 
@@ -168,4 +199,4 @@ def apply_steps(batch: Batch, steps: Sequence[StepSpec], *, seed: int = 0) -> Ba
 
 def grid_digest(grid: IntArray) -> str:
     """SHA-256 hex of a grid vector's little-endian int64 bytes."""
-    return hashlib.sha256(grid.astype("<i8").tobytes()).hexdigest()
+    return hashlib.sha256(np.ascontiguousarray(grid, dtype="<i8").data).hexdigest()  # no copy

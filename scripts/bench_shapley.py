@@ -14,26 +14,32 @@ members count as zero deltas, see `incentives.game`).
   wall and CPU time of one valuation per estimator at the default budget (`ValuationConfig`: 6
   evaluations per player, at least 256). Each evaluation runs the task's robust aggregation over
   all n rows, so its cost grows with n.
+- ``round8``: what one node spends valuing a round of 8 contributors on the default task
+  (``round_utility`` + ``settle_round``: exact Shapley, 256 coalitions), as a node runs it, with
+  torch and BLAS on one thread each; median wall and CPU seconds over ``--repeats`` runs.
 
-Usage: ``.venv/bin/python scripts/bench_shapley.py [--seeds 5] [--threads 1] [--parts scale]``.
+Usage: ``.venv/bin/python scripts/bench_shapley.py [--seeds 5] [--threads 1] [--parts scale]
+[--repeats 7]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import itertools
 import json
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 import torch
 from scipy.stats import spearmanr
+from threadpoolctl import threadpool_limits
 
 from incentives import (
     CoalitionUtility,
@@ -43,6 +49,7 @@ from incentives import (
     exact_shapley,
 )
 from incentives.game import round_utility
+from incentives.settlement import settle_round
 from node.learning.data import Dataset, task_splits
 from node.learning.training import State, apply_delta, genesis_state, train_local
 from node.task import TaskSpec, ValuationSpec, default_task
@@ -57,7 +64,7 @@ TARGET_MAX_REL_ERR = 0.10
 ROUND_SEED = 0x5EED
 # TMC and GTG spend the same budget, so at n = 100 only the swarm's estimator (GTG) is timed;
 # kernel Shapley stops at n = 50 (its exact solve grows as n**3 in big rationals).
-PARTS = ("n10", "n10_accuracy", "scale")
+PARTS = ("n10", "n10_accuracy", "scale", "round8")
 SCALE = {50: ("gtg", "tmc", "kernel", "loo"), 100: ("gtg", "loo")}
 
 
@@ -171,6 +178,41 @@ def bench_scale(n: int, methods: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def bench_round8(repeats: int) -> dict[str, Any]:
+    """Median seconds of one node's valuation of an 8-contributor round on the default task."""
+    utility = ValuationSpec().utility
+    rnd = build_round(utility, [150] * 8, [])
+    accounts = [f"0x{i + 1:040x}" for i in range(8)]
+    walls, cpus = [], []
+    with threadpool_limits(1, user_api="blas"), _torch_threads(1):
+        for _ in range(repeats + 1):  # the first run warms caches and is not counted
+            wall, cpu = time.perf_counter(), time.process_time()
+            rewards = settle_round(
+                rnd.utility(), accounts, seed=ROUND_SEED, reward=1_000, config=ValuationConfig()
+            )
+            walls.append(time.perf_counter() - wall)
+            cpus.append(time.process_time() - cpu)
+    return {
+        "players": 8,
+        "utility": utility,
+        "evaluations": rewards.estimate.evaluations,
+        "repeats": repeats,
+        "seconds": round(statistics.median(walls[1:]), 4),
+        "cpu_seconds": round(statistics.median(cpus[1:]), 4),
+        "rewards_root": "0x" + rewards.root.hex(),
+    }
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -187,6 +229,7 @@ def main() -> None:
     parser.add_argument(
         "--parts", nargs="+", choices=PARTS, default=list(PARTS), help="sections to run"
     )
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs of round8")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     report: dict[str, Any] = {
@@ -206,6 +249,9 @@ def main() -> None:
         report["n10_accuracy"] = bench_n10("accuracy", args.seeds)
     if "scale" in args.parts:
         report["scale"] = {str(n): bench_scale(n, methods) for n, methods in SCALE.items()}
+    if "round8" in args.parts:
+        _progress("round8")
+        report["round8"] = bench_round8(args.repeats)
     print(json.dumps(report, indent=2))
 
 

@@ -19,6 +19,7 @@ from node.aggregation.fixed_point import (
     dequantise,
     div_round,
     exact_combine,
+    in_parallel,
     quantise,
 )
 from node.aggregation.pipeline import aggregate, aggregate_batch
@@ -123,7 +124,9 @@ def test_kernels_give_the_same_integers_for_any_thread_count() -> None:
     for row in rows:  # edge values where the parts meet and where the tensors meet
         row[0][[0, 39_999, 40_000, 70_000]] = [0.5 * 2**-24, -math.inf, 1e30, -2.5 * 2**-24]
         row[1][[0, 10_000, 49_998]] = [math.inf, 64.0, -64.0]
-    assert len(kernels._parts(120_000, 7, 3)) == 3
+    ranges: list[tuple[int, int]] = []
+    in_parallel(lambda lo, hi: ranges.append((lo, hi)), 120_000, 7 * 120_000, 3)
+    assert sorted(ranges) == [(0, 40_000), (40_000, 80_000), (80_000, 120_000)]
     expected = quantise(as_updates(rows), [1] * 7, 24).values  # 840,000 < COMPILED_MIN: NumPy
     weights = [3, 1, 4, 1, 5, 9, 2**31]
     total = exact_combine(expected, np.array([weights]))[0]

@@ -1,10 +1,10 @@
 """Compiled kernels that read float32 updates once: quantise, and quantise-and-sum for FedAvg.
 
 `fixed_point.quantise` and the mean/FedAvg fast path of `pipeline.aggregate` call these on
-large inputs. Each kernel is serial Numba code that releases the GIL; a small thread pool runs
-it on disjoint coordinate ranges, one per core. Numba's own ``parallel=True`` is not used: its
-threading layers clash with torch's OpenMP runtime and abort on concurrent launches from several
-Python threads (a node aggregates on one thread while it trains on another).
+large inputs. Each kernel is serial Numba code that releases the GIL; `fixed_point.in_parallel`
+runs it on disjoint coordinate ranges, one thread per core. Numba's own ``parallel=True`` is not
+used: its threading layers clash with torch's OpenMP runtime and abort on concurrent launches
+from several Python threads (a node aggregates on one thread while it trains on another).
 
 The arithmetic is the NumPy path's, value for value: ``x * 2**frac_bits`` in float32 (exact, or
 inf beyond float32's range), clamped to ``[-COORD_BOUND, COORD_BOUND]``, rounded half to even by
@@ -12,15 +12,13 @@ IEEE ``rint``; sums are exact in int64. So the results do not depend on the thre
 how the coordinates are split.
 
 The kernels take each tensor by address (an ``(n, tensors)`` int64 table) rather than as a list
-of arrays, so a call costs microseconds whatever ``n``; the caller has checked every tensor's
+of arrays, so one call reads all n updates; the caller has checked every tensor's
 dtype, device and shape, and keeps the arrays alive during the call.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 import numba
@@ -29,10 +27,9 @@ import numpy.typing as npt
 from numba import types
 from numba.extending import intrinsic
 
-from node.aggregation.fixed_point import COORD_BOUND, MAX_TOTAL_WEIGHT
+from node.aggregation.fixed_point import COORD_BOUND, MAX_TOTAL_WEIGHT, in_parallel
 
 CHUNK: Final = 1 << 14  # coordinates per accumulator block: 128 KiB of int64 stays in L2
-MIN_PART: Final = 1 << 18  # fewest values (rows x coordinates) worth a thread of their own
 
 F32Rows = Sequence[Sequence[npt.NDArray[np.float32]]]  # [update][tensor] flat float32 arrays
 I64Array = npt.NDArray[np.int64]
@@ -40,8 +37,6 @@ I32Array = npt.NDArray[np.int32]
 BoolArray = npt.NDArray[np.bool_]
 
 _BOUND: Final = np.float32(COORD_BOUND)  # exact in float32
-# One thread per core; ThreadPoolExecutor starts them on first use.
-_POOL: Final = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="aggregation")
 
 
 @intrinsic
@@ -182,7 +177,11 @@ def quantise_rows(
     out = np.empty((len(rows), d), dtype="<i4")
     nan = np.zeros(table.shape, dtype=np.bool_)
     scale = np.float32(1 << frac_bits)
-    _run(_quantise_kernel, (table, bounds, scale, _BOUND), (out, nan), d, len(rows), workers)
+
+    def part(lo: int, hi: int) -> None:
+        _quantise_kernel(table, bounds, scale, _BOUND, lo, hi, out, nan)
+
+    in_parallel(part, d, len(rows) * d, workers)
     return out, nan
 
 
@@ -221,7 +220,11 @@ def weighted_sum(
     out = np.empty(d, dtype=np.int64)
     nan = np.zeros(table.shape, dtype=np.bool_)
     scale = np.float32(1 << frac_bits)
-    _run(_weighted_sum_kernel, (table, bounds, w, scale, _BOUND), (out, nan), d, n, workers)
+
+    def part(lo: int, hi: int) -> None:
+        _weighted_sum_kernel(table, bounds, w, scale, _BOUND, lo, hi, out, nan)
+
+    in_parallel(part, d, n * d, workers)
     return out, nan[:n]
 
 
@@ -240,28 +243,3 @@ def _tables(rows: F32Rows, offsets: Sequence[int]) -> tuple[I64Array, I64Array, 
                 )
             table[i, s] = array.ctypes.data
     return table, bounds, int(bounds[-1])
-
-
-def _parts(d: int, n: int, workers: int) -> list[tuple[int, int]]:
-    """Split ``[0, d)`` into at most ``workers`` ranges, each worth a thread of its own."""
-    count = max(1, min(workers, (n * d) // MIN_PART))
-    step = max(1, -(-d // count))
-    return [(lo, min(d, lo + step)) for lo in range(0, d, step)]
-
-
-def _run(
-    kernel: Any,
-    before: tuple[Any, ...],
-    after: tuple[Any, ...],
-    d: int,
-    n: int,
-    workers: int | None,
-) -> None:
-    """Run ``kernel(*before, lo, hi, *after)`` over disjoint coordinate ranges, in parallel."""
-    parts = _parts(d, n, workers or os.cpu_count() or 1)
-    if len(parts) == 1:
-        kernel(*before, 0, d, *after)
-        return
-    jobs = [_POOL.submit(kernel, *(*before, lo, hi, *after)) for lo, hi in parts]
-    for job in jobs:
-        job.result()

@@ -7,9 +7,10 @@ local training takes longer in all than training the nodes a few at a time. A no
 ``--train-slots N`` holds one of ``N`` machine-wide slots while it trains, so at most ``N`` nodes
 train at once (give every node on the machine the same ``N``, usually its number of cores).
 
-A slot is an exclusive `fcntl.flock` on one of ``N`` lock files in a per-user directory. The
-kernel drops a lock when the process holding it exits, however it exits, so a node killed while
-training never leaves a slot taken.
+A slot is an exclusive `fcntl.flock` on one of ``N`` lock files in a per-user directory. Waiters
+queue on a further lock, the gate, so that only the first of them looks for a free slot while the
+others sleep. The kernel drops a lock when the process holding it exits, however it exits, so a
+node killed while training or waiting never leaves a slot or the gate taken.
 """
 
 from __future__ import annotations
@@ -67,12 +68,25 @@ class TrainingSlots:
             for k in range(self.count)
         ]
         try:
-            while not any(_locked(fd) for fd in files):
-                time.sleep(POLL_S)
+            with _queue(self.directory / "gate"):
+                while not any(_locked(fd) for fd in files):
+                    time.sleep(POLL_S)
             yield time.monotonic() - started
         finally:
             for fd in files:  # closing a descriptor releases its lock
                 os.close(fd)
+
+
+@contextlib.contextmanager
+def _queue(gate: Path) -> Iterator[None]:
+    """Hold the gate: one waiter at a time looks for a free slot, the others sleep in the
+    kernel instead of polling."""
+    fd = os.open(gate, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _locked(fd: int) -> bool:

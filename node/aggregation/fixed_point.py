@@ -482,7 +482,7 @@ def dequantise(vector: IntArray, layout: Layout, frac_bits: int) -> dict[str, to
     return out
 
 
-def div_round(num: IntArray, den: int) -> IntArray:
+def div_round(num: IntArray, den: int, *, in_place: bool = False) -> IntArray:
     """Integer division rounded to nearest, ties to even, elementwise and exact.
 
     Parameters
@@ -491,6 +491,8 @@ def div_round(num: IntArray, den: int) -> IntArray:
         int64 numerators.
     den
         Positive denominator, at most ``2**62``.
+    in_place
+        Write the result over ``num`` (C-contiguous) instead of a new array.
 
     Returns
     -------
@@ -499,11 +501,13 @@ def div_round(num: IntArray, den: int) -> IntArray:
     """
     if not 0 < den <= 1 << 62:
         raise ValueError(f"denominator must be in [1, 2**62], got {den}")
-    if num.size <= _DIV_BLOCK:
+    if in_place and not num.flags.c_contiguous:
+        raise ValueError("div_round in place needs a C-contiguous array")
+    if num.size <= _DIV_BLOCK and not in_place:
         return _div_round(num, den)
     # Block by block, so that the temporaries stay in cache, and on every core.
     flat = num.reshape(-1)
-    out = np.empty_like(flat)
+    out = flat if in_place else np.empty_like(flat)
 
     def blocks(lo: int, hi: int) -> None:
         for start in range(lo, hi, _DIV_BLOCK):
@@ -536,9 +540,14 @@ def in_parallel(
     if len(parts) <= 1:
         fn(0, size)
         return
-    jobs = [_POOL.submit(fn, lo, hi) for lo, hi in parts]
-    for job in jobs:
-        job.result()
+    # The calling thread takes the first range itself: it is running already, a pool thread
+    # must first be woken (and on a busy machine, wait for a core).
+    jobs = [_POOL.submit(fn, lo, hi) for lo, hi in parts[1:]]
+    try:
+        fn(*parts[0])
+    finally:
+        for job in jobs:
+            job.result()
 
 
 def _div_round(num: IntArray, den: int) -> IntArray:

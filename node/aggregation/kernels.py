@@ -60,19 +60,28 @@ def _grid(x: np.float32, scale: np.float32, bound: np.float32) -> tuple[np.int32
     return np.int32(np.rint(v)), nan
 
 
-def _compiled(fn: Callable[..., None]) -> Any:
-    """``fn`` compiled serial with the GIL released, cached on disk where a cache can be written.
+def _compiled(*signatures: str) -> Callable[[Callable[..., None]], Any]:
+    """Compile for ``signatures`` at import: serial, GIL released, cached on disk if possible.
 
+    Compiling (or loading the cache) at import keeps the first aggregation as fast as the next.
     Numba caches next to the source, else under the user's cache directory; where neither is
     writable (a read-only install and home) it refuses ``cache=True``, so compile per process.
     """
-    try:
-        return numba.njit(nogil=True, cache=True)(fn)
-    except RuntimeError:
-        return numba.njit(nogil=True)(fn)
+
+    def compile_(fn: Callable[..., None]) -> Any:
+        try:
+            return numba.njit(list(signatures), nogil=True, cache=True)(fn)
+        except RuntimeError:
+            return numba.njit(list(signatures), nogil=True)(fn)
+
+    return compile_
 
 
-@_compiled
+_ARGS = "int64[:, ::1], int64[::1]"  # the address table and the tensors' offsets
+_ARGS_GRID = "float32, float32, int64, int64"  # scale, bound, lo, hi
+
+
+@_compiled(f"void({_ARGS}, {_ARGS_GRID}, int32[:, ::1], boolean[:, ::1])")
 def _quantise_kernel(
     addresses: I64Array,
     offsets: I64Array,
@@ -104,7 +113,12 @@ def _quantise_kernel(
                 nan[i, s] = True
 
 
-@_compiled
+@_compiled(
+    *(
+        f"void({_ARGS}, {w}[::1], {_ARGS_GRID}, int64[::1], boolean[:, ::1])"
+        for w in ("int32", "int64")
+    )
+)
 def _weighted_sum_kernel(
     addresses: I64Array,
     offsets: I64Array,

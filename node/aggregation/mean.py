@@ -77,6 +77,5 @@ def mean_of_updates(
         frac_bits)``, exactly.
     """
     layout, total, counts = quantised_sum(updates, num_samples, frac_bits, weighted=weighted)
-    return layout, RuleOutput(
-        div_round(total, int(counts.sum()) if weighted else len(counts)), None
-    )
+    den = int(counts.sum()) if weighted else len(counts)
+    return layout, RuleOutput(div_round(total, den, in_place=True), None)  # total is ours

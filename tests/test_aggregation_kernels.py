@@ -4,6 +4,7 @@ mean/FedAvg path of `aggregate` gives the batch path's result, bit for bit."""
 from __future__ import annotations
 
 import math
+import multiprocessing
 from fractions import Fraction
 
 import numpy as np
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from node.aggregation import kernels
 from node.aggregation.fixed_point import (
     COMPILED_MIN,
+    MIN_PART,
     Layout,
     dequantise,
     div_round,
@@ -225,3 +227,20 @@ def test_div_round_of_a_long_vector_rounds_every_block_exactly() -> None:
         for k in [*range(4), *rng.integers(0, num.size, 300).tolist(), 65_535, 65_536]:
             exact = Fraction(int(num[k]), den)
             assert flat[k] == round(exact), (den, k)  # round() of a Fraction: half to even
+
+
+def _split_in_two() -> None:
+    """Cover 2 * MIN_PART values in two ranges (run in a forked child)."""
+    ranges: list[tuple[int, int]] = []
+    in_parallel(lambda lo, hi: ranges.append((lo, hi)), 100, 2 * MIN_PART, 2)
+    assert len(ranges) == 2
+
+
+def test_a_forked_child_gets_a_thread_pool_of_its_own() -> None:
+    _split_in_two()  # the parent's pool threads are running
+    child = multiprocessing.get_context("fork").Process(target=_split_in_two)
+    child.start()
+    child.join(timeout=20)
+    if child.exitcode is None:  # waiting for threads that the fork did not copy
+        child.kill()
+    assert child.exitcode == 0

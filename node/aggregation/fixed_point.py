@@ -67,13 +67,27 @@ SPLIT_BITS: Final = 15  # q = hi * 2**15 + lo for exact float64 products
 DIRECT_WEIGHT: Final = 1 << 23  # weighted sums with sum |c| <= 2**23 need no split
 MIN_DIRECT_BLOCK: Final = 256  # fewest columns per block worth an unsplit float64 product
 _LO_MASK: Final = (1 << SPLIT_BITS) - 1
-# From n * d values on, quantising runs compiled on every core (kernels.py); below, NumPy is as
-# fast, and a node's small rounds never import Numba.
+# From n * d values on, quantising runs compiled on every core (kernels.py). Below, NumPy takes
+# a few ms, less than loading the kernels (0.7 s, once per process), and a node's rounds (8
+# updates of 5K coordinates) never import Numba.
 COMPILED_MIN: Final = 1 << 20
 _DIV_BLOCK: Final = 1 << 16  # coordinates per block of div_round (512 KiB of int64)
 MIN_PART: Final = 1 << 18  # fewest values (rows x coordinates) worth a thread of their own
-# One thread per core (started on first use) for work split over coordinate ranges.
-_POOL: Final = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="aggregation")
+
+
+def _new_pool() -> ThreadPoolExecutor:
+    """One thread per core (started on first use) for work split over coordinate ranges."""
+    return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="aggregation")
+
+
+def _renew_pool() -> None:
+    """A fresh pool in a forked child: the parent's threads do not exist there."""
+    global _pool
+    _pool = _new_pool()
+
+
+_pool = _new_pool()
+os.register_at_fork(after_in_child=_renew_pool)
 
 IntArray = npt.NDArray[np.int64]
 I32Array = npt.NDArray[np.int32]
@@ -542,7 +556,7 @@ def in_parallel(
         return
     # The calling thread takes the first range itself: it is running already, a pool thread
     # must first be woken (and on a busy machine, wait for a core).
-    jobs = [_POOL.submit(fn, lo, hi) for lo, hi in parts[1:]]
+    jobs = [_pool.submit(fn, lo, hi) for lo, hi in parts[1:]]
     try:
         fn(*parts[0])
     finally:

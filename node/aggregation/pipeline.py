@@ -96,6 +96,8 @@ def aggregate(
         layout, out = mean_of_updates(
             updates, num_samples, spec.fixed_point_bits, weighted=config.rule == "fedavg"
         )
+        if center is not None:  # unused by the means, but checked as on the batch path
+            quantise_vector(center, layout, spec.fixed_point_bits)
         rows = tuple((i,) for i in range(len(updates)))
         return _result(out, rows, rows, layout, spec.fixed_point_bits)
     batch = quantise(updates, num_samples, spec.fixed_point_bits)

@@ -139,7 +139,6 @@ def swarm_rounds(
                     "--min-members", str(nodes),
                     "--until-round", str(last),
                     "--threads", str(threads),
-                    "--poll", "0.1",
                     *slots,
                 )  # fmt: skip
             processes = list(swarm.processes.values())

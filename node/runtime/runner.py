@@ -99,14 +99,23 @@ class NodeProcess:
 
     def _read(self, process: subprocess.Popen[str]) -> None:
         assert process.stdout is not None
-        for line in process.stdout:
-            try:
-                event = parse_event(line)
-            except (ValueError, KeyError):
-                continue
-            with self._lock:
-                self.events.append(event)
+        try:
+            for line in process.stdout:
+                try:
+                    event = parse_event(line)
+                except (ValueError, KeyError):
+                    continue
+                with self._lock:
+                    self.events.append(event)
+                    self._lock.notify_all()
+        finally:
+            with self._lock:  # every event is in: waiters may now give up on an exited node
                 self._lock.notify_all()
+
+    @property
+    def _read_all(self) -> bool:
+        """Whether the process closed its output and every event in it has been read."""
+        return self._reader is not None and not self._reader.is_alive()
 
     @property
     def pid(self) -> int | None:
@@ -175,7 +184,8 @@ class NodeProcess:
                         return event
                 seen = len(self.events)
                 left = deadline - time.monotonic()
-                if left <= 0 or (self.returncode is not None and seen == len(self.events)):
+                # An exited node may still have events in the pipe: give up once all are read.
+                if left <= 0 or (self._read_all and seen == len(self.events)):
                     break
                 self._lock.wait(min(left, 0.5))
         raise TimeoutError(

@@ -14,9 +14,16 @@ would downgrade rich and typer, so install it, without dependencies, into a sepa
         grpcio==1.85.1 cryptography==50.0.2 iterators
     FLWR_PATH=/tmp/flwr-only .venv/bin/python scripts/bench_aggregation.py
 
-``input_read_s`` is the time NumPy takes to read every input coordinate once (one sum per
-array): no rule can beat it, so ``flower_s / input_read_s`` bounds the speedup any implementation
-of a rule could reach over Flower's.
+``input_read_s`` is the time NumPy takes on one thread to read every input coordinate once (one
+sum per array): a single-threaded rule cannot beat it, so ``flower_s / input_read_s`` bounds the
+speedup any such implementation could reach over Flower's (ours reads large inputs on every core).
+
+Where a rule selects values rather than averaging them all (Bulyan averages the beta values
+closest to the coordinate's median), ours decides on the fixed-point grid and Flower in float32,
+so the two can pick differently where candidates are within rounding of a tie.
+``coords_beyond_2_grid_steps`` counts the coordinates further apart than rounding explains, and
+for Bulyan ``of_which_near_ties`` counts those where the last value kept and the first one left
+out lie within two grid steps of the same distance to the median.
 
 Without Flower every ``flower_s`` is null. Flower's Krum and Bulyan compare all pairs in Python
 loops (Bulyan once per selected update), so cells whose estimated Flower time exceeds
@@ -33,7 +40,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -120,6 +127,20 @@ def flower_estimate_s(rule: str, n: int, d: int) -> float:
     return 0.0
 
 
+def bulyan_near_ties(
+    arrays: list[list[np.ndarray]], selected: Sequence[int], where: np.ndarray, f: int, grid: float
+) -> int:
+    """How many of the coordinates in `where` are Bulyan near-ties: there, the beta-th and the
+    next closest of the selected inputs lie within two grid steps of the same distance to their
+    median (computed exactly, in float64, on the float32 inputs), so which of them Bulyan
+    averages depends on rounding and tie-breaking, not on the rule."""
+    picked = np.stack([np.concatenate([a.ravel() for a in arrays[i]])[where] for i in selected])
+    values = picked.astype(np.float64)
+    distance = np.sort(np.abs(values - np.median(values, axis=0)), axis=0)
+    beta = len(selected) - 2 * f
+    return int((distance[beta] - distance[beta - 1] <= 2 * grid).sum())
+
+
 def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     """Median wall time of ``repeats`` calls, and the last result."""
     times, result = [], None
@@ -197,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
                     # values (Bulyan's mean around the median) can pick a different one where two
                     # candidates lie within a grid step of a tie.
                     row["coords_beyond_2_grid_steps"] = int((diff > 2 * grid).sum())
+                    if rule == "bulyan":
+                        row["of_which_near_ties"] = bulyan_near_ties(
+                            arrays, mine.selected, diff > 2 * grid, byzantine_f(n), grid
+                        )
                     row["speedup"] = round(flower_s / ours_s, 2)
                 results.append(row)
                 print(json.dumps(row), file=sys.stderr)

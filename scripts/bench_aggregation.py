@@ -3,9 +3,10 @@
 For n in {10, 50, 100} updates of d in {100k, 1M} float32 parameters (three named tensors), each
 rule runs through the full deterministic pipeline (quantise, exact fixed-point rule, dequantise);
 where Flower has the rule, its function from ``flwr.server.strategy.aggregate`` runs on the same
-arrays, and ``max_abs_diff`` compares the two results. Times are medians over repeats. Both get
-the inputs in canonical order (sorted by the hash of their fixed-point content), the order in
-which our rules break ties, so that exact ties in Krum scores resolve alike.
+arrays, and ``max_abs_diff`` compares the two results. Times are medians over repeats, after one
+untimed warm-up call each. Both get the inputs in canonical order (sorted by the hash of their
+fixed-point content), the order in which our rules break ties, so that exact ties in Krum scores
+resolve alike.
 
 Flower is optional and is NOT a project dependency. Installing ``flwr`` into the project's venv
 would downgrade rich and typer, so install it, without dependencies, into a separate directory::
@@ -142,8 +143,12 @@ def bulyan_near_ties(
 
 
 def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    """Median wall time of ``repeats`` calls, and the last result."""
+    """Median wall time of ``repeats`` calls, and the last result; with several repeats, one
+    untimed call first (whichever implementation runs first would otherwise pay the page faults
+    of fresh buffers in its median)."""
     times, result = [], None
+    if repeats > 1:
+        fn()
     for _ in range(repeats):
         start = time.perf_counter()
         result = fn()

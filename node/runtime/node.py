@@ -862,14 +862,15 @@ class SwarmNode:
     # ---- closed rounds -----------------------------------------------------------------------
 
     def _report_rounds(self, current: int) -> None:
-        """Report every round that closed since the last look (its clock stops): load and
-        evaluate a finalized round's checkpoint and tell what this node is owed, or tell that
-        the round failed."""
+        """Report every round that closed since the last look (its clock stops): name a round
+        this node missed, load and evaluate a finalized round's checkpoint and tell what this
+        node is owed, or tell that the round failed."""
         self.next_report = min(self.next_report, current)
         while self.next_report < current:
             r = self.next_report
             self._clock(r).stop()
             info = self.coordinator.round_info(r)
+            self._report_missed(info)
             if info.status == RoundStatus.FINALIZED:
                 self._report_finalized(info)
             elif info.status == RoundStatus.FAILED:
@@ -880,6 +881,21 @@ class SwarmNode:
                     required_stake=str(info.required_stake),
                 )
             self.next_report = r + 1
+
+    def _report_missed(self, info: RoundInfo) -> None:
+        """Name a round this node took no part in because it did not run through the round's
+        commit window (stalled or suspended): it sees such a round only once it closed."""
+        r = info.round
+        if (r, "commit") in self._skipped or info.active_at_open == 0:
+            return
+        eligible = self._eligibility.get(r)
+        if eligible is None:  # never seen open: a member now, it was one then (no rejoin unseen)
+            eligible = (
+                any(self._eligibility.values())
+                and self.coordinator.member_info().status == MemberStatus.ACTIVE
+            )
+        if eligible and not self._submitted(r):
+            self._skip(r, "commit", "the round closed before this node committed")
 
     def _close_rounds(self, current: int) -> None:
         """Settle every reported round: claim, slash, then journal it closed."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from node.errors import ConfigError
-from node.runtime.slots import TrainingSlots
+from node.runtime.slots import StopWaiting, TrainingSlots
 
 
 def test_at_most_count_hold_a_slot_at_once(tmp_path: Path) -> None:
@@ -29,7 +29,7 @@ def test_at_most_count_hold_a_slot_at_once(tmp_path: Path) -> None:
                 holding += 1
                 most = max(most, holding)
                 waits.append(waited)
-            time.sleep(0.05)
+            time.sleep(0.2)
             with lock:
                 holding -= 1
 
@@ -49,7 +49,7 @@ def test_a_killed_holder_frees_its_slot(tmp_path: Path) -> None:
             "-c",
             "import sys, time\n"
             "from pathlib import Path\n"
-            "from node.runtime.slots import TrainingSlots\n"
+            "from node.runtime.slots import StopWaiting, TrainingSlots\n"
             "with TrainingSlots(1, Path(sys.argv[1])).hold():\n"
             "    print('held', flush=True)\n"
             "    time.sleep(600)\n",
@@ -76,3 +76,42 @@ def test_a_killed_holder_frees_its_slot(tmp_path: Path) -> None:
 def test_a_slot_count_below_one_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="train slots must be >= 1"):
         TrainingSlots(0, tmp_path)
+
+
+def test_a_waiter_stops_waiting_when_asked(tmp_path: Path) -> None:
+    slots, stop, outcome = TrainingSlots(1, tmp_path), threading.Event(), []
+
+    def wait() -> None:
+        try:
+            with slots.hold(stop):
+                outcome.append("held")
+        except StopWaiting:
+            outcome.append("stopped")
+
+    with slots.hold():
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        stop.set()
+        waiter.join(timeout=30)
+    assert outcome == ["stopped"]
+
+
+def test_a_directory_open_to_others_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "slots"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    with pytest.raises(ConfigError, match="not a directory of this user's alone"):
+        TrainingSlots(2, shared)
+
+
+def test_an_unopenable_lock_file_is_a_config_error_and_leaks_nothing(tmp_path: Path) -> None:
+    (tmp_path / "slot-1").mkdir()  # a lock file that cannot be opened
+    slots = TrainingSlots(3, tmp_path)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        with (
+            pytest.raises(ConfigError, match="cannot open a training-slot lock file"),
+            slots.hold(),
+        ):
+            pass
+    assert len(os.listdir("/proc/self/fd")) == before

@@ -92,7 +92,7 @@ from node.runtime.history import ChainHistory
 from node.runtime.journal import Journal, Record
 from node.runtime.local import local_update
 from node.runtime.round import RoundInputs, RoundResult, compute_round, one_thread
-from node.runtime.slots import TrainingSlots
+from node.runtime.slots import StopWaiting, TrainingSlots
 from storage.codec import encode_update
 from storage.envelope import Manifest, decrypt_blob, encrypt_blob, sign_manifest
 from storage.errors import BlockNotFound, StoreTimeout, StoreUnavailable
@@ -555,17 +555,20 @@ class SwarmNode:
         record = self.journal.last("update", r)
         if record is None or record["base_cid"] != base.cid:
             record = self._prepare(info, base)
-        if not self._in_time(r, "commit", info.commit_deadline):
+        if record is None or not self._in_time(r, "commit", info.commit_deadline):
             return
         reveal = _reveal_of(record)
         commitment = self.coordinator.commitment_for(reveal, r)
         self._send("commit", r, lambda: self.coordinator.commit(r, commitment))
 
-    def _prepare(self, info: RoundInfo, base: Checkpoint) -> Record:
-        """Train, publish and journal this node's update for the round."""
+    def _prepare(self, info: RoundInfo, base: Checkpoint) -> Record | None:
+        """Train, publish and journal this node's update for the round (None: the commit
+        window closed while the node waited for a training slot)."""
         r = info.round
         clock = self._clock(r)
         with self._settling_beside(r), self._training_slot() as waited:
+            if self._slots is not None and not self._in_time(r, "commit", info.commit_deadline):
+                return None
             started = time.monotonic()
             update = local_update(
                 self.spec,
@@ -634,8 +637,11 @@ class SwarmNode:
         if self._slots is None:
             yield {}
             return
-        with self._slots.hold() as waited:
-            yield {"slot_wait_s": round(waited, 4)}
+        try:
+            with self._slots.hold(self._stop) as waited:
+                yield {"slot_wait_s": round(waited, 4)}
+        except StopWaiting:
+            raise NodeStopped from None
 
     @contextlib.contextmanager
     def _settling_beside(self, current: int) -> Iterator[None]:

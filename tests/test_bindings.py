@@ -4,17 +4,21 @@ the swarm's history from."""
 
 from __future__ import annotations
 
+import http.server
+import json
 import re
 import threading
 from dataclasses import fields, replace
 
 import pytest
+import requests
 from eth_abi.abi import encode
 from eth_utils.abi import function_signature_to_4byte_selector
 
 from node.chain.abis import abi_of
 from node.chain.anvil import Anvil
 from node.chain.coordinator import Coordinator
+from node.chain.deploy import connect
 from node.chain.deployment import SwarmParams
 from node.chain.events import (
     EVENT_TYPES,
@@ -310,3 +314,49 @@ def test_wrong_proofs_name_the_failing_claim(
     c.finalize(round_id, outcome)
     with pytest.raises(InvalidProof, match=r"claim\(round \d+, 0x"):
         c.claim(round_id, members[1].address, 10, tree.proof(members[0].address))
+
+
+class _NoBatches(http.server.BaseHTTPRequestHandler):
+    """A JSON-RPC endpoint in front of Anvil that answers single requests and refuses batches
+    (as some hosted endpoints do)."""
+
+    upstream = ""
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if body.lstrip().startswith(b"["):
+            reply = json.dumps(
+                {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "no batches"}}
+            ).encode()
+        else:
+            reply = requests.post(
+                self.upstream, data=body, headers={"Content-Type": "application/json"}, timeout=10
+            ).content
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.integration
+def test_sends_go_through_an_endpoint_that_refuses_batches(
+    anvil: Anvil, harness: SwarmHarness
+) -> None:
+    handler = type("Handler", (_NoBatches,), {"upstream": anvil.rpc_url})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        w3 = connect(f"http://127.0.0.1:{server.server_address[1]}")
+        payer = Coordinator(w3, harness.deployment, harness.deployer_key)
+        receiver = harness.w3.eth.accounts[12]
+        before = payer.token.balance_of(receiver)
+        payer.token.transfer(receiver, 5)
+        assert payer.token.balance_of(receiver) == before + 5
+    finally:
+        server.shutdown()
+        server.server_close()

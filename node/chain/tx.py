@@ -251,9 +251,9 @@ class Sender:
         )
 
     def _prepared(self, fn: ContractFunction, gas: int | None, context: str) -> TxParams:
-        """The unsigned EIP-1559 transaction: its nonce (of the pending state), fees (web3's
-        default: the suggested tip plus twice the latest base fee) and gas estimate come back
-        from one batched request."""
+        """The unsigned EIP-1559 transaction, with its gas estimate (a call that would revert
+        raises its named error here), nonce (of the pending state) and fees (web3's default:
+        the suggested tip plus twice the latest base fee)."""
         given: TxParams = {
             "from": self.address,
             "chainId": self.w3.eth.chain_id,
@@ -263,20 +263,39 @@ class Sender:
             "maxPriorityFeePerGas": Wei(0),
         }
         tx = fn.build_transaction(given)  # only encodes: no field is left for web3 to ask for
-        call = {"from": self.address, "to": tx["to"], "data": tx["data"]}
+        if gas is None:
+            call = {"from": self.address, "to": tx["to"], "data": tx["data"]}
+            estimate = json_rpc(self.w3, "eth_estimateGas", [call, "pending"], context)
+            gas = int(int(estimate, 16) * GAS_MARGIN)
+        nonce, tip, base_fee = self._nonce_and_fees(context)
+        tx["gas"] = gas
+        tx["nonce"] = Nonce(nonce)
+        tx["maxPriorityFeePerGas"] = Wei(tip)
+        tx["maxFeePerGas"] = Wei(tip + 2 * base_fee)
+        return tx
+
+    def _nonce_and_fees(self, context: str) -> tuple[int, int, int]:
+        """The pending nonce, the suggested tip and the latest base fee, in one batched request;
+        through web3's separate calls where the endpoint refuses batches or the tip method
+        (web3 then derives the tip from ``eth_feeHistory``)."""
         calls: list[tuple[str, list[Any]]] = [
             ("eth_getTransactionCount", [self.address, "pending"]),
             ("eth_maxPriorityFeePerGas", []),
             ("eth_getBlockByNumber", ["latest", False]),
         ]
-        if gas is None:
-            calls.append(("eth_estimateGas", [call, "pending"]))
-        nonce, tip, block, *estimate = json_rpc_batch(self.w3, calls, context)
-        tx["nonce"] = Nonce(int(nonce, 16))
-        tx["gas"] = int(int(estimate[0], 16) * GAS_MARGIN) if gas is None else gas
-        tx["maxPriorityFeePerGas"] = Wei(int(tip, 16))
-        tx["maxFeePerGas"] = Wei(int(tip, 16) + 2 * int(block["baseFeePerGas"], 16))
-        return tx
+        try:
+            nonce, tip, block = json_rpc_batch(self.w3, calls, context)
+            return int(nonce, 16), int(tip, 16), int(block["baseFeePerGas"], 16)
+        except (ChainError, KeyError, TypeError, ValueError):
+            pass
+        nonce = call_view(
+            lambda: self.w3.eth.get_transaction_count(self.address, "pending"), context
+        )
+        tip = call_view(lambda: self.w3.eth.max_priority_fee, context)
+        block = call_view(lambda: self.w3.eth.get_block("latest"), context)
+        if "baseFeePerGas" not in block:
+            raise ChainError(f"{context}: the chain's blocks have no base fee (before London)")
+        return int(nonce), int(tip), int(block["baseFeePerGas"])
 
     def _replay_revert(self, tx: Any, block_number: int, context: str) -> ChainError:
         """Re-run a reverted transaction as a call on the state before its block for its data."""

@@ -48,7 +48,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Final
@@ -560,8 +560,10 @@ def in_parallel(
     try:
         fn(*parts[0])
     finally:
-        for job in jobs:
-            job.result()
+        # Every job ends before this returns or raises: jobs read the caller's arrays by address.
+        wait(jobs)
+    for job in jobs:
+        job.result()
 
 
 def _div_round(num: IntArray, den: int) -> IntArray:

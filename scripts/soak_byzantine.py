@@ -139,10 +139,12 @@ def collude(
             raise TimeoutError(f"round {r} never reached its attest window")
         time.sleep(0.02)
     for colluder in colluders:
+        # A colluder that joined during the round holds no stake in it and may not vote.
+        label = "attest" if colluder.client.member_info().stake_at_open else "ineligible attest"
         try:
             colluder.client.attest(r, forged)
         except ContractRevert as err:  # the window closed under it: nothing to gain
-            record.finalize_attempts.append(f"attest: {type(err).__name__}")
+            record.finalize_attempts.append(f"{label}: {type(err).__name__}")
     while coordinator.round_info(r).status == RoundStatus.OPEN:
         if time.monotonic() > deadline:
             raise TimeoutError(f"round {r} never closed")

@@ -25,14 +25,13 @@ Usage: ``.venv/bin/python scripts/bench_shapley.py [--seeds 5] [--threads 1] [--
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import itertools
 import json
 import statistics
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -52,6 +51,7 @@ from incentives.game import round_utility
 from incentives.settlement import settle_round
 from node.learning.data import Dataset, task_splits
 from node.learning.training import State, apply_delta, genesis_state, train_local
+from node.runtime.round import one_thread
 from node.task import TaskSpec, ValuationSpec, default_task
 
 N10_SIZES = (20, 35, 50, 70, 90, 115, 140, 170, 200, 240)
@@ -184,7 +184,7 @@ def bench_round8(repeats: int) -> dict[str, Any]:
     rnd = build_round(utility, [150] * 8, [])
     accounts = [f"0x{i + 1:040x}" for i in range(8)]
     walls, cpus = [], []
-    with threadpool_limits(1, user_api="blas"), _torch_threads(1):
+    with threadpool_limits(1, user_api="blas"), one_thread():
         for _ in range(repeats + 1):  # the first run warms caches and is not counted
             wall, cpu = time.perf_counter(), time.process_time()
             rewards = settle_round(
@@ -201,16 +201,6 @@ def bench_round8(repeats: int) -> dict[str, Any]:
         "cpu_seconds": round(statistics.median(cpus[1:]), 4),
         "rewards_root": "0x" + rewards.root.hex(),
     }
-
-
-@contextlib.contextmanager
-def _torch_threads(count: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _progress(message: str) -> None:

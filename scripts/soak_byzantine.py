@@ -75,6 +75,7 @@ class RoundRecord:
     honest_hashes: set[str] = field(default_factory=set)  # checkpoint hashes honest nodes computed
     finalized_hash: str | None = None
     finalize_attempts: list[str] = field(default_factory=list)  # the colluders' named errors
+    first_finalize: str = ""  # what the colluders' first finalize, right after their attests, met
     seconds: float = 0.0  # wall time from the script's first look to the round's close
 
     def to_json(self) -> dict[str, Any]:
@@ -92,6 +93,7 @@ class RoundRecord:
             if self.finalized_hash
             else None,
             "colluder_finalize_errors": sorted(set(self.finalize_attempts)),
+            "colluder_first_finalize": self.first_finalize,
             "seconds": round(self.seconds, 1),
         }
 
@@ -132,28 +134,40 @@ def collude(
     r = record.round
     deadline = time.monotonic() + ROUND_TIMEOUT_S
     forged = forged_outcome(r, colluders, coordinator.member_count())
+    # A colluder that joined during the round holds no stake in it and may not vote: it tries
+    # last, so that nothing stands between the stake-holding colluders' attests and their
+    # first finalize.
+    eligible = [c for c in colluders if c.client.member_info().stake_at_open]
+    ineligible = [c for c in colluders if c not in eligible]
     # Honest nodes attest as soon as they have valued the round: look often, so that the forged
     # tuple is on the chain before a round the honest stake can finalize closes.
     while _phase(coordinator, r) in (Phase.COMMIT, Phase.REVEAL):
         if time.monotonic() > deadline:
             raise TimeoutError(f"round {r} never reached its attest window")
         time.sleep(0.02)
-    for colluder in colluders:
-        # A colluder that joined during the round holds no stake in it and may not vote.
-        label = "attest" if colluder.client.member_info().stake_at_open else "ineligible attest"
-        try:
-            colluder.client.attest(r, forged)
-        except ContractRevert as err:  # the window closed under it: nothing to gain
-            record.finalize_attempts.append(f"{label}: {type(err).__name__}")
+    for colluder in eligible:
+        _try(record, "attest", colluder.client.attest, r, forged)
+    record.first_finalize = _try(record, None, colluders[0].client.finalize, r, forged)
+    for colluder in ineligible:
+        _try(record, "ineligible attest", colluder.client.attest, r, forged)
     while coordinator.round_info(r).status == RoundStatus.OPEN:
         if time.monotonic() > deadline:
             raise TimeoutError(f"round {r} never closed")
-        try:
-            colluders[0].client.finalize(r, forged)
-        except ContractRevert as err:
-            record.finalize_attempts.append(type(err).__name__)
         time.sleep(0.5)
+        _try(record, None, colluders[0].client.finalize, r, forged)
     return forged
+
+
+def _try(record: RoundRecord, label: str | None, send: Any, *args: Any) -> str:
+    """Send one colluder transaction; the name of the error it met ("sent" if none), which is
+    also recorded (after `label`) among the round's colluder errors."""
+    try:
+        send(*args)
+    except ContractRevert as err:  # refused, or the round closed under it: nothing to gain
+        name = type(err).__name__
+        record.finalize_attempts.append(f"{label}: {name}" if label else name)
+        return name
+    return "sent"
 
 
 def _colluder_total(thirds: float, honest: int) -> int:

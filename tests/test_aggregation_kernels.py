@@ -1,5 +1,5 @@
-"""The compiled kernels give the NumPy path's integers, whatever the thread count, and the fused
-mean/FedAvg path of `aggregate` gives the batch path's result, bit for bit."""
+"""The compiled kernels give the NumPy path's integers and floats, whatever the thread count, and
+the fused mean/FedAvg path of `aggregate` gives the batch path's result, bit for bit."""
 
 from __future__ import annotations
 
@@ -76,6 +76,11 @@ def as_updates(rows: list[list[np.ndarray]]) -> list[dict[str, torch.Tensor]]:
     return [{f"t{s}": torch.from_numpy(a) for s, a in enumerate(row)} for row in rows]
 
 
+def as_tensors(rows: list[list[np.ndarray]]) -> list[list[torch.Tensor]]:
+    """Rows of flat arrays as the kernels take them: tensors sharing the arrays' memory."""
+    return [[torch.from_numpy(a) for a in row] for row in rows]
+
+
 @settings(max_examples=60, deadline=None)
 @given(float_rows(), st.integers(min_value=1, max_value=3))
 def test_compiled_quantise_gives_the_numpy_grid(
@@ -84,10 +89,36 @@ def test_compiled_quantise_gives_the_numpy_grid(
     rows, offsets, frac_bits = case
     # Small inputs: `quantise` takes the NumPy path, the reference.
     expected = quantise(as_updates(rows), [1] * len(rows), frac_bits).values
-    values, nan = kernels.quantise_rows(rows, offsets, frac_bits, workers)
+    values, nan = kernels.quantise_rows(as_tensors(rows), offsets, frac_bits, workers)
     assert values.dtype == np.dtype("<i4")
     np.testing.assert_array_equal(values, expected)
     assert not nan.any()
+
+
+Mean = tuple[np.ndarray, dict[str, torch.Tensor]]
+
+
+def mean_of_grid(values: np.ndarray, weights: list[int], layout: Layout, frac_bits: int) -> Mean:
+    """The NumPy path's weighted mean of grid rows: on the grid, and dequantised."""
+    grid = div_round(exact_combine(values, np.array([weights]))[0], sum(weights))
+    return grid, dequantise(grid, layout, frac_bits)
+
+
+def assert_same_mean(
+    got: tuple[np.ndarray, list[np.ndarray], np.ndarray], expected: Mean, layout: Layout
+) -> None:
+    grid, flat, nan = got
+    np.testing.assert_array_equal(grid, expected[0])
+    assert not nan.any()
+    for (name, shape, _, _), tensor in zip(layout.segments(), flat, strict=True):
+        assert tensor.dtype == np.float32 and tensor.shape == (int(np.prod(shape)),)
+        np.testing.assert_array_equal(tensor, expected[1][name].numpy().reshape(-1))
+
+
+def flat_layout(offsets: list[int]) -> Layout:
+    """The layout `as_updates` gives rows with these offsets."""
+    sizes = np.diff(offsets).tolist()
+    return Layout(tuple(f"t{s}" for s in range(len(sizes))), tuple((n,) for n in sizes))
 
 
 @settings(max_examples=60, deadline=None)
@@ -95,17 +126,48 @@ def test_compiled_quantise_gives_the_numpy_grid(
     float_rows(),
     st.lists(st.integers(min_value=1, max_value=2**32 - 10), min_size=5, max_size=5),
 )
-def test_compiled_weighted_sum_is_the_exact_sum_of_the_grid_values(
+def test_compiled_weighted_mean_is_the_rounded_mean_of_the_grid_values(
     case: tuple[list[list[np.ndarray]], list[int], int], draws: list[int]
 ) -> None:
     rows, offsets, frac_bits = case
     n = len(rows)
     # Weights up to 2**32 in total, some beyond int32 (the kernel's wide path), and zeros.
-    weights = [w % 4 if k % 2 else w // n for k, w in enumerate(draws[:n])]
+    weights = [w % 4 if k % 2 else max(1, w // n) for k, w in enumerate(draws[:n])]
+    layout = flat_layout(offsets)
     expected = quantise(as_updates(rows), [1] * n, frac_bits).values
-    total, nan = kernels.weighted_sum(rows, offsets, weights, frac_bits)
-    np.testing.assert_array_equal(total, exact_combine(expected, np.array([weights]))[0])
-    assert nan.shape == (n, len(offsets) - 1) and not nan.any()
+    assert_same_mean(
+        kernels.weighted_mean(as_tensors(rows), offsets, weights, frac_bits),
+        mean_of_grid(expected, weights, layout, frac_bits),
+        layout,
+    )
+
+
+def test_compiled_mean_rounds_half_to_even_at_the_grid_bound() -> None:
+    # Grid values q and weights w whose mean sum(w q) / sum(w) is a tie, or lies next to one,
+    # at the largest quotients (2**30) and totals (2**32) the kernel accepts.
+    bound, big = 2**30, 2**31
+    # (Quantised float32 has 24 significant bits: grid values beyond 2**24 are even.)
+    cases = [
+        ([1, 2], [1, 1]),  # 1.5 -> 2
+        ([2, 3], [1, 1]),  # 2.5 -> 2
+        ([-2, -3], [1, 1]),  # -2.5 -> -2
+        ([bound, 1], [1, 1]),  # 2**29 + 0.5 -> 2**29
+        ([-bound, -3], [1, 1]),  # -(2**29 + 1.5) -> -(2**29 + 2)
+        ([bound, -bound], [big, big]),  # 0, from sums of +-2**61
+        ([bound, bound - 64], [big, big - 1]),  # next to 2**30 - 32, from a total of 2**32 - 1
+        ([bound - 64, -bound], [big - 1, 1]),
+        ([bound, 0], [2 * big - 1, 1]),  # 2**30 * (1 - 2**-32) -> 2**30
+        # Integer quotients q whose float64 estimate falls just below q (its floor is q - 1)...
+        *(([q], [w]) for q, w in [(14486679, 454499120), (4827545, 2675966845)]),
+        # ... and quotients just below q whose estimate is q.
+        *(([q, q - 1], [w - 1, 1]) for q, w in [(7285840, 2688965157), (16493449, 1189387993)]),
+    ]
+    for q, w in cases:
+        rows = [[np.array([v * 2.0**-24], dtype=np.float32)] for v in q]
+        grid, flat, _ = kernels.weighted_mean(as_tensors(rows), [0, 1], w, 24)
+        exact = round(Fraction(sum(a * b for a, b in zip(q, w, strict=True)), sum(w)))
+        assert grid.tolist() == [exact], (q, w)
+        assert flat[0].tolist() == [float(np.float32(Fraction(exact, 2**24)))]
 
 
 def test_kernels_report_every_tensor_that_holds_a_nan() -> None:
@@ -113,8 +175,8 @@ def test_kernels_report_every_tensor_that_holds_a_nan() -> None:
     rows[1][1][2] = np.nan
     rows[2][0][0] = np.nan
     expected = [[False, False], [False, True], [True, False]]
-    assert kernels.quantise_rows(rows, [0, 5, 8], 8)[1].tolist() == expected
-    assert kernels.weighted_sum(rows, [0, 5, 8], [1, 2, 3], 8)[1].tolist() == expected
+    assert kernels.quantise_rows(as_tensors(rows), [0, 5, 8], 8)[1].tolist() == expected
+    assert kernels.weighted_mean(as_tensors(rows), [0, 5, 8], [1, 2, 3], 8)[2].tolist() == expected
 
 
 def test_kernels_give_the_same_integers_for_any_thread_count() -> None:
@@ -131,14 +193,14 @@ def test_kernels_give_the_same_integers_for_any_thread_count() -> None:
     assert sorted(ranges) == [(0, 40_000), (40_000, 80_000), (80_000, 120_000)]
     expected = quantise(as_updates(rows), [1] * 7, 24).values  # 840,000 < COMPILED_MIN: NumPy
     weights = [3, 1, 4, 1, 5, 9, 2**31]
-    total = exact_combine(expected, np.array([weights]))[0]
+    layout = flat_layout(offsets)
+    mean = mean_of_grid(expected, weights, layout, 24)
     for workers in (1, 2, 3):
         np.testing.assert_array_equal(
-            kernels.quantise_rows(rows, offsets, 24, workers)[0], expected
+            kernels.quantise_rows(as_tensors(rows), offsets, 24, workers)[0], expected
         )
-        np.testing.assert_array_equal(
-            kernels.weighted_sum(rows, offsets, weights, 24, workers)[0], total
-        )
+        got = kernels.weighted_mean(as_tensors(rows), offsets, weights, 24, workers)
+        assert_same_mean(got, mean, layout)
 
 
 @st.composite

@@ -92,7 +92,6 @@ os.register_at_fork(after_in_child=_renew_pool)
 IntArray = npt.NDArray[np.int64]
 I32Array = npt.NDArray[np.int32]
 F64Array = npt.NDArray[np.float64]
-F32Array = npt.NDArray[np.float32]
 Update = Mapping[str, torch.Tensor]
 
 
@@ -344,14 +343,15 @@ def quantise(updates: Sequence[Update], num_samples: Sequence[int], frac_bits: i
     return Batch(values, weights, layout, frac_bits, origin)
 
 
-def quantised_sum(
+def quantised_mean(
     updates: Sequence[Update], num_samples: Sequence[int], frac_bits: int, *, weighted: bool
-) -> tuple[Layout, IntArray, IntArray]:
-    """The exact sum of the quantised updates, without storing them quantised.
+) -> tuple[Layout, IntArray, dict[str, torch.Tensor]]:
+    """The mean of the quantised updates, without storing them quantised.
 
-    ``exact_combine(batch.values, c[None, :])[0]`` for ``batch = quantise(updates, num_samples,
-    frac_bits)``, where ``c`` are the sample counts (``weighted``) or ones: the same integers,
-    and the same errors. Large inputs are read once, by a compiled kernel on every core.
+    ``div_round(exact_combine(batch.values, c[None, :])[0], c.sum())`` for ``batch =
+    quantise(updates, num_samples, frac_bits)``, where ``c`` are the sample counts
+    (``weighted``) or ones: the same integers, and the same errors. Large inputs are read once,
+    by a compiled kernel on every core that also divides and dequantises.
 
     Parameters
     ----------
@@ -362,8 +362,9 @@ def quantised_sum(
 
     Returns
     -------
-    tuple[Layout, numpy.ndarray, numpy.ndarray]
-        The updates' layout, the ``(d,)`` int64 sum, and the ``(n,)`` int64 sample counts.
+    tuple[Layout, numpy.ndarray, dict[str, torch.Tensor]]
+        The updates' layout, the ``(d,)`` int64 mean on the grid, and the mean as `dequantise`
+        gives it.
 
     Raises
     ------
@@ -375,18 +376,26 @@ def quantised_sum(
     if len(rows) * layout.dim < COMPILED_MIN:
         values, nan = _quantise_rows(rows, layout, frac_bits)
         _raise_on_nan(nan, layout)
-        return layout, exact_combine(values, coeffs[None, :])[0], weights
+        total = exact_combine(values, coeffs[None, :])[0]
+        grid = div_round(total, int(coeffs.sum()), in_place=True)  # total is ours
+        return layout, grid, dequantise(grid, layout, frac_bits)
     from node.aggregation import kernels
 
-    total, nan = kernels.weighted_sum(rows, layout.offsets, coeffs.tolist(), frac_bits)
+    grid, flat, nan = kernels.weighted_mean(rows, layout.offsets, coeffs.tolist(), frac_bits)
     _raise_on_nan(nan, layout)
-    return layout, total, weights
+    tensors = zip(layout.segments(), flat, strict=True)
+    return (
+        layout,
+        grid,
+        {name: torch.from_numpy(t.reshape(shape)) for (name, shape, _, _), t in tensors},
+    )
 
 
 def _read_updates(
     updates: Sequence[Update], num_samples: Sequence[int], frac_bits: int
-) -> tuple[Layout, list[list[F32Array]], IntArray]:
-    """Check quantise's inputs; the layout, each update's tensors flat, and the sample counts."""
+) -> tuple[Layout, list[list[torch.Tensor]], IntArray]:
+    """Check quantise's inputs; the layout, each update's tensors (contiguous), and the sample
+    counts. Few attribute reads per tensor: 150 tensors are read in well under a millisecond."""
     check_frac_bits(frac_bits)
     if not updates:
         raise ValueError("aggregation needs at least one update, got none")
@@ -408,18 +417,18 @@ def _read_updates(
         row = []
         for name in layout.names:
             tensor = update[name]
-            if tensor.dtype != torch.float32 or tensor.device.type != "cpu":
+            if tensor.dtype != torch.float32 or not tensor.is_cpu:
                 raise ValueError(
                     f"update {i} tensor {name!r} must be float32 on CPU, "
                     f"got {tensor.dtype} on {tensor.device}"
                 )
-            row.append(np.ascontiguousarray(tensor.detach().reshape(-1).numpy()))
+            row.append(tensor if tensor.is_contiguous() else tensor.contiguous())
         rows.append(row)
     return layout, rows, weights
 
 
 def _quantise_rows(
-    rows: Sequence[Sequence[F32Array]], layout: Layout, frac_bits: int
+    rows: Sequence[Sequence[torch.Tensor]], layout: Layout, frac_bits: int
 ) -> tuple[I32Array, npt.NDArray[np.bool_]]:
     """NumPy quantisation of small inputs: grid values, and where a tensor holds a NaN."""
     values = np.empty((len(rows), layout.dim), dtype="<i4")
@@ -432,7 +441,7 @@ def _quantise_rows(
             tmp = scratch[: stop - start]
             # NumPy only: mixing torch's OpenMP pool with NumPy's BLAS threads makes both spin.
             with np.errstate(over="ignore"):  # beyond float32 range: inf, clamped below
-                np.multiply(row[s], scale, out=tmp)
+                np.multiply(row[s].detach().reshape(-1).numpy(), scale, out=tmp)
             np.rint(tmp, out=tmp)
             np.clip(tmp, -COORD_BOUND, COORD_BOUND, out=tmp)
             # Clipped values are finite and at most 2**30 each, so only a NaN makes the sum NaN.

@@ -1,4 +1,4 @@
-"""Compiled kernels that read float32 updates once: quantise, and quantise-and-sum for FedAvg.
+"""Compiled kernels that read float32 updates once: quantise, and quantise-and-average (FedAvg).
 
 `fixed_point.quantise` and the mean/FedAvg fast path of `pipeline.aggregate` call these on
 large inputs. Each kernel is serial Numba code that releases the GIL; `fixed_point.in_parallel`
@@ -12,8 +12,8 @@ IEEE ``rint``; sums are exact in int64. So the results do not depend on the thre
 how the coordinates are split.
 
 The kernels take each tensor by address (an ``(n, tensors)`` int64 table) rather than as a list
-of arrays, so one call reads all n updates; the caller has checked every tensor's
-dtype, device and shape, and keeps the arrays alive during the call.
+of arrays, so one call reads all n updates; the table is built from checked contiguous float32
+CPU tensors, which the caller keeps alive during the call.
 """
 
 from __future__ import annotations
@@ -24,14 +24,16 @@ from typing import Any, Final
 import numba
 import numpy as np
 import numpy.typing as npt
+import torch
 from numba import types
 from numba.extending import intrinsic
 
 from node.aggregation.fixed_point import COORD_BOUND, MAX_TOTAL_WEIGHT, in_parallel
 
-CHUNK: Final = 1 << 14  # coordinates per accumulator block: 128 KiB of int64 stays in L2
+CHUNK: Final = 1 << 13  # coordinates per accumulator block: 64 KiB of int64 stays in L2
 
-F32Rows = Sequence[Sequence[npt.NDArray[np.float32]]]  # [update][tensor] flat float32 arrays
+F32Array = npt.NDArray[np.float32]
+TensorRows = Sequence[Sequence[torch.Tensor]]  # [update][tensor] contiguous float32 CPU tensors
 I64Array = npt.NDArray[np.int64]
 I32Array = npt.NDArray[np.int32]
 BoolArray = npt.NDArray[np.bool_]
@@ -113,13 +115,46 @@ def _quantise_kernel(
                 nan[i, s] = True
 
 
+@numba.njit(inline="always")
+def _finalize(
+    sums: I64Array, total: Any, inverse: np.float64, unscale: np.float64, dst: F32Array
+) -> None:
+    """``sums[k] = round_half_even(sums[k] / total)`` and ``dst[k]`` = that times ``unscale``.
+
+    For ``|sums[k]| <= total * COORD_BOUND`` and ``total <= 2**32``. The float64 estimate
+    ``sums[k] * (1 / total)`` carries three roundings of at most ``2**-53`` relative each, on a
+    quotient of at most ``2**30``: it is off by less than ``2**-21``. So its floor ``q`` is the
+    floor of the quotient, or one off where the quotient lies within ``2**-21`` of an integer,
+    which is then the rounded quotient: one below it (``q + 1`` needed), the exact remainder is
+    at least ``total`` and the test below rounds up; one above, it is negative and the test keeps
+    ``q``. ``q`` fits int32, so with an int32 ``total`` the remainder takes one signed 32 x 32 ->
+    64-bit product per lane; ``2 * r`` stays far below ``2**63``.
+
+    ``dst`` gets ``q * unscale`` in float64 (exact: a power of two) rounded once to float32, as
+    `fixed_point.dequantise` does.
+    """
+    wide = np.int64(total)
+    for k in range(sums.size):
+        t = sums[k]
+        # float64(t), rounded once, from its int32 halves (AVX2 has no vector int64 -> float64):
+        # high * 2**32 and the low half are exact, and so is (low - 2**31) + 2**31.
+        high = np.float64(np.int32(t >> 32)) * 4294967296.0
+        low = np.float64(np.int32((t & 0xFFFFFFFF) - 2147483648)) + 2147483648.0
+        q = np.int32(np.floor((high + low) * inverse))
+        r = t - np.int64(q) * wide
+        # Where 0 <= r < total: round up past the half, and at the half when q is odd.
+        rounded = q + np.int32(2 * r + (q & 1) > wide)  # |rounded| <= 2**30
+        sums[k] = rounded
+        dst[k] = np.float32(np.float64(rounded) * unscale)
+
+
 @_compiled(
     *(
-        f"void({_ARGS}, {w}[::1], {_ARGS_GRID}, int64[::1], boolean[:, ::1])"
+        f"void({_ARGS}, {w}[::1], {_ARGS_GRID}, int64, int64[::1], int64[::1], boolean[:, ::1])"
         for w in ("int32", "int64")
     )
 )
-def _weighted_sum_kernel(
+def _weighted_mean_kernel(
     addresses: I64Array,
     offsets: I64Array,
     weights: npt.NDArray[np.integer[Any]],
@@ -127,52 +162,72 @@ def _weighted_sum_kernel(
     bound: np.float32,
     lo: int,
     hi: int,
+    frac_bits: int,
+    targets: I64Array,
     out: I64Array,
     nan: BoolArray,
 ) -> None:
-    """``out[lo:hi]`` = ``sum_i weights[i] * grid(x_i)``; sets ``nan[i, s]`` as above.
+    """``out[lo:hi]`` = ``div_round(sum_i weights[i] * grid(x_i), sum(weights))``, and the same
+    values as float32 into each tensor's target; sets ``nan[i, s]`` as above.
 
-    Rows are added two at a time into a ``CHUNK`` of int64 sums that stays in cache. With int32
-    weights LLVM multiplies with one signed 32 x 32 -> 64-bit instruction per lane.
+    Rows are added four at a time into a ``CHUNK`` of int64 sums that stays in cache, which is
+    then divided and dequantised before the next chunk. With int32 weights LLVM multiplies with
+    one signed 32 x 32 -> 64-bit instruction per lane.
     """
     n, tensors = addresses.shape
+    total = np.int64(0)
+    for i in range(n):
+        total += np.int64(weights[i])
+    inverse = 1.0 / np.float64(total)
+    unscale = 1.0 / np.float64(np.int64(1) << frac_bits)  # a power of two: exact
     for s in range(tensors):
         base = offsets[s]
         size = offsets[s + 1] - base
         stop = min(hi, base + size)
+        target = numba.carray(_f32_pointer(targets[s]), (size,))
         for c0 in range(max(lo, base), stop, CHUNK):
             c1 = min(stop, c0 + CHUNK)
             acc = out[c0:c1]
             acc[:] = 0
-            for i in range(0, n, 2):  # n is even
-                x = numba.carray(_f32_pointer(addresses[i, s]), (size,))[c0 - base : c1 - base]
-                y = numba.carray(_f32_pointer(addresses[i + 1, s]), (size,))[c0 - base : c1 - base]
-                wx = weights[i]
-                wy = weights[i + 1]
-                bad_x = False
-                bad_y = False
+            for i in range(0, n, 4):  # n is a multiple of 4
+                x0 = numba.carray(_f32_pointer(addresses[i, s]), (size,))[c0 - base : c1 - base]
+                x1 = numba.carray(_f32_pointer(addresses[i + 1, s]), (size,))[c0 - base : c1 - base]
+                x2 = numba.carray(_f32_pointer(addresses[i + 2, s]), (size,))[c0 - base : c1 - base]
+                x3 = numba.carray(_f32_pointer(addresses[i + 3, s]), (size,))[c0 - base : c1 - base]
+                w0, w1, w2, w3 = weights[i], weights[i + 1], weights[i + 2], weights[i + 3]
+                bad0 = bad1 = bad2 = bad3 = False
                 for k in range(c1 - c0):
-                    qx, bx = _grid(x[k], scale, bound)
-                    qy, by = _grid(y[k], scale, bound)
-                    bad_x |= bx
-                    bad_y |= by
-                    acc[k] += np.int64(wx) * np.int64(qx) + np.int64(wy) * np.int64(qy)
-                if bad_x:
-                    nan[i, s] = True
-                if bad_y:
-                    nan[i + 1, s] = True
+                    q0, b0 = _grid(x0[k], scale, bound)
+                    q1, b1 = _grid(x1[k], scale, bound)
+                    q2, b2 = _grid(x2[k], scale, bound)
+                    q3, b3 = _grid(x3[k], scale, bound)
+                    bad0 |= b0
+                    bad1 |= b1
+                    bad2 |= b2
+                    bad3 |= b3
+                    acc[k] += (np.int64(w0) * np.int64(q0) + np.int64(w1) * np.int64(q1)) + (
+                        np.int64(w2) * np.int64(q2) + np.int64(w3) * np.int64(q3)
+                    )
+                for j, bad in enumerate((bad0, bad1, bad2, bad3)):
+                    if bad:
+                        nan[i + j, s] = True
+            dst = target[c0 - base : c1 - base]
+            if total < 1 << 31:
+                _finalize(acc, np.int32(total), inverse, unscale, dst)
+            else:
+                _finalize(acc, total, inverse, unscale, dst)
 
 
 def quantise_rows(
-    rows: F32Rows, offsets: Sequence[int], frac_bits: int, workers: int | None = None
+    rows: TensorRows, offsets: Sequence[int], frac_bits: int, workers: int | None = None
 ) -> tuple[I32Array, BoolArray]:
     """Quantise n updates onto the grid ``2**-frac_bits``, as `fixed_point.quantise` does.
 
     Parameters
     ----------
     rows
-        ``rows[i][s]``: tensor ``s`` of update ``i``, flat C-contiguous float32, of length
-        ``offsets[s + 1] - offsets[s]``.
+        ``rows[i][s]``: tensor ``s`` of update ``i``, a contiguous float32 CPU tensor of
+        ``offsets[s + 1] - offsets[s]`` values.
     offsets
         Start of each tensor in the flat vector, and the total length last.
     frac_bits
@@ -199,61 +254,72 @@ def quantise_rows(
     return out, nan
 
 
-def weighted_sum(
-    rows: F32Rows,
+def weighted_mean(
+    rows: TensorRows,
     offsets: Sequence[int],
     weights: Sequence[int],
     frac_bits: int,
     workers: int | None = None,
-) -> tuple[I64Array, BoolArray]:
-    """``sum_i weights[i] * q_i`` of the updates' grid values, without storing the ``q_i``.
+) -> tuple[I64Array, list[F32Array], BoolArray]:
+    """The weighted mean of the updates' grid values, without storing them quantised.
+
+    ``div_round(sum_i weights[i] * q_i, sum(weights))``, and the same mean dequantised, in one
+    pass over the updates.
 
     Parameters
     ----------
     rows, offsets, frac_bits, workers
         As for `quantise_rows`.
     weights
-        Non-negative integer weights whose sum is at most ``MAX_TOTAL_WEIGHT``, so that every
-        sum is exact in int64.
+        Non-negative integer weights whose sum is positive and at most ``MAX_TOTAL_WEIGHT``, so
+        that every sum is exact in int64.
 
     Returns
     -------
-    tuple[numpy.ndarray, numpy.ndarray]
-        ``(d,)`` int64 sums (unspecified where a NaN was read), and the NaN table as for
-        `quantise_rows`.
+    tuple[numpy.ndarray, list[numpy.ndarray], numpy.ndarray]
+        The ``(d,)`` int64 mean on the grid (unspecified where a NaN was read); each tensor's
+        part of it as flat float32, as `fixed_point.dequantise` gives it; and the NaN table as
+        for `quantise_rows`.
     """
-    if sum(weights) > MAX_TOTAL_WEIGHT or min(weights) < 0:
-        raise ValueError(f"weights must be >= 0 and sum to <= {MAX_TOTAL_WEIGHT}")
+    if not 0 < sum(weights) <= MAX_TOTAL_WEIGHT or min(weights) < 0:
+        raise ValueError(f"weights must be >= 0 and sum to a total in [1, {MAX_TOTAL_WEIGHT}]")
     n = len(rows)
-    if n % 2:  # the kernel adds rows in pairs: pair the last with a copy of row 0 at weight 0
-        rows = [*rows, rows[0]]
-        weights = [*weights, 0]
+    pad = -n % 4  # the kernel adds rows four at a time: pad with copies of row 0 at weight 0
+    rows = [*rows, *[rows[0]] * pad]
+    weights = [*weights, *[0] * pad]
     table, bounds, d = _tables(rows, offsets)
     small = max(weights) < 1 << 31  # int32 weights: one 32 x 32 -> 64-bit product per lane
     w = np.array(weights, dtype=np.int32 if small else np.int64)
     out = np.empty(d, dtype=np.int64)
+    tensors = [np.empty(int(size), dtype=np.float32) for size in np.diff(bounds)]
+    targets = np.array([t.ctypes.data for t in tensors], dtype=np.int64)
     nan = np.zeros(table.shape, dtype=np.bool_)
     scale = np.float32(1 << frac_bits)
 
     def part(lo: int, hi: int) -> None:
-        _weighted_sum_kernel(table, bounds, w, scale, _BOUND, lo, hi, out, nan)
+        _weighted_mean_kernel(table, bounds, w, scale, _BOUND, lo, hi, frac_bits, targets, out, nan)
 
     in_parallel(part, d, n * d, workers)
-    return out, nan[:n]
+    return out, tensors, nan[:n]
 
 
-def _tables(rows: F32Rows, offsets: Sequence[int]) -> tuple[I64Array, I64Array, int]:
-    """The ``(n, tensors)`` address table, the offsets as int64, and ``d``; checks the arrays."""
+def _tables(rows: TensorRows, offsets: Sequence[int]) -> tuple[I64Array, I64Array, int]:
+    """The ``(n, tensors)`` address table, the offsets as int64, and ``d``; checks the tensors."""
     bounds = np.array(offsets, dtype=np.int64)
-    sizes = np.diff(bounds)
+    sizes = np.diff(bounds).tolist()
     table = np.empty((len(rows), len(sizes)), dtype=np.int64)
     for i, row in enumerate(rows):
         if len(row) != len(sizes):
             raise ValueError(f"update {i} has {len(row)} tensors, expected {len(sizes)}")
-        for s, array in enumerate(row):
-            if array.dtype != np.float32 or not array.flags.c_contiguous or array.size != sizes[s]:
+        for s, tensor in enumerate(row):
+            if not (
+                tensor.dtype == torch.float32
+                and tensor.is_cpu
+                and tensor.is_contiguous()
+                and tensor.numel() == sizes[s]
+            ):
                 raise ValueError(
-                    f"update {i} tensor {s} must be {sizes[s]} C-contiguous float32 values"
+                    f"update {i} tensor {s} must be {sizes[s]} contiguous float32 values on CPU"
                 )
-            table[i, s] = array.ctypes.data
+            table[i, s] = tensor.data_ptr()
     return table, bounds, int(bounds[-1])

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from node.aggregation.fixed_point import (
     Batch,
@@ -20,7 +21,7 @@ from node.aggregation.fixed_point import (
     Update,
     div_round,
     exact_combine,
-    quantised_sum,
+    quantised_mean,
 )
 
 
@@ -60,7 +61,7 @@ def weighted_mean(batch: Batch) -> RuleOutput:
 
 def mean_of_updates(
     updates: Sequence[Update], num_samples: Sequence[int], frac_bits: int, *, weighted: bool
-) -> tuple[Layout, RuleOutput]:
+) -> tuple[Layout, RuleOutput, dict[str, torch.Tensor]]:
     """`weighted_mean` (or `mean`) of the quantised updates, without building their batch.
 
     Parameters
@@ -72,10 +73,9 @@ def mean_of_updates(
 
     Returns
     -------
-    tuple[Layout, RuleOutput]
-        The updates' layout, and what the rule returns on ``quantise(updates, num_samples,
-        frac_bits)``, exactly.
+    tuple[Layout, RuleOutput, dict[str, torch.Tensor]]
+        The updates' layout; what the rule returns on ``quantise(updates, num_samples,
+        frac_bits)``, exactly; and its aggregate dequantised.
     """
-    layout, total, counts = quantised_sum(updates, num_samples, frac_bits, weighted=weighted)
-    den = int(counts.sum()) if weighted else len(counts)
-    return layout, RuleOutput(div_round(total, den, in_place=True), None)  # total is ours
+    layout, grid, delta = quantised_mean(updates, num_samples, frac_bits, weighted=weighted)
+    return layout, RuleOutput(grid, None), delta

@@ -93,13 +93,13 @@ def aggregate(
     config = spec.aggregation
     if config.rule in ("mean", "fedavg") and not config.pre and not config.params:
         # The plain means need no batch: each update is read once and summed on the grid.
-        layout, out = mean_of_updates(
+        layout, out, delta = mean_of_updates(
             updates, num_samples, spec.fixed_point_bits, weighted=config.rule == "fedavg"
         )
         if center is not None:  # unused by the means, but checked as on the batch path
             quantise_vector(center, layout, spec.fixed_point_bits)
         rows = tuple((i,) for i in range(len(updates)))
-        return _result(out, rows, rows, layout, spec.fixed_point_bits)
+        return _result(out, rows, rows, layout, spec.fixed_point_bits, delta)
     batch = quantise(updates, num_samples, spec.fixed_point_bits)
     grid_center = (
         None if center is None else quantise_vector(center, batch.layout, spec.fixed_point_bits)
@@ -147,8 +147,10 @@ def _result(
     rows: tuple[tuple[int, ...], ...],
     layout: Layout,
     frac_bits: int,
+    delta: dict[str, torch.Tensor] | None = None,
 ) -> AggregationResult:
-    """The result of a rule whose row ``k`` came from the inputs ``rows[k]``."""
+    """The result of a rule whose row ``k`` came from the inputs ``rows[k]``; ``delta`` is its
+    aggregate dequantised, where the rule gave it already."""
     everyone = sorted({o for origin in inputs for o in origin})
     one_to_one = all(len(origin) == 1 for origin in rows)
     aside = sorted({o for row in out.set_aside for o in rows[row]})
@@ -158,7 +160,7 @@ def _result(
         selected = sorted({o for row in out.selected for o in rows[row]})
         screened = sorted(set(everyone) - set(selected)) if one_to_one else []
     return AggregationResult(
-        delta=dequantise(out.aggregate, layout, frac_bits),
+        delta=dequantise(out.aggregate, layout, frac_bits) if delta is None else delta,
         grid=out.aggregate,
         selected=tuple(selected),
         screened_out=tuple(screened),

@@ -23,6 +23,7 @@ from node.aggregation.fixed_point import (
     exact_combine,
     in_parallel,
     quantise,
+    quantised_mean,
 )
 from node.aggregation.pipeline import aggregate, aggregate_batch
 from node.task import AggregationSpec, TaskSpec
@@ -131,8 +132,8 @@ def test_compiled_weighted_mean_is_the_rounded_mean_of_the_grid_values(
 ) -> None:
     rows, offsets, frac_bits = case
     n = len(rows)
-    # Weights up to 2**32 in total, some beyond int32 (the kernel's wide path), and zeros.
-    weights = [w % 4 if k % 2 else max(1, w // n) for k, w in enumerate(draws[:n])]
+    # Weights up to the kernel's limit of 2**23 in total, and zeros.
+    weights = [w % 4 if k % 2 else max(1, w % 2**23 // n) for k, w in enumerate(draws[:n])]
     layout = flat_layout(offsets)
     expected = quantise(as_updates(rows), [1] * n, frac_bits).values
     assert_same_mean(
@@ -144,23 +145,23 @@ def test_compiled_weighted_mean_is_the_rounded_mean_of_the_grid_values(
 
 def test_compiled_mean_rounds_half_to_even_at_the_grid_bound() -> None:
     # Grid values q and weights w whose mean sum(w q) / sum(w) is a tie, or lies next to one,
-    # at the largest quotients (2**30) and totals (2**32) the kernel accepts.
-    bound, big = 2**30, 2**31
+    # at the largest quotients (2**30) and totals (2**23) the kernel accepts.
     # (Quantised float32 has 24 significant bits: grid values beyond 2**24 are even.)
+    bound, most = 2**30, 2**23
     cases = [
         ([1, 2], [1, 1]),  # 1.5 -> 2
         ([2, 3], [1, 1]),  # 2.5 -> 2
         ([-2, -3], [1, 1]),  # -2.5 -> -2
         ([bound, 1], [1, 1]),  # 2**29 + 0.5 -> 2**29
         ([-bound, -3], [1, 1]),  # -(2**29 + 1.5) -> -(2**29 + 2)
-        ([bound, -bound], [big, big]),  # 0, from sums of +-2**61
-        ([bound, bound - 64], [big, big - 1]),  # next to 2**30 - 32, from a total of 2**32 - 1
-        ([bound - 64, -bound], [big - 1, 1]),
-        ([bound, 0], [2 * big - 1, 1]),  # 2**30 * (1 - 2**-32) -> 2**30
+        ([bound, -bound], [most // 2, most // 2]),  # 0, from sums of +-2**52
+        ([bound, bound], [most // 2, most // 2]),  # sums of 2**53
+        ([-bound, 64 - bound], [most // 2, most // 2 - 1]),
+        ([bound, 0], [most - 1, 1]),  # 2**30 * (1 - 2**-23) -> 2**30
         # Integer quotients q whose float64 estimate falls just below q (its floor is q - 1)...
-        *(([q], [w]) for q, w in [(14486679, 454499120), (4827545, 2675966845)]),
-        # ... and quotients just below q whose estimate is q.
-        *(([q, q - 1], [w - 1, 1]) for q, w in [(7285840, 2688965157), (16493449, 1189387993)]),
+        *(([q], [w]) for q, w in [(5337615, 8192370), (14969305, 4078334)]),
+        # ... and a quotient 1/w below an integer whose estimate reaches it.
+        ([bound, 5247], [8388566, 1]),
     ]
     for q, w in cases:
         rows = [[np.array([v * 2.0**-24], dtype=np.float32)] for v in q]
@@ -168,6 +169,20 @@ def test_compiled_mean_rounds_half_to_even_at_the_grid_bound() -> None:
         exact = round(Fraction(sum(a * b for a, b in zip(q, w, strict=True)), sum(w)))
         assert grid.tolist() == [exact], (q, w)
         assert flat[0].tolist() == [float(np.float32(Fraction(exact, 2**24)))]
+    with pytest.raises(ValueError, match="total in \\[1, 8388608\\]"):
+        kernels.weighted_mean(as_tensors([[np.ones(1, np.float32)]] * 2), [0, 1], [most, 1], 24)
+
+
+def test_fedavg_past_the_kernels_weight_limit_stays_exact() -> None:
+    # Counts totalling past 2**23 sum in int64 instead: here float64 sums of 2**53 + odd would
+    # round a tie the wrong way.
+    q, counts = [2**30, 4193539], [2**23 + 5, 1]
+    d = COMPILED_MIN // 2
+    updates = [{"w": torch.full((d,), v * 2.0**-24)} for v in q]
+    layout, grid, delta = quantised_mean(updates, counts, 24, weighted=True)
+    exact = round(Fraction(sum(a * b for a, b in zip(q, counts, strict=True)), sum(counts)))
+    assert layout.dim == d and set(grid.tolist()) == {exact}
+    assert set(delta["w"].tolist()) == {float(np.float32(Fraction(exact, 2**24)))}
 
 
 def test_kernels_report_every_tensor_that_holds_a_nan() -> None:
@@ -192,7 +207,7 @@ def test_kernels_give_the_same_integers_for_any_thread_count() -> None:
     in_parallel(lambda lo, hi: ranges.append((lo, hi)), 120_000, 7 * 120_000, 3)
     assert sorted(ranges) == [(0, 40_000), (40_000, 80_000), (80_000, 120_000)]
     expected = quantise(as_updates(rows), [1] * 7, 24).values  # 840,000 < COMPILED_MIN: NumPy
-    weights = [3, 1, 4, 1, 5, 9, 2**31]
+    weights = [3, 1, 4, 1, 5, 9, 2**23 - 23]  # the kernel's largest total
     layout = flat_layout(offsets)
     mean = mean_of_grid(expected, weights, layout, 24)
     for workers in (1, 2, 3):
@@ -219,8 +234,8 @@ def large_updates(draw: st.DrawFn) -> tuple[list[dict[str, torch.Tensor]], list[
         flat[rng.integers(0, d, len(edits))] = edits
         parts = np.split(flat, np.cumsum(list(sizes.values()))[:-1])
         updates.append({k: torch.from_numpy(p) for k, p in zip(sizes, parts, strict=True)})
-    # Sample counts sum to at most 2**32; with n = 2 one may reach 2**31 (the wide-weight path).
-    most = 2**32 // n
+    # Sample counts sum to at most 2**23 (the kernel's limit) or 2**32 (beyond it: the batch).
+    most = draw(st.sampled_from([2**23, 2**32])) // n
     counts = draw(st.lists(st.integers(min_value=1, max_value=most), min_size=n, max_size=n))
     return updates, counts, frac_bits
 

@@ -332,13 +332,7 @@ def quantise(updates: Sequence[Update], num_samples: Sequence[int], frac_bits: i
         many coordinates, or weights beyond ``MAX_TOTAL_WEIGHT``.
     """
     layout, rows, weights = _read_updates(updates, num_samples, frac_bits)
-    if len(rows) * layout.dim >= COMPILED_MIN:
-        from node.aggregation import kernels  # Numba: imported (0.2 s) only once needed
-
-        values, nan = kernels.quantise_rows(rows, layout.offsets, frac_bits)
-    else:
-        values, nan = _quantise_rows(rows, layout, frac_bits)
-    _raise_on_nan(nan, layout)
+    values = _quantise_checked(rows, layout, frac_bits)
     origin = tuple((i,) for i in range(len(updates)))
     return Batch(values, weights, layout, frac_bits, origin)
 
@@ -346,12 +340,13 @@ def quantise(updates: Sequence[Update], num_samples: Sequence[int], frac_bits: i
 def quantised_mean(
     updates: Sequence[Update], num_samples: Sequence[int], frac_bits: int, *, weighted: bool
 ) -> tuple[Layout, IntArray, dict[str, torch.Tensor]]:
-    """The mean of the quantised updates, without storing them quantised.
+    """The mean of the quantised updates, without storing them quantised where that pays.
 
     ``div_round(exact_combine(batch.values, c[None, :])[0], c.sum())`` for ``batch =
     quantise(updates, num_samples, frac_bits)``, where ``c`` are the sample counts
-    (``weighted``) or ones: the same integers, and the same errors. Large inputs are read once,
-    by a compiled kernel on every core that also divides and dequantises.
+    (``weighted``) or ones: the same integers, and the same errors. Large inputs whose weights
+    total at most ``DIRECT_WEIGHT`` are read once, by a compiled kernel on every core that also
+    divides and dequantises.
 
     Parameters
     ----------
@@ -373,22 +368,36 @@ def quantised_mean(
     """
     layout, rows, weights = _read_updates(updates, num_samples, frac_bits)
     coeffs = weights if weighted else np.ones(len(rows), dtype=np.int64)
-    if len(rows) * layout.dim < COMPILED_MIN:
-        values, nan = _quantise_rows(rows, layout, frac_bits)
-        _raise_on_nan(nan, layout)
-        total = exact_combine(values, coeffs[None, :])[0]
-        grid = div_round(total, int(coeffs.sum()), in_place=True)  # total is ours
-        return layout, grid, dequantise(grid, layout, frac_bits)
-    from node.aggregation import kernels
+    total_weight = int(coeffs.sum())
+    if len(rows) * layout.dim >= COMPILED_MIN and total_weight <= DIRECT_WEIGHT:
+        from node.aggregation import kernels
 
-    grid, flat, nan = kernels.weighted_mean(rows, layout.offsets, coeffs.tolist(), frac_bits)
+        grid, flat, nan = kernels.weighted_mean(rows, layout.offsets, coeffs.tolist(), frac_bits)
+        _raise_on_nan(nan, layout)
+        tensors = zip(layout.segments(), flat, strict=True)
+        return (
+            layout,
+            grid,
+            {name: torch.from_numpy(t.reshape(shape)) for (name, shape, _, _), t in tensors},
+        )
+    values = _quantise_checked(rows, layout, frac_bits)
+    grid = div_round(exact_combine(values, coeffs[None, :])[0], total_weight, in_place=True)
+    return layout, grid, dequantise(grid, layout, frac_bits)
+
+
+def _quantise_checked(
+    rows: Sequence[Sequence[torch.Tensor]], layout: Layout, frac_bits: int
+) -> I32Array:
+    """The ``(n, d)`` grid values of checked updates: compiled on every core for large inputs,
+    NumPy for small ones; ValueError naming the first tensor that holds a NaN."""
+    if len(rows) * layout.dim >= COMPILED_MIN:
+        from node.aggregation import kernels  # Numba: imported (0.2 s) only once needed
+
+        values, nan = kernels.quantise_rows(rows, layout.offsets, frac_bits)
+    else:
+        values, nan = _quantise_rows(rows, layout, frac_bits)
     _raise_on_nan(nan, layout)
-    tensors = zip(layout.segments(), flat, strict=True)
-    return (
-        layout,
-        grid,
-        {name: torch.from_numpy(t.reshape(shape)) for (name, shape, _, _), t in tensors},
-    )
+    return values
 
 
 def _read_updates(

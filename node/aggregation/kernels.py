@@ -8,8 +8,8 @@ from several Python threads (a node aggregates on one thread while it trains on 
 
 The arithmetic is the NumPy path's, value for value: ``x * 2**frac_bits`` in float32 (exact, or
 inf beyond float32's range), clamped to ``[-COORD_BOUND, COORD_BOUND]``, rounded half to even by
-IEEE ``rint``; sums are exact in int64. So the results do not depend on the thread count or on
-how the coordinates are split.
+IEEE ``rint``; sums are exact (integers below ``2**53`` in float64). So the results do not depend
+on the thread count or on how the coordinates are split.
 
 The kernels take each tensor by address (an ``(n, tensors)`` int64 table) rather than as a list
 of arrays, so one call reads all n updates; the table is built from checked contiguous float32
@@ -28,7 +28,7 @@ import torch
 from numba import types
 from numba.extending import intrinsic
 
-from node.aggregation.fixed_point import COORD_BOUND, MAX_TOTAL_WEIGHT, in_parallel
+from node.aggregation.fixed_point import COORD_BOUND, DIRECT_WEIGHT, in_parallel
 
 CHUNK: Final = 1 << 13  # coordinates per accumulator block: 64 KiB of int64 stays in L2
 
@@ -36,6 +36,7 @@ F32Array = npt.NDArray[np.float32]
 TensorRows = Sequence[Sequence[torch.Tensor]]  # [update][tensor] contiguous float32 CPU tensors
 I64Array = npt.NDArray[np.int64]
 I32Array = npt.NDArray[np.int32]
+F64Array = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
 _BOUND: Final = np.float32(COORD_BOUND)  # exact in float32
@@ -116,48 +117,58 @@ def _quantise_kernel(
 
 
 @numba.njit(inline="always")
-def _finalize(
-    sums: I64Array, total: Any, inverse: np.float64, unscale: np.float64, dst: F32Array
-) -> None:
-    """``sums[k] = round_half_even(sums[k] / total)`` and ``dst[k]`` = that times ``unscale``.
+def _grid_value(x: np.float32, scale: np.float32, bound: np.float32) -> np.float64:
+    """`_grid`'s value as a float64 (an integer of at most ``2**30``), but a NaN stays NaN."""
+    v = x * scale
+    v = bound if v > bound else v
+    v = -bound if v < -bound else v
+    return np.float64(np.rint(v))
 
-    For ``|sums[k]| <= total * COORD_BOUND`` and ``total <= 2**32``. The float64 estimate
-    ``sums[k] * (1 / total)`` carries three roundings of at most ``2**-53`` relative each, on a
-    quotient of at most ``2**30``: it is off by less than ``2**-21``. So its floor ``q`` is the
-    floor of the quotient, or one off where the quotient lies within ``2**-21`` of an integer,
-    which is then the rounded quotient: one below it (``q + 1`` needed), the exact remainder is
-    at least ``total`` and the test below rounds up; one above, it is negative and the test keeps
-    ``q``. ``q`` fits int32, so with an int32 ``total`` the remainder takes one signed 32 x 32 ->
-    64-bit product per lane; ``2 * r`` stays far below ``2**63``.
+
+@numba.njit(inline="always")
+def _finalize(
+    sums: F64Array,
+    total: np.float64,
+    inverse: np.float64,
+    unscale: np.float64,
+    grid: I64Array,
+    dst: F32Array,
+) -> bool:
+    """``grid[k] = round_half_even(sums[k] / total)`` and ``dst[k]`` = that times ``unscale``;
+    whether any sum is NaN.
+
+    For integer ``sums`` with ``|sums[k]| <= total * COORD_BOUND <= 2**53``. The estimate
+    ``sums[k] * (1 / total)`` carries two roundings of at most ``2**-53`` relative each, on a
+    quotient of at most ``2**30``: it is off by less than ``2**-22``. So its floor ``q`` is the
+    floor of the quotient, or one off where the quotient lies within ``2**-22`` of an integer,
+    which is then the rounded quotient: one below it, the exact remainder is at least ``total``
+    and the test below rounds up; one above, it is negative and the test keeps ``q``. The
+    remainder is exact: ``q * total`` is an integer of at most ``(2**30 + 1) * 2**23``, which
+    float64 holds.
 
     ``dst`` gets ``q * unscale`` in float64 (exact: a power of two) rounded once to float32, as
     `fixed_point.dequantise` does.
     """
-    wide = np.int64(total)
+    poisoned = False
     for k in range(sums.size):
         t = sums[k]
-        # float64(t), rounded once, from its int32 halves (AVX2 has no vector int64 -> float64):
-        # high * 2**32 and the low half are exact, and so is (low - 2**31) + 2**31.
-        high = np.float64(np.int32(t >> 32)) * 4294967296.0
-        low = np.float64(np.int32((t & 0xFFFFFFFF) - 2147483648)) + 2147483648.0
-        q = np.int32(np.floor((high + low) * inverse))
-        r = t - np.int64(q) * wide
+        poisoned |= t != t
+        q = np.int32(np.floor(t * inverse))  # a NaN gives some int32: the caller raises
+        r = t - q * total
         # Where 0 <= r < total: round up past the half, and at the half when q is odd.
-        rounded = q + np.int32(2 * r + (q & 1) > wide)  # |rounded| <= 2**30
-        sums[k] = rounded
+        rounded = q + np.int32(2 * r + (q & 1) > total)  # |rounded| <= 2**30
+        grid[k] = rounded
         dst[k] = np.float32(np.float64(rounded) * unscale)
+    return poisoned
 
 
 @_compiled(
-    *(
-        f"void({_ARGS}, {w}[::1], {_ARGS_GRID}, int64, int64[::1], int64[::1], boolean[:, ::1])"
-        for w in ("int32", "int64")
-    )
+    f"void({_ARGS}, float64[::1], {_ARGS_GRID}, int64, int64[::1], int64[::1], boolean[::1])"
 )
 def _weighted_mean_kernel(
     addresses: I64Array,
     offsets: I64Array,
-    weights: npt.NDArray[np.integer[Any]],
+    weights: F64Array,
     scale: np.float32,
     bound: np.float32,
     lo: int,
@@ -165,21 +176,23 @@ def _weighted_mean_kernel(
     frac_bits: int,
     targets: I64Array,
     out: I64Array,
-    nan: BoolArray,
+    poisoned: BoolArray,
 ) -> None:
     """``out[lo:hi]`` = ``div_round(sum_i weights[i] * grid(x_i), sum(weights))``, and the same
-    values as float32 into each tensor's target; sets ``nan[i, s]`` as above.
+    values as float32 into each tensor's target; sets ``poisoned[s]`` where tensor s of some
+    update holds a NaN.
 
-    Rows are added four at a time into a ``CHUNK`` of int64 sums that stays in cache, which is
-    then divided and dequantised before the next chunk. With int32 weights LLVM multiplies with
-    one signed 32 x 32 -> 64-bit instruction per lane.
+    Rows are added four at a time into a ``CHUNK`` of float64 sums that stays in cache, which is
+    then divided and dequantised before the next chunk. The integer weights total at most
+    ``DIRECT_WEIGHT = 2**23``, so every partial sum is an integer of at most ``2**23 * 2**30 =
+    2**53``: exact, whatever the order. (AVX2 converts and multiplies float64 lanes, not int64
+    ones.) A NaN is not flagged coordinate by coordinate: it reaches the sums, which is cheaper.
     """
     n, tensors = addresses.shape
-    total = np.int64(0)
-    for i in range(n):
-        total += np.int64(weights[i])
-    inverse = 1.0 / np.float64(total)
+    total = weights.sum()
+    inverse = 1.0 / total
     unscale = 1.0 / np.float64(np.int64(1) << frac_bits)  # a power of two: exact
+    sums = np.empty(CHUNK, dtype=np.float64)
     for s in range(tensors):
         base = offsets[s]
         size = offsets[s + 1] - base
@@ -187,35 +200,25 @@ def _weighted_mean_kernel(
         target = numba.carray(_f32_pointer(targets[s]), (size,))
         for c0 in range(max(lo, base), stop, CHUNK):
             c1 = min(stop, c0 + CHUNK)
-            acc = out[c0:c1]
-            acc[:] = 0
+            part = sums[: c1 - c0]
+            part[:] = 0.0
             for i in range(0, n, 4):  # n is a multiple of 4
                 x0 = numba.carray(_f32_pointer(addresses[i, s]), (size,))[c0 - base : c1 - base]
                 x1 = numba.carray(_f32_pointer(addresses[i + 1, s]), (size,))[c0 - base : c1 - base]
                 x2 = numba.carray(_f32_pointer(addresses[i + 2, s]), (size,))[c0 - base : c1 - base]
                 x3 = numba.carray(_f32_pointer(addresses[i + 3, s]), (size,))[c0 - base : c1 - base]
                 w0, w1, w2, w3 = weights[i], weights[i + 1], weights[i + 2], weights[i + 3]
-                bad0 = bad1 = bad2 = bad3 = False
                 for k in range(c1 - c0):
-                    q0, b0 = _grid(x0[k], scale, bound)
-                    q1, b1 = _grid(x1[k], scale, bound)
-                    q2, b2 = _grid(x2[k], scale, bound)
-                    q3, b3 = _grid(x3[k], scale, bound)
-                    bad0 |= b0
-                    bad1 |= b1
-                    bad2 |= b2
-                    bad3 |= b3
-                    acc[k] += (np.int64(w0) * np.int64(q0) + np.int64(w1) * np.int64(q1)) + (
-                        np.int64(w2) * np.int64(q2) + np.int64(w3) * np.int64(q3)
+                    part[k] += (
+                        w0 * _grid_value(x0[k], scale, bound)
+                        + w1 * _grid_value(x1[k], scale, bound)
+                    ) + (
+                        w2 * _grid_value(x2[k], scale, bound)
+                        + w3 * _grid_value(x3[k], scale, bound)
                     )
-                for j, bad in enumerate((bad0, bad1, bad2, bad3)):
-                    if bad:
-                        nan[i + j, s] = True
             dst = target[c0 - base : c1 - base]
-            if total < 1 << 31:
-                _finalize(acc, np.int32(total), inverse, unscale, dst)
-            else:
-                _finalize(acc, total, inverse, unscale, dst)
+            if _finalize(part, total, inverse, unscale, out[c0:c1], dst):
+                poisoned[s] = True
 
 
 def quantise_rows(
@@ -271,8 +274,8 @@ def weighted_mean(
     rows, offsets, frac_bits, workers
         As for `quantise_rows`.
     weights
-        Non-negative integer weights whose sum is positive and at most ``MAX_TOTAL_WEIGHT``, so
-        that every sum is exact in int64.
+        Non-negative integer weights whose sum is positive and at most ``DIRECT_WEIGHT``
+        (``2**23``), so that every sum is exact in float64.
 
     Returns
     -------
@@ -281,26 +284,29 @@ def weighted_mean(
         part of it as flat float32, as `fixed_point.dequantise` gives it; and the NaN table as
         for `quantise_rows`.
     """
-    if not 0 < sum(weights) <= MAX_TOTAL_WEIGHT or min(weights) < 0:
-        raise ValueError(f"weights must be >= 0 and sum to a total in [1, {MAX_TOTAL_WEIGHT}]")
+    if not 0 < sum(weights) <= DIRECT_WEIGHT or min(weights) < 0:
+        raise ValueError(f"weights must be >= 0 and sum to a total in [1, {DIRECT_WEIGHT}]")
     n = len(rows)
     pad = -n % 4  # the kernel adds rows four at a time: pad with copies of row 0 at weight 0
-    rows = [*rows, *[rows[0]] * pad]
-    weights = [*weights, *[0] * pad]
-    table, bounds, d = _tables(rows, offsets)
-    small = max(weights) < 1 << 31  # int32 weights: one 32 x 32 -> 64-bit product per lane
-    w = np.array(weights, dtype=np.int32 if small else np.int64)
+    table, bounds, d = _tables([*rows, *[rows[0]] * pad], offsets)
+    w = np.array([*weights, *[0] * pad], dtype=np.float64)  # exact: integers below 2**53
     out = np.empty(d, dtype=np.int64)
     tensors = [np.empty(int(size), dtype=np.float32) for size in np.diff(bounds)]
     targets = np.array([t.ctypes.data for t in tensors], dtype=np.int64)
-    nan = np.zeros(table.shape, dtype=np.bool_)
+    poisoned = np.zeros(len(tensors), dtype=np.bool_)
     scale = np.float32(1 << frac_bits)
 
     def part(lo: int, hi: int) -> None:
-        _weighted_mean_kernel(table, bounds, w, scale, _BOUND, lo, hi, frac_bits, targets, out, nan)
+        _weighted_mean_kernel(
+            table, bounds, w, scale, _BOUND, lo, hi, frac_bits, targets, out, poisoned
+        )
 
     in_parallel(part, d, n * d, workers)
-    return out, tensors, nan[:n]
+    # Hostile input only: find which updates put the NaN into each poisoned tensor.
+    nan = np.zeros((n, len(tensors)), dtype=np.bool_)
+    for s in np.flatnonzero(poisoned).tolist():
+        nan[:, s] = [bool(torch.isnan(row[s]).any()) for row in rows]
+    return out, tensors, nan
 
 
 def _tables(rows: TensorRows, offsets: Sequence[int]) -> tuple[I64Array, I64Array, int]:

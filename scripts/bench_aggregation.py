@@ -3,10 +3,11 @@
 For n in {10, 50, 100} updates of d in {100k, 1M} float32 parameters (three named tensors), each
 rule runs through the full deterministic pipeline (quantise, exact fixed-point rule, dequantise);
 where Flower has the rule, its function from ``flwr.server.strategy.aggregate`` runs on the same
-arrays, and ``max_abs_diff`` compares the two results. Times are medians over repeats, after one
-untimed warm-up call each. Both get the inputs in canonical order (sorted by the hash of their
-fixed-point content), the order in which our rules break ties, so that exact ties in Krum scores
-resolve alike.
+arrays, and ``max_abs_diff`` compares the two results. Times are medians over repeats (seven
+times as many for calls under 0.1 s), after one untimed warm-up call each; ours and Flower's calls
+alternate, so that a slow spell of the machine weighs on both. Both get the inputs in canonical
+order (sorted by the hash of their fixed-point content), the order in which our rules break ties,
+so that exact ties in Krum scores resolve alike.
 
 Flower is optional and is NOT a project dependency. Installing ``flwr`` into the project's venv
 would downgrade rich and typer, so install it, without dependencies, into a separate directory::
@@ -24,7 +25,10 @@ closest to the coordinate's median), ours decides on the fixed-point grid and Fl
 so the two can pick differently where candidates are within rounding of a tie.
 ``coords_beyond_2_grid_steps`` counts the coordinates further apart than rounding explains, and
 for Bulyan ``of_which_near_ties`` counts those where the last value kept and the first one left
-out lie within two grid steps of the same distance to the median.
+out lie within two grid steps of the same distance to the median. Wherever some coordinates
+differ so, ``finest_grid_max_abs_diff`` compares Flower's result with ours on the finest grid a
+task allows (``2**-30``, about float32's own resolution for these inputs), where what differs is
+float rounding alone.
 
 Without Flower every ``flower_s`` is null. Flower's Krum and Bulyan compare all pairs in Python
 loops (Bulyan once per selected update), so cells whose estimated Flower time exceeds
@@ -43,15 +47,16 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 
-from node.aggregation.fixed_point import quantise
+from node.aggregation.fixed_point import MAX_FRAC_BITS, quantise
 from node.aggregation.pipeline import aggregate
 from node.runtime.heap import keep_freed_heap
-from node.task import AggregationSpec, default_task
+from node.task import AggregationSpec, TaskSpec, default_task
 
 SIZES_N = (10, 50, 100)
 SIZES_D = (100_000, 1_000_000)
@@ -68,6 +73,9 @@ RULES = (
 )
 BETA = 0.1  # trimmed mean: fraction cut from each side
 PAIR_COST_S = 2.5e-9  # Flower's per-coordinate cost of one pairwise distance (for skipping)
+# The finest grid a task allows, 2**-30, needs an update norm bound of at most 1 (the inputs have
+# about 10, but aggregation does not check the bound: verification does).
+FINEST = {"fixed_point_bits": MAX_FRAC_BITS, "update_norm_bound": 1.0}
 
 
 def byzantine_f(n: int) -> int:
@@ -143,18 +151,56 @@ def bulyan_near_ties(
     return int((distance[beta] - distance[beta - 1] <= 2 * grid).sum())
 
 
+def flat(tensors: Sequence[Any]) -> np.ndarray:
+    """Arrays or tensors as one float64 vector."""
+    return np.concatenate([np.asarray(t, dtype=np.float64).ravel() for t in tensors])
+
+
+def finest_grid_diff(
+    spec: TaskSpec,
+    updates: list[dict[str, torch.Tensor]],
+    weights: list[int],
+    flower_fn: Callable[..., Any],
+    flower_inputs: list[tuple[list[np.ndarray], int]],
+) -> float:
+    """Largest difference between Flower's result and ours on the finest grid a task allows
+    (``2**-30``, about float32's own resolution for these inputs), both given the inputs in that
+    grid's canonical order (in which our rules break ties): what differs there is float rounding.
+    """
+    keys = quantise(updates, weights, MAX_FRAC_BITS)
+    order = sorted(range(len(updates)), key=keys.content_key)
+    fine = replace(spec, **FINEST)
+    mine = aggregate(fine, [updates[i] for i in order], [weights[i] for i in order])
+    theirs = flower_fn([flower_inputs[i] for i in order])
+    return float(np.abs(flat([mine.delta[k] for k in sorted(mine.delta)]) - flat(theirs)).max())
+
+
 def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     """Median wall time of ``repeats`` calls, and the last result; with several repeats, one
     untimed call first (whichever implementation runs first would otherwise pay the page faults
     of fresh buffers in its median)."""
-    times, result = [], None
+    (seconds, result), _ = timed_pair(fn, None, repeats)
+    return seconds, result
+
+
+def timed_pair(
+    fn: Callable[[], Any], other: Callable[[], Any] | None, repeats: int
+) -> tuple[tuple[float, Any], tuple[float, Any] | None]:
+    """`timed` for ``fn`` and ``other`` at once, their calls alternating (each goes first every
+    other time), so that a slow spell of the machine weighs on both medians alike."""
+    fns = [fn] if other is None else [fn, other]
+    times: list[list[float]] = [[] for _ in fns]
+    results: list[Any] = [None for _ in fns]
     if repeats > 1:
-        fn()
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+        for f in fns:
+            f()
+    for k in range(repeats):
+        for j in range(len(fns)) if k % 2 == 0 else reversed(range(len(fns))):
+            start = time.perf_counter()
+            results[j] = fns[j]()
+            times[j].append(time.perf_counter() - start)
+    out = [(statistics.median(t), r) for t, r in zip(times, results, strict=True)]
+    return out[0], (out[1] if other is not None else None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,14 +238,14 @@ def main(argv: list[str] | None = None) -> int:
             for rule in args.rules:
                 spec = replace(base, aggregation=ours(rule, n))
                 weights = counts if rule == "fedavg" else [1] * n
-                ours_s, mine = timed(
-                    lambda s=spec, u=updates, w=weights: aggregate(s, u, w), args.repeats
-                )
+                run_ours = partial(aggregate, spec, updates, weights)
+                # Calls of well under a second are timed many times: their medians are noisy.
+                repeats = args.repeats if timed(run_ours, 1)[0] > 0.1 else 7 * args.repeats
                 row: dict[str, Any] = {
                     "rule": rule,
                     "n": n,
                     "d": d,
-                    "ours_s": round(ours_s, 4),
+                    "ours_s": None,
                     "flower_s": None,
                     "max_abs_diff": None,
                     "input_read_s": round(read_s, 4),
@@ -208,17 +254,23 @@ def main(argv: list[str] | None = None) -> int:
                 estimate = flower_estimate_s(rule, n, d)
                 if entry is not None and estimate > args.flower_budget_s:
                     row["flower_skipped"] = f"estimated {estimate:.0f} s > budget"
-                elif entry is not None:
+                    entry = None
+                run_theirs = None
+                if entry is not None:
                     fn, weighted = entry
                     res = [(a, c if weighted else 1) for a, c in zip(arrays, counts, strict=True)]
-                    reps = 1 if estimate > 10 else args.repeats
-                    flower_s, theirs = timed(lambda fn=fn, res=res: fn(res), reps)
-                    ours_flat = np.concatenate(
-                        [mine.delta[k].numpy().ravel() for k in sorted(mine.delta)]
-                    )
-                    their_flat = np.concatenate(
-                        [np.asarray(t, dtype=np.float64).ravel() for t in theirs]
-                    )
+                    run_theirs = partial(fn, res)
+                if run_theirs is not None and estimate > 10:  # Flower's runs once, after ours
+                    ours_s, mine = timed(run_ours, repeats)
+                    theirs_timed: tuple[float, Any] | None = timed(run_theirs, 1)
+                else:
+                    (ours_s, mine), theirs_timed = timed_pair(run_ours, run_theirs, repeats)
+                row["ours_s"] = round(ours_s, 4)
+                row["repeats"] = repeats
+                if theirs_timed is not None:
+                    flower_s, theirs = theirs_timed
+                    ours_flat = flat([mine.delta[k] for k in sorted(mine.delta)])
+                    their_flat = flat(theirs)
                     row["flower_s"] = round(flower_s, 4)
                     diff = np.abs(ours_flat - their_flat)
                     row["max_abs_diff"] = float(diff.max())
@@ -229,6 +281,10 @@ def main(argv: list[str] | None = None) -> int:
                     if rule == "bulyan":
                         row["of_which_near_ties"] = bulyan_near_ties(
                             arrays, mine.selected, diff > 2 * grid, byzantine_f(n), grid
+                        )
+                    if row["coords_beyond_2_grid_steps"]:
+                        row["finest_grid_max_abs_diff"] = finest_grid_diff(
+                            spec, updates, weights, fn, res
                         )
                     row["speedup"] = round(flower_s / ours_s, 2)
                 results.append(row)

@@ -321,3 +321,19 @@ def test_a_forked_child_gets_a_thread_pool_of_its_own() -> None:
     if child.exitcode is None:  # waiting for threads that the fork did not copy
         child.kill()
     assert child.exitcode == 0
+
+
+@pytest.mark.parametrize("d", [8, COMPILED_MIN // 4])
+def test_lazy_negations_count_as_their_values_and_memoryless_tensors_are_refused(d: int) -> None:
+    x = torch.full((d,), 0.25)
+    spec = TaskSpec(aggregation=AggregationSpec("mean", {}, ()))
+    negated = aggregate(spec, [{"w": torch._neg_view(x)}] * 4, [1] * 4)  # its memory holds +0.25
+    assert set(negated.grid.tolist()) == {-(2**22)}
+    assert aggregate_batch(quantise([{"w": -x}] * 4, [1] * 4, 24), spec.aggregation).digest == (
+        negated.digest
+    )
+    for odd in (torch._efficientzerotensor((d,)), torch.zeros(d).to_sparse()):
+        with pytest.raises(ValueError, match=r"^update 1 tensor 'w' must be dense, in memory$"):
+            aggregate(spec, [{"w": x}, {"w": odd}, {"w": x}, {"w": x}], [1] * 4)
+    with pytest.raises(ValueError, match="contiguous float32 values in memory"):
+        kernels.weighted_mean([[torch._neg_view(x)]], [0, d], [1], 24)

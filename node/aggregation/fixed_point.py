@@ -431,6 +431,10 @@ def _read_updates(
                     f"update {i} tensor {name!r} must be float32 on CPU, "
                     f"got {tensor.dtype} on {tensor.device}"
                 )
+            if tensor.layout != torch.strided or (tensor.numel() and not tensor.data_ptr()):
+                raise ValueError(f"update {i} tensor {name!r} must be dense, in memory")
+            if tensor.is_neg():  # a lazy negation: its memory holds the values' negatives
+                tensor = tensor.resolve_neg()
             row.append(tensor if tensor.is_contiguous() else tensor.contiguous())
         rows.append(row)
     return layout, rows, weights

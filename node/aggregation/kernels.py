@@ -139,12 +139,12 @@ def _finalize(
 
     For integer ``sums`` with ``|sums[k]| <= total * COORD_BOUND <= 2**53``. The estimate
     ``sums[k] * (1 / total)`` carries two roundings of at most ``2**-53`` relative each, on a
-    quotient of at most ``2**30``: it is off by less than ``2**-22``. So its floor ``q`` is the
-    floor of the quotient, or one off where the quotient lies within ``2**-22`` of an integer,
-    which is then the rounded quotient: one below it, the exact remainder is at least ``total``
-    and the test below rounds up; one above, it is negative and the test keeps ``q``. The
-    remainder is exact: ``q * total`` is an integer of at most ``(2**30 + 1) * 2**23``, which
-    float64 holds.
+    quotient of at most ``2**30``: it is off by about ``2**-22`` at most. So its floor ``q`` is
+    the floor of the quotient, or one off where the quotient lies that close to an integer, which
+    is then the rounded quotient: one below it, the exact remainder is at least ``total`` and the
+    test below rounds up; one above, it is negative and the test keeps ``q``. The remainder is
+    exact, as ``|q * total| <= 2**53``: ``|q| <= 2**30`` but for ``q = -(2**30 + 1)``, which
+    needs an inexact ``1 / total``, so ``total < 2**23``.
 
     ``dst`` gets ``q * unscale`` in float64 (exact: a power of two) rounded once to float32, as
     `fixed_point.dequantise` does.
@@ -153,9 +153,11 @@ def _finalize(
     for k in range(sums.size):
         t = sums[k]
         poisoned |= t != t
-        q = np.int32(np.floor(t * inverse))  # a NaN gives some int32: the caller raises
+        t = t if t == t else 0.0  # never cast a NaN (the caller raises)
+        q = np.int32(np.floor(t * inverse))
         r = t - q * total
-        # Where 0 <= r < total: round up past the half, and at the half when q is odd.
+        # For r in [0, total): round up past the half, and at the half when q is odd. A
+        # negative r keeps q, and r >= total rounds up: the floor's one-off cases.
         rounded = q + np.int32(2 * r + (q & 1) > total)  # |rounded| <= 2**30
         grid[k] = rounded
         dst[k] = np.float32(np.float64(rounded) * unscale)
@@ -250,7 +252,9 @@ def quantise_rows(
     nan = np.zeros(table.shape, dtype=np.bool_)
     scale = np.float32(1 << frac_bits)
 
-    def part(lo: int, hi: int) -> None:
+    def part(lo: int, hi: int, alive: object = rows) -> None:
+        """One range; ``alive`` keeps the tensors read by address until the job ends, even when
+        the caller is interrupted while it waits."""
         _quantise_kernel(table, bounds, scale, _BOUND, lo, hi, out, nan)
 
     in_parallel(part, d, len(rows) * d, workers)
@@ -296,7 +300,9 @@ def weighted_mean(
     poisoned = np.zeros(len(tensors), dtype=np.bool_)
     scale = np.float32(1 << frac_bits)
 
-    def part(lo: int, hi: int) -> None:
+    def part(lo: int, hi: int, alive: object = (rows, tensors)) -> None:
+        """One range; ``alive`` keeps the memory read and written by address until the job ends,
+        even when the caller is interrupted while it waits."""
         _weighted_mean_kernel(
             table, bounds, w, scale, _BOUND, lo, hi, frac_bits, targets, out, poisoned
         )
@@ -321,11 +327,15 @@ def _tables(rows: TensorRows, offsets: Sequence[int]) -> tuple[I64Array, I64Arra
             if not (
                 tensor.dtype == torch.float32
                 and tensor.is_cpu
+                and tensor.layout == torch.strided
                 and tensor.is_contiguous()
+                and not tensor.is_neg()  # its memory holds the values' negation
                 and tensor.numel() == sizes[s]
+                and (tensor.data_ptr() or not sizes[s])  # a ZeroTensor has no memory
             ):
                 raise ValueError(
-                    f"update {i} tensor {s} must be {sizes[s]} contiguous float32 values on CPU"
+                    f"update {i} tensor {s} must be {sizes[s]} contiguous float32 values in "
+                    "memory on CPU"
                 )
             table[i, s] = tensor.data_ptr()
     return table, bounds, int(bounds[-1])

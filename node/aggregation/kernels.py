@@ -30,7 +30,7 @@ from numba.extending import intrinsic
 
 from node.aggregation.fixed_point import COORD_BOUND, DIRECT_WEIGHT, in_parallel
 
-CHUNK: Final = 1 << 13  # coordinates per accumulator block: 64 KiB of int64 stays in L2
+CHUNK: Final = 1 << 13  # coordinates per block of sums: 64 KiB of float64 stays in L2
 
 F32Array = npt.NDArray[np.float32]
 TensorRows = Sequence[Sequence[torch.Tensor]]  # [update][tensor] contiguous float32 CPU tensors

@@ -9,18 +9,21 @@ import json
 import re
 import threading
 from dataclasses import fields, replace
+from typing import cast
 
 import pytest
 import requests
 from eth_abi.abi import encode
-from eth_utils.abi import function_signature_to_4byte_selector
+from eth_typing import ABIEvent
+from eth_utils.abi import event_abi_to_log_topic, function_signature_to_4byte_selector
 
-from node.chain.abis import abi_of
+from node.chain.abis import abi_of, contract_at
 from node.chain.anvil import Anvil
 from node.chain.coordinator import Coordinator
 from node.chain.deploy import connect
 from node.chain.deployment import SwarmParams
 from node.chain.events import (
+    _BUILDERS,
     EVENT_TYPES,
     Approval,
     Attested,
@@ -299,6 +302,48 @@ def test_events_rebuild_the_swarm_history(
     assert c.decoder.fetch(harness.w3, harness.deployment.deploy_block, chunk_blocks=3) == events
     token_events = c.token.events.fetch(harness.w3, harness.deployment.deploy_block)
     assert {type(e) for e in token_events} == {Transfer, Approval}
+
+
+@pytest.mark.integration
+def test_the_event_decoder_agrees_with_web3_and_names_mangled_logs(
+    harness: SwarmHarness, members: list[HarnessMember]
+) -> None:
+    """Every log of a finalized round decodes to what web3's own ABI decoding gives; a log with
+    one of the contract's event signatures but not its fields is a named error."""
+    c = harness.deployer
+    round_id = c.current_round()
+    reveals = harness.commit_all(members, round_id)
+    harness.reveal_all(members, reveals, round_id)
+    outcome, _ = sample_outcome([0, 1, 2], {members[0].address: 10})
+    harness.attest_all(members, outcome, round_id)
+    c.finalize(round_id, outcome)
+    logs = harness.w3.eth.get_logs(
+        {"address": c.address, "fromBlock": harness.deployment.deploy_block, "toBlock": "latest"}
+    )
+    contract = contract_at(harness.w3, "SwarmCoordinator", c.address)
+    names = {
+        event_abi_to_log_topic(cast(ABIEvent, item)): item["name"]
+        for item in abi_of("SwarmCoordinator")
+        if item["type"] == "event"
+    }
+    decoded = set()
+    for log in logs:
+        name = names[bytes(log["topics"][0])]
+        data = contract.events[name]().process_log(log)
+        meta = {
+            "block_number": data["blockNumber"],
+            "log_index": data["logIndex"],
+            "tx_hash": data["transactionHash"].to_0x_hex(),
+        }
+        assert c.decoder.decode(log) == _BUILDERS[name](data["args"], meta)
+        decoded.add(name)
+    assert {"SwarmConfigured", "Joined", "Committed", "Revealed", "Attested"} <= decoded
+
+    finalized = next(log for log in logs if names[bytes(log["topics"][0])] == "RoundFinalized")
+    with pytest.raises(ChainError, match="RoundFinalized log has 2 indexed topics, its ABI 3"):
+        c.decoder.decode({**finalized, "topics": finalized["topics"][:3]})
+    with pytest.raises(ChainError, match="RoundFinalized log does not decode"):
+        c.decoder.decode({**finalized, "data": finalized["data"][:40]})
 
 
 @pytest.mark.integration

@@ -8,18 +8,21 @@ Field names are the ABI names in snake case; hashes are ``bytes``, addresses che
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from eth_abi.codec import ABICodec
+from eth_abi.exceptions import DecodingError
 from eth_typing import ABIEvent
-from eth_utils.abi import event_abi_to_log_topic
+from eth_utils.abi import collapse_if_tuple, event_abi_to_log_topic
 from eth_utils.address import to_checksum_address
 from web3 import Web3
 from web3.exceptions import Web3Exception
-from web3.types import EventData, LogReceipt
+from web3.types import LogReceipt
 
-from node.chain.abis import abi_of, contract_at
+from node.chain.abis import abi_of
 from node.chain.protocol import CoordinatorParams, Outcome, SlashReason
 from node.errors import ChainError
 
@@ -237,6 +240,10 @@ def _params(p: Mapping[str, Any]) -> CoordinatorParams:
 
 
 _Meta = dict[str, Any]
+
+# The same few member addresses recur in every round's logs, and checksumming (a keccak) is most
+# of the cost of decoding one.
+_checksum = functools.lru_cache(maxsize=4096)(to_checksum_address)
 _Builder = Callable[[Mapping[str, Any], _Meta], ChainEvent]
 
 # Event name -> builder from the decoded ABI arguments and the log's position.
@@ -244,7 +251,7 @@ _BUILDERS: dict[str, _Builder] = {
     "SwarmConfigured": lambda a, m: SwarmConfigured(
         **m,
         round=a["round"],
-        token=to_checksum_address(a["token"]),
+        token=_checksum(a["token"]),
         task_spec_hash=bytes(a["taskSpecHash"]),
         task_spec_cid=a["taskSpecCid"],
         params=_params(a["params"]),
@@ -252,7 +259,7 @@ _BUILDERS: dict[str, _Builder] = {
     "Joined": lambda a, m: Joined(
         **m,
         round=a["round"],
-        node=to_checksum_address(a["node"]),
+        node=_checksum(a["node"]),
         index=a["index"],
         stake=a["stake"],
         ed25519_key=bytes(a["ed25519Key"]),
@@ -261,18 +268,18 @@ _BUILDERS: dict[str, _Builder] = {
     "ExitRequested": lambda a, m: ExitRequested(
         **m,
         round=a["round"],
-        node=to_checksum_address(a["node"]),
+        node=_checksum(a["node"]),
         stake=a["stake"],
         unbonding_ends=a["unbondingEnds"],
         forced=a["forced"],
     ),
     "Withdrawn": lambda a, m: Withdrawn(
-        **m, round=a["round"], node=to_checksum_address(a["node"]), amount=a["amount"]
+        **m, round=a["round"], node=_checksum(a["node"]), amount=a["amount"]
     ),
     "RewardsFunded": lambda a, m: RewardsFunded(
         **m,
         round=a["round"],
-        funder=to_checksum_address(a["funder"]),
+        funder=_checksum(a["funder"]),
         amount=a["amount"],
         pool=a["pool"],
     ),
@@ -289,13 +296,13 @@ _BUILDERS: dict[str, _Builder] = {
     "Committed": lambda a, m: Committed(
         **m,
         round=a["round"],
-        node=to_checksum_address(a["node"]),
+        node=_checksum(a["node"]),
         commitment=bytes(a["commitment"]),
     ),
     "Revealed": lambda a, m: Revealed(
         **m,
         round=a["round"],
-        node=to_checksum_address(a["node"]),
+        node=_checksum(a["node"]),
         cid=a["cid"],
         content_hash=bytes(a["contentHash"]),
         num_samples=a["numSamples"],
@@ -304,7 +311,7 @@ _BUILDERS: dict[str, _Builder] = {
     "Attested": lambda a, m: Attested(
         **m,
         round=a["round"],
-        node=to_checksum_address(a["node"]),
+        node=_checksum(a["node"]),
         outcome_key=bytes(a["outcomeKey"]),
         outcome=_outcome(a),
         weight=a["weight"],
@@ -313,7 +320,7 @@ _BUILDERS: dict[str, _Builder] = {
     "RoundFinalized": lambda a, m: RoundFinalized(
         **m,
         round=a["round"],
-        caller=to_checksum_address(a["caller"]),
+        caller=_checksum(a["caller"]),
         outcome_key=bytes(a["outcomeKey"]),
         outcome=_outcome(a),
         outcome_stake=a["outcomeStake"],
@@ -323,7 +330,7 @@ _BUILDERS: dict[str, _Builder] = {
     "RoundFailed": lambda a, m: RoundFailed(
         **m,
         round=a["round"],
-        caller=to_checksum_address(a["caller"]),
+        caller=_checksum(a["caller"]),
         base_round=a["baseRound"],
         leading_stake=a["leadingStake"],
         required_stake=a["requiredStake"],
@@ -331,27 +338,84 @@ _BUILDERS: dict[str, _Builder] = {
     "Slashed": lambda a, m: Slashed(
         **m,
         round=a["round"],
-        node=to_checksum_address(a["node"]),
+        node=_checksum(a["node"]),
         reason=SlashReason(a["reason"]),
         amount=a["amount"],
         remaining_stake=a["remainingStake"],
     ),
     "Claimed": lambda a, m: Claimed(
-        **m, round=a["round"], account=to_checksum_address(a["account"]), amount=a["amount"]
+        **m, round=a["round"], account=_checksum(a["account"]), amount=a["amount"]
     ),
     "Transfer": lambda a, m: Transfer(
         **m,
-        sender=to_checksum_address(a["from"]),
-        receiver=to_checksum_address(a["to"]),
+        sender=_checksum(a["from"]),
+        receiver=_checksum(a["to"]),
         value=a["value"],
     ),
     "Approval": lambda a, m: Approval(
         **m,
-        owner=to_checksum_address(a["owner"]),
-        spender=to_checksum_address(a["spender"]),
+        owner=_checksum(a["owner"]),
+        spender=_checksum(a["spender"]),
         value=a["value"],
     ),
 }
+
+
+@dataclass(frozen=True)
+class _EventLayout:
+    """Where an event's arguments are in a log: the indexed ones in the topics after the
+    signature, the others ABI-encoded together in the data."""
+
+    name: str
+    indexed: tuple[tuple[str, str], ...]  # (name, ABI type) of each topic after the signature
+    fields: tuple[tuple[str, str], ...]  # (name, ABI type) of each argument in the data
+    components: dict[str, tuple[str, ...]]  # field names of each tuple argument, by argument
+
+    @classmethod
+    def of(cls, item: Mapping[str, Any]) -> _EventLayout:
+        inputs = item["inputs"]
+        return cls(
+            name=item["name"],
+            # An indexed string, bytes, array or tuple is logged as the keccak hash of its value.
+            indexed=tuple(
+                (i["name"], "bytes32" if _hashed_when_indexed(i["type"]) else i["type"])
+                for i in inputs
+                if i["indexed"]
+            ),
+            fields=tuple((i["name"], collapse_if_tuple(i)) for i in inputs if not i["indexed"]),
+            components={
+                i["name"]: tuple(c["name"] for c in i["components"])
+                for i in inputs
+                if i["type"] == "tuple"
+            },
+        )
+
+    def arguments(self, codec: ABICodec, topics: Sequence[bytes], data: bytes) -> dict[str, Any]:
+        """The event's arguments by name; a tuple argument as a mapping of its fields."""
+        if len(topics) != len(self.indexed):
+            raise ChainError(
+                f"a {self.name} log has {len(topics)} indexed topics, its ABI {len(self.indexed)}"
+            )
+        try:
+            values = dict(
+                zip(
+                    (name for name, _ in self.fields),
+                    codec.decode([t for _, t in self.fields], bytes(data)),
+                    strict=True,
+                )
+            )
+            for (name, kind), topic in zip(self.indexed, topics, strict=True):
+                (values[name],) = codec.decode([kind], bytes(topic))
+        except DecodingError as err:
+            raise ChainError(f"a {self.name} log does not decode: {err}") from err
+        for name, fields in self.components.items():
+            values[name] = dict(zip(fields, values[name], strict=True))
+        return values
+
+
+def _hashed_when_indexed(kind: str) -> bool:
+    return kind in ("string", "bytes", "tuple") or kind.endswith("]")
+
 
 EVENT_TYPES: dict[str, type[ChainEvent]] = {
     cls.__name__: cls for cls in ChainEvent.__subclasses__()
@@ -373,28 +437,33 @@ class EventDecoder:
 
     def __init__(self, w3: Web3, address: str, contract_name: str) -> None:
         self.address = to_checksum_address(address)
-        abi = abi_of(contract_name)
-        self._contract = contract_at(w3, contract_name, self.address)
-        self._names = {
-            event_abi_to_log_topic(cast(ABIEvent, item)): item["name"]
-            for item in abi
+        self._codec = w3.codec
+        self._layouts = {
+            event_abi_to_log_topic(cast(ABIEvent, item)): _EventLayout.of(item)
+            for item in abi_of(contract_name)
             if item["type"] == "event"
         }
 
     def decode(self, log: LogReceipt) -> ChainEvent | None:
-        """The event in `log`, or None if the log is not one of this contract's events."""
-        if to_checksum_address(log["address"]) != self.address or not log["topics"]:
+        """The event in `log`, or None if the log is not one of this contract's events.
+
+        Raises
+        ------
+        ChainError
+            If the log carries one of the contract's event signatures but not its fields.
+        """
+        if _checksum(log["address"]) != self.address or not log["topics"]:
             return None
-        name = self._names.get(bytes(log["topics"][0]))
-        if name is None:
+        topics = log["topics"]
+        layout = self._layouts.get(bytes(topics[0]))
+        if layout is None:
             return None
-        data: EventData = self._contract.events[name]().process_log(log)
         meta: _Meta = {
-            "block_number": data["blockNumber"],
-            "log_index": data["logIndex"],
-            "tx_hash": data["transactionHash"].to_0x_hex(),
+            "block_number": log["blockNumber"],
+            "log_index": log["logIndex"],
+            "tx_hash": log["transactionHash"].to_0x_hex(),
         }
-        return _BUILDERS[name](data["args"], meta)
+        return _BUILDERS[layout.name](layout.arguments(self._codec, topics[1:], log["data"]), meta)
 
     def fetch(
         self,

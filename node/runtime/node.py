@@ -2,7 +2,9 @@
 
 There is no leader and no coordinator process. Every `SwarmNode` looks at the chain whenever the
 coordinator emits an event (a log subscription, `node.chain.watch`) and at least every `poll_s`,
-and does whatever the current round still needs from it:
+and does whatever the current round still needs from it. A node that has committed and only waits
+for the others' training needs no clock until the commit window would close: while subscribed it
+looks only when woken (at least every `QUIET_WAIT_S`), leaving the cores to the nodes that train.
 
 ========  ==================================================================================
 phase     what the node does (each step only if the chain does not show it done already)
@@ -105,6 +107,7 @@ KEYS_FILE = "node-keys.json"
 # reveal or attestation), a quorum, a round closing and the next opening, a member joining (the
 # first round opens once enough joined). Claims, slashes and funding change nothing a node
 # waits on; deadlines pass without any event, so the node also looks every `poll_s`.
+QUIET_WAIT_S = 5.0  # longest wait of a node that only waits for the others' training
 WAKING_EVENTS = ("Joined", "Committed", "Revealed", "Attested", "RoundFinalized", "RoundFailed")
 REWARDS_DIR = "rewards"
 MAX_BACKOFF_S = 5.0
@@ -195,6 +198,7 @@ class SwarmNode:
         self._attested: set[int] = set()
         self._revealed: set[int] = set()
         self._round = 0  # the open round last seen
+        self._quiet_until = 0.0  # monotonic time the commit window closes, while only waiting
         self._block_time = 0  # the latest block's timestamp when last read
         self._block_read_at = 0.0  # wall-clock time of that read
         self._eligibility: dict[int, bool] = {}
@@ -226,7 +230,7 @@ class SwarmNode:
                 if self._retrying(self.step):
                     reason = f"round {self.config.until_round} settled"
                     break
-                self.watch.wait(self.config.poll_s)
+                self.watch.wait(self._wait_s())
             # Leaving cleanly settles what was reported: the claims this node is owed go out now.
             self._retrying(partial(self._close_rounds, self.next_report))
             self._emit(EventKind.STOPPED, 0, reason=reason)
@@ -399,6 +403,7 @@ class SwarmNode:
         bool
             True once `until_round` is closed and settled (the node should exit).
         """
+        self._quiet_until = 0.0
         info = self._current_info()
         current = info.round
         self._report_rounds(current)
@@ -443,7 +448,22 @@ class SwarmNode:
             self._attest(info)
         if phase in (Phase.ATTEST, Phase.ENDED):
             self._finish(info, phase)
-        return phase == Phase.COMMIT and (not eligible or current in self._committed)
+        waiting = phase == Phase.COMMIT and (not eligible or current in self._committed)
+        if waiting:
+            self._quiet_until = time.monotonic() + (info.commit_deadline - now)
+        return waiting
+
+    def _wait_s(self) -> float:
+        """How long to wait for a coordinator event before looking at the chain again.
+
+        `poll_s`, unless this node only waits for the others' training and a subscription will
+        wake it when they commit: then until a second before the commit window would close by
+        the clock (chain time is read in whole seconds), at most `QUIET_WAIT_S`.
+        """
+        quiet = self._quiet_until - 1.0 - time.monotonic()
+        if quiet <= self.config.poll_s or not self.watch.subscribed:
+            return self.config.poll_s
+        return min(quiet, QUIET_WAIT_S)
 
     def _current_info(self) -> RoundInfo:
         """The open round: the last one seen while it stays open (one read per look)."""

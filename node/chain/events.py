@@ -370,6 +370,7 @@ class _EventLayout:
     indexed: tuple[tuple[str, str], ...]  # (name, ABI type) of each topic after the signature
     fields: tuple[tuple[str, str], ...]  # (name, ABI type) of each argument in the data
     components: dict[str, tuple[str, ...]]  # field names of each tuple argument, by argument
+    texts: tuple[str, ...]  # the string arguments in the data, read as bytes (see `arguments`)
 
     @classmethod
     def of(cls, item: Mapping[str, Any]) -> _EventLayout:
@@ -382,16 +383,26 @@ class _EventLayout:
                 for i in inputs
                 if i["indexed"]
             ),
-            fields=tuple((i["name"], collapse_if_tuple(i)) for i in inputs if not i["indexed"]),
+            fields=tuple(
+                (i["name"], "bytes" if i["type"] == "string" else collapse_if_tuple(i))
+                for i in inputs
+                if not i["indexed"]
+            ),
             components={
                 i["name"]: tuple(c["name"] for c in i["components"])
                 for i in inputs
                 if i["type"] == "tuple"
             },
+            texts=tuple(i["name"] for i in inputs if not i["indexed"] and i["type"] == "string"),
         )
 
     def arguments(self, codec: ABICodec, topics: Sequence[bytes], data: bytes) -> dict[str, Any]:
-        """The event's arguments by name; a tuple argument as a mapping of its fields."""
+        """The event's arguments by name; a tuple argument as a mapping of its fields.
+
+        A string is read as bytes, then as UTF-8 with U+FFFD for bytes that are not: the
+        contracts take any bytes as a CID, and a member's malformed one must reach the checks
+        that reject it (the same on every node), not stop every node reading the record.
+        """
         if len(topics) != len(self.indexed):
             raise ChainError(
                 f"a {self.name} log has {len(topics)} indexed topics, its ABI {len(self.indexed)}"
@@ -410,6 +421,8 @@ class _EventLayout:
             raise ChainError(f"a {self.name} log does not decode: {err}") from err
         for name, fields in self.components.items():
             values[name] = dict(zip(fields, values[name], strict=True))
+        for name in self.texts:
+            values[name] = values[name].decode("utf-8", "replace")
         return values
 
 

@@ -230,7 +230,7 @@ class SwarmNode:
                 if self._retrying(self.step):
                     reason = f"round {self.config.until_round} settled"
                     break
-                self.watch.wait(self._wait_s())
+                self._wait()
             # Leaving cleanly settles what was reported: the claims this node is owed go out now.
             self._retrying(partial(self._close_rounds, self.next_report))
             self._emit(EventKind.STOPPED, 0, reason=reason)
@@ -450,20 +450,27 @@ class SwarmNode:
             self._finish(info, phase)
         waiting = phase == Phase.COMMIT and (not eligible or current in self._committed)
         if waiting:
-            self._quiet_until = time.monotonic() + (info.commit_deadline - now)
+            # Training may have taken seconds since `now` was read.
+            self._quiet_until = time.monotonic() + (info.commit_deadline - self._chain_now())
         return waiting
 
-    def _wait_s(self) -> float:
-        """How long to wait for a coordinator event before looking at the chain again.
+    def _wait(self) -> None:
+        """Wait until a coordinator event, or at most `poll_s`, before looking again.
 
-        `poll_s`, unless this node only waits for the others' training and a subscription will
-        wake it when they commit: then until a second before the commit window would close by
-        the clock (chain time is read in whole seconds), at most `QUIET_WAIT_S`.
+        A node that only waits for the others' training, with a subscription that will wake
+        it when they commit, waits longer: until a second before the commit window would close
+        by the clock (chain time is read in whole seconds), at most `QUIET_WAIT_S`. A stop
+        request, or a subscription that drops, still ends the wait within `poll_s`.
         """
-        quiet = self._quiet_until - 1.0 - time.monotonic()
-        if quiet <= self.config.poll_s or not self.watch.subscribed:
-            return self.config.poll_s
-        return min(quiet, QUIET_WAIT_S)
+        until = time.monotonic() + self.config.poll_s
+        if self.watch.subscribed:
+            until = max(until, min(self._quiet_until - 1.0, time.monotonic() + QUIET_WAIT_S))
+        while not self._stop.is_set():
+            left = until - time.monotonic()
+            if left <= 0 or self.watch.wait(min(left, self.config.poll_s)):
+                return
+            if not self.watch.subscribed:
+                return
 
     def _current_info(self) -> RoundInfo:
         """The open round: the last one seen while it stays open (one read per look)."""

@@ -10,6 +10,7 @@ Every value is validated when the spec is built; a bad one raises `ConfigError` 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -280,6 +281,12 @@ class TaskSpec:
 
     def canonical_bytes(self) -> bytes:
         """The canonical encoding: JSON, sorted keys, no whitespace, ASCII only."""
+        return self._canonical
+
+    @functools.cached_property
+    def _canonical(self) -> bytes:
+        # Verification keys its codec layout on these bytes for every update of a round; the
+        # spec is frozen, so they are built once.
         return json.dumps(
             self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=True
         ).encode()

@@ -6,9 +6,12 @@ for a warm-up round plus the measured rounds, and reads each node's own account 
 (training, storage, chain, verification + aggregation + valuation, waiting). Beside it, a bare
 loop trains the same nodes on the same data with the same local training, using all the machine's
 cores, and averages the deltas (FedAvg): the limit a swarm could approach. The bare loop runs one
-worker process per core, each training one node at a time on one torch thread, just before the
-nodes start and again after they stop; the faster run is the limit, so other work on the machine
-during one of them cannot flatter the ratio. ``--sequential``
+worker process per core, each training one node at a time on one torch thread. Bare and swarm
+blocks alternate, ``--blocks`` swarms each between two bare blocks (bare, swarm, bare, swarm,
+bare), because this kind of machine drifts by 20% within minutes: comparing the pooled medians of
+interleaved blocks weighs a slow spell on both sides alike, where one bare block against one
+swarm compares two moments. ``ratio_vs_fastest_bare_block`` also gives the swarm's median against
+the fastest bare block alone, the harshest reading of the same runs. ``--sequential``
 also times the nodes one after another in this process with torch on every core (slow: a small
 model trains mostly in Python, so extra threads barely help); the faster of the two is the limit.
 Like the bare loop's workers, the nodes take turns to train, one per core at a time
@@ -21,7 +24,8 @@ round on one core. Prints one JSON object; medians over nodes and measured round
     {"results": [{"nodes": 8, "swarm_round_s": ..., "bare_round_s": ..., "ratio": ...,
                   "breakdown_s": {...}, "rss_mb_per_node": ...}], ...}
 
-Run: ``.venv/bin/python scripts/bench_round.py [--nodes 4 8 16] [--rounds 3] [--sequential]``
+Run: ``.venv/bin/python scripts/bench_round.py [--nodes 4 8 16] [--rounds 3] [--blocks 2]
+[--sequential]``
 """
 
 from __future__ import annotations
@@ -222,13 +226,13 @@ def timed_bare(
     swarm: LocalSwarm,
     *,
     rounds: int,
-    out: list[float],
+    out: list[list[float]],
     loads: dict[str, float],
     when: str,
 ) -> None:
-    """Append the bare loop's median round to `out`, noting the machine's load as it began."""
+    """Append the bare loop's rounds to `out`, noting the machine's load as it began."""
     loads[f"bare_{when}"] = round(os.getloadavg()[0], 2)
-    out.append(statistics.median(bare_rounds(spec, swarm, rounds, pooled=True)))
+    out.append(bare_rounds(spec, swarm, rounds, pooled=True))
 
 
 def median_parts(timings: list[dict[str, float]]) -> dict[str, float]:
@@ -241,7 +245,13 @@ def main() -> None:
     """Run the benchmark and print its JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, nargs="+", default=[4, 8, 16])
-    parser.add_argument("--rounds", type=int, default=3, help="measured rounds per size")
+    parser.add_argument("--rounds", type=int, default=3, help="measured rounds per block")
+    parser.add_argument(
+        "--blocks",
+        type=int,
+        default=2,
+        help="swarm blocks per size, each between two bare blocks",
+    )
     parser.add_argument("--train-s", type=float, default=2.0, help="local training per node")
     parser.add_argument(
         "--valuation",
@@ -267,23 +277,32 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-round-") as tmp:
         for n in args.nodes:
-            # The bare loop runs just before and just after the swarm; the faster is the limit,
-            # so other work on the machine during one of them cannot flatter the ratio.
-            pooled: list[float] = []
+            # Bare and swarm blocks alternate (bare, swarm, bare, ..., bare), so a slow spell of
+            # the machine weighs on both sides; each side's rounds are pooled into one median.
+            bare_blocks: list[list[float]] = []
             loads: dict[str, float] = {}
-            bare = partial(timed_bare, spec, rounds=args.rounds, out=pooled, loads=loads)
-            timings, rss, swarm, load = swarm_rounds(
-                spec,
-                valuation,
-                n,
-                args.rounds,
-                Path(tmp) / f"n{n}",
-                partial(bare, when="before"),
-                args.train_slots,
-            )
-            loads["swarm"] = round(load, 2)
-            bare(swarm, when="after")
-            bare_s = min(pooled)
+            bare = partial(timed_bare, spec, rounds=args.rounds, out=bare_blocks, loads=loads)
+            timings: list[dict[str, float]] = []
+            swarm_blocks: list[float] = []
+            rss: list[float] = []
+            for block in range(args.blocks):
+                first = partial(bare, when="0") if block == 0 else (lambda _: None)
+                block_timings, block_rss, swarm, load = swarm_rounds(
+                    spec,
+                    valuation,
+                    n,
+                    args.rounds,
+                    Path(tmp) / f"n{n}-{block}",
+                    first,
+                    args.train_slots,
+                )
+                loads[f"swarm_{block}"] = round(load, 2)
+                bare(swarm, when=str(block + 1))
+                timings += block_timings
+                swarm_blocks.append(statistics.median(t["round"] for t in block_timings))
+                rss.append(block_rss)
+            bare_s = statistics.median(r for rounds in bare_blocks for r in rounds)
+            block_medians = [statistics.median(rounds) for rounds in bare_blocks]
             extra: dict[str, float] = {}
             if args.sequential:
                 sequential = statistics.median(bare_rounds(spec, swarm, args.rounds, pooled=False))
@@ -295,14 +314,18 @@ def main() -> None:
                 "nodes": n,
                 "swarm_round_s": swarm_s,
                 "bare_round_s": round(bare_s, 3),
-                "bare_pooled_s": [round(p, 3) for p in pooled],  # before and after the swarm
                 **extra,
                 "ratio": round(swarm_s / bare_s, 3),
+                # the bare blocks' and swarm blocks' medians, in the order they ran
+                "bare_blocks_s": [round(b, 3) for b in block_medians],
+                "swarm_blocks_s": [round(b, 3) for b in swarm_blocks],
+                # against the fastest bare block alone: the harshest reading of the same runs
+                "ratio_vs_fastest_bare_block": round(swarm_s / min(block_medians), 3),
                 "breakdown_s": breakdown,
-                "rss_mb_per_node": round(rss, 1),
+                "rss_mb_per_node": round(statistics.mean(rss), 1),
                 "threads_per_node": max(1, (os.cpu_count() or 1) // n),
                 "train_slots": args.train_slots,
-                "measured_rounds": args.rounds,
+                "measured_rounds": args.rounds * args.blocks,
                 # the machine's 1-minute load as each part began (other work skews a ratio)
                 "load_at_start": loads,
             }

@@ -107,8 +107,8 @@ KEYS_FILE = "node-keys.json"
 # reveal or attestation), a quorum, a round closing and the next opening, a member joining (the
 # first round opens once enough joined). Claims, slashes and funding change nothing a node
 # waits on; deadlines pass without any event, so the node also looks every `poll_s`.
-QUIET_WAIT_S = 5.0  # longest wait of a node that only waits for the others' training
 WAKING_EVENTS = ("Joined", "Committed", "Revealed", "Attested", "RoundFinalized", "RoundFailed")
+QUIET_WAIT_S = 5.0  # longest wait of a node that only waits for the others' training
 REWARDS_DIR = "rewards"
 MAX_BACKOFF_S = 5.0
 KEEP_CHECKPOINTS = 3  # finalized checkpoints kept in memory (a base, its base, one spare)

@@ -239,11 +239,11 @@ def _params(p: Mapping[str, Any]) -> CoordinatorParams:
     )
 
 
-_Meta = dict[str, Any]
-
 # The same few member addresses recur in every round's logs, and checksumming (a keccak) is most
 # of the cost of decoding one.
 _checksum = functools.lru_cache(maxsize=4096)(to_checksum_address)
+
+_Meta = dict[str, Any]
 _Builder = Callable[[Mapping[str, Any], _Meta], ChainEvent]
 
 # Event name -> builder from the decoded ABI arguments and the log's position.

@@ -4,7 +4,11 @@ Five honest nodes (torch thread counts 1 and 2, alternating) and one ALIE attack
 digits task, split by Dirichlet label skew (alpha = 0.5), for five rounds. The swarm is run once
 per module; each test checks one property of that run against the chain's record. Most nodes
 share one embedded store; one keeps its own and trades blocks with the others over the
-trustless gateway (each side serves its store), and one encrypts its updates for the members.
+trustless gateway, and one encrypts its updates for the members. The loner serves its store
+with `--serve`; the shared store is served by the test for the whole run, as an organisation's
+always-on store server would be. (Served by one of the sharing nodes, it would go down when
+that node left after the last round, while the loner, which fetches over HTTP and so verifies
+last, may still need the round's updates.)
 
 The no-attacker baseline is the same computation run in-process: the honest members train from
 the baseline's own checkpoints with exactly the seeds their nodes use, and the pure round
@@ -50,6 +54,7 @@ from node.runtime.runner import LocalSwarm
 from node.task import AggregationSpec, StepSpec, TaskSpec, default_task
 from storage.cid import CID
 from storage.envelope import is_encrypted
+from storage.gateway import BlockServer
 from storage.store import EmbeddedStore
 
 pytestmark = pytest.mark.integration
@@ -99,20 +104,17 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     )
     with Anvil() as anvil:
         swarm = LocalSwarm.create(anvil, workdir, spec, NODES, params=params, alpha=0.5)
-        with swarm:
+        with swarm, EmbeddedStore(swarm.store) as blocks, BlockServer(blocks) as shared:
             common = ["--min-members", str(NODES), "--until-round", str(ROUNDS[-1])]
-            shared, loner = free_port(), free_port()
+            loner = free_port()
             for i in range(NODES):
                 extra = ["--threads", str(1 + i % 2)]
                 if i == ATTACKER:
                     extra += ["--attack", "alie:z=1.5"]
                 if i == ENCRYPTING:
                     extra += ["--encrypt"]
-                if i == 0:
-                    extra += ["--serve", f"127.0.0.1:{shared}"]
                 if i == LONER:
-                    extra += ["--serve", f"127.0.0.1:{loner}"]
-                    extra += ["--peer", f"http://127.0.0.1:{shared}"]
+                    extra += ["--serve", f"127.0.0.1:{loner}", "--peer", shared.url]
                     swarm.start(i, *common, *extra, store=workdir / "loner-store")
                 else:
                     swarm.start(i, *common, *extra, "--peer", f"http://127.0.0.1:{loner}")

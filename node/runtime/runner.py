@@ -133,9 +133,24 @@ class NodeProcess:
         self.wait()
 
     def wait(self, timeout: float = 30.0) -> int:
-        """Wait for the process to exit; returns its exit code."""
+        """Wait for the process to exit; returns its exit code.
+
+        Raises
+        ------
+        TimeoutError
+            Naming the node, its last events and the log's tail, if it still runs after
+            `timeout` seconds.
+        """
         assert self._process is not None
-        code = self._process.wait(timeout=timeout)
+        try:
+            code = self._process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with self._lock:
+                last = " | ".join(e.describe() for e in self.events[-5:]) or "(none)"
+            raise TimeoutError(
+                f"node {self.member.index} ({self.member.address}) still runs after {timeout}s; "
+                f"last events: {last}; log: {self.log_tail()}"
+            ) from None
         if self._reader is not None:
             self._reader.join(timeout=5)
         return code
@@ -148,7 +163,7 @@ class NodeProcess:
         self.signal(signal.SIGCONT)
         try:
             self.wait(timeout)
-        except subprocess.TimeoutExpired:
+        except TimeoutError:
             self.kill()
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 from fractions import Fraction
 
 import numpy as np
@@ -24,6 +25,7 @@ from node.aggregation.fixed_point import (
     in_parallel,
     quantise,
     quantised_mean,
+    set_threads,
 )
 from node.aggregation.pipeline import aggregate, aggregate_batch
 from node.task import AggregationSpec, TaskSpec
@@ -311,6 +313,23 @@ def _split_in_two() -> None:
     ranges: list[tuple[int, int]] = []
     in_parallel(lambda lo, hi: ranges.append((lo, hi)), 100, 2 * MIN_PART, 2)
     assert len(ranges) == 2
+
+
+def test_set_threads_bounds_the_ranges_of_a_parallel_call() -> None:
+    def ranges() -> list[tuple[int, int]]:
+        seen: list[tuple[int, int]] = []
+        in_parallel(lambda lo, hi: seen.append((lo, hi)), 90, 8 * MIN_PART)
+        return sorted(seen)
+
+    try:
+        set_threads(1)
+        assert ranges() == [(0, 90)]
+        set_threads(3)
+        assert ranges() == [(0, 30), (30, 60), (60, 90)]
+        with pytest.raises(ValueError, match=r"^thread count must be at least 1, not 0$"):
+            set_threads(0)
+    finally:
+        set_threads(os.cpu_count() or 1)
 
 
 def test_a_forked_child_gets_a_thread_pool_of_its_own() -> None:

@@ -88,6 +88,20 @@ def _renew_pool() -> None:
 
 _pool = _new_pool()
 os.register_at_fork(after_in_child=_renew_pool)
+_threads = os.cpu_count() or 1  # most ranges `in_parallel` splits into; see `set_threads`
+
+
+def set_threads(count: int) -> None:
+    """Bound the threads `in_parallel` uses, as ``torch.set_num_threads`` bounds torch's.
+
+    A node given ``--threads`` shares the machine with others: its aggregation must not start
+    a thread per core either.
+    """
+    global _threads
+    if count < 1:
+        raise ValueError(f"thread count must be at least 1, not {count}")
+    _threads = count
+
 
 IntArray = npt.NDArray[np.int64]
 I32Array = npt.NDArray[np.int32]
@@ -568,9 +582,9 @@ def in_parallel(
     work
         Values the whole call reads: each thread gets at least ``MIN_PART`` of them.
     workers
-        Most threads to use (default: one per CPU).
+        Most threads to use (default: the `set_threads` count, one per CPU unless set).
     """
-    count = max(1, min(workers or os.cpu_count() or 1, work // MIN_PART))
+    count = max(1, min(workers or _threads, work // MIN_PART))
     step = max(1, -(-size // count))
     parts = [(lo, min(size, lo + step)) for lo in range(0, size, step)]
     if len(parts) <= 1:

@@ -73,7 +73,10 @@ def join(
         typer.Option("--journal", help="Journal directory (default ~/.swarmchain/nodes/ADDR)."),
     ] = None,
     threads: Annotated[
-        int | None, typer.Option("--threads", help="CPU threads for torch and NumPy's BLAS.", min=1)
+        int | None,
+        typer.Option(
+            "--threads", help="CPU threads for torch, NumPy's BLAS and aggregation.", min=1
+        ),
     ] = None,
     train_slots: Annotated[
         int | None,

@@ -50,6 +50,7 @@ from threadpoolctl import threadpool_limits
 
 from incentives.claims import load_reward_tree, save_reward_tree
 from incentives.merkle import RewardTree
+from node.aggregation.fixed_point import set_threads as set_aggregation_threads
 from node.aggregation.registry import RULES
 from node.chain.abis import abi_of
 from node.chain.coordinator import Coordinator, RoundInfo
@@ -282,6 +283,7 @@ class SwarmNode:
             # NumPy's BLAS (the exact integer aggregation and valuation) would otherwise start a
             # thread per core, whose spin-waits take CPU from the other nodes on the machine.
             threadpool_limits(cfg.threads, user_api="blas")
+            set_aggregation_threads(cfg.threads)
         deployment: Deployment = load_deployment(cfg.deployment)
         self.coordinator = Coordinator(connect(cfg.rpc_url), deployment, cfg.private_key)
         self.address = self.coordinator.account

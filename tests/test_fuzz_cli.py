@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from cli_run import run_swarm
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -31,7 +32,8 @@ FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-# Argument text a shell can pass: no NUL; includes undecodable bytes as surrogate escapes.
+# Argument text: no NUL. It includes undecodable bytes as surrogate escapes (as argv gives them),
+# and lone surrogates no shell can pass but an in-process caller can.
 ARG = st.text(st.characters(exclude_characters="\x00"), max_size=40) | st.sampled_from(
     ["", "-", "--", "-1", "0x", "\udcff\udcfe", "../../etc/passwd", "%s%n", "1e309", "\n\n"]
 )
@@ -87,6 +89,21 @@ def test_store_add_of_any_path_succeeds_or_fails_cleanly(path: str) -> None:
     with _workdir() as directory:
         code, stderr = _run(["store", "add", "--only-hash", "--", str(directory / path)])
     _assert_no_traceback(code, stderr)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["store", "add", "--only-hash", "\ud800"],
+        ["rewards", "claim", "--deployment", "d.json", "--key", "\ud800", "--rpc", DEAD_RPC],
+        ["rewards", "claim", "--deployment", "d.json", "--key", sys.executable, "--rpc", DEAD_RPC],
+    ],
+    ids=["store-add-unencodable-name", "key-unencodable-name", "key-binary-file"],
+)
+def test_a_file_that_cannot_be_named_or_read_as_text_fails_cleanly(args: list[str]) -> None:
+    """A lone surrogate (only an in-process caller can pass one: argv decoding never makes it)
+    cannot be encoded as a file name; a binary file given as the key file is not UTF-8 text."""
+    _assert_clean_failure(*_run(args))
 
 
 DEPLOY_OPTIONS = [

@@ -137,8 +137,13 @@ def test_node_config_rejects_a_bad_key_and_reads_a_key_file(tmp_path: Path) -> N
     key_file.write_text(KEY + "\n")
 
     assert read_private_key(str(key_file)) == KEY
-    with pytest.raises(ConfigError, match="key file"):
+    with pytest.raises(ConfigError, match="key file: No such file or directory"):
         read_private_key(str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="file name this system can encode"):
+        read_private_key("\ud800")  # a lone surrogate: no file name has it
+    key_file.write_bytes(b"\x7fELF\xd0\x02")
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        read_private_key(str(key_file))
 
 
 def test_idx_data_needs_labels(tmp_path: Path) -> None:

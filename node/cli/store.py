@@ -50,6 +50,8 @@ def _read_input(file: str) -> bytes:
         return Path(file).read_bytes()
     except OSError as err:
         raise ConfigError(f"cannot read {file}: {err.strerror}") from None
+    except UnicodeEncodeError:
+        raise ConfigError(f"cannot read {file!r}: this system cannot encode the name") from None
 
 
 @app.command()

@@ -83,6 +83,14 @@ def read_private_key(value: str) -> str:
             raise ConfigError(
                 f"--key is neither a 0x private key nor a readable key file: {err.strerror}"
             ) from None
+        except UnicodeEncodeError:
+            raise ConfigError(
+                "--key is neither a 0x private key nor a file name this system can encode"
+            ) from None
+        except UnicodeDecodeError:
+            raise ConfigError(
+                "--key names a file that is not UTF-8 text, so not a key file"
+            ) from None
     try:
         Account.from_key(text)
     except (ValueError, TypeError):

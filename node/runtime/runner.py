@@ -145,12 +145,7 @@ class NodeProcess:
         try:
             code = self._process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            with self._lock:
-                last = " | ".join(e.describe() for e in self.events[-5:]) or "(none)"
-            raise TimeoutError(
-                f"node {self.member.index} ({self.member.address}) still runs after {timeout}s; "
-                f"last events: {last}; log: {self.log_tail()}"
-            ) from None
+            raise self._timed_out(f"still runs after {timeout}s") from None
         if self._reader is not None:
             self._reader.join(timeout=5)
         return code
@@ -188,7 +183,8 @@ class NodeProcess:
         Raises
         ------
         TimeoutError
-            Naming `what`, the node and the log's tail, when none arrives in time.
+            Naming `what`, the node, its last events and the log's tail, when none arrives in
+            time.
         """
         deadline = time.monotonic() + timeout
         seen = 0
@@ -203,9 +199,15 @@ class NodeProcess:
                 if left <= 0 or (self._read_all and seen == len(self.events)):
                     break
                 self._lock.wait(min(left, 0.5))
-        raise TimeoutError(
-            f"node {self.member.index} ({self.member.address}) gave no {what} within "
-            f"{timeout}s (exit code {self.returncode}); log: {self.log_tail()}"
+        raise self._timed_out(f"gave no {what} within {timeout}s (exit code {self.returncode})")
+
+    def _timed_out(self, what: str) -> TimeoutError:
+        """A timeout naming the node, `what` went wrong, its last events and its log's tail."""
+        with self._lock:
+            last = " | ".join(e.describe() for e in self.events[-5:]) or "(none)"
+        return TimeoutError(
+            f"node {self.member.index} ({self.member.address}) {what}; "
+            f"last events: {last}; log: {self.log_tail()}"
         )
 
     def log_tail(self, lines: int = 8) -> str:

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from browser import CHROMIUM, load_page
+from browser import load_page, needs_chromium
 
 from node.audit.html import render_html
 from node.audit.report import (
@@ -26,9 +26,6 @@ ALICE = "0x" + "aa" * 20
 EVIL = "0x" + "ee" * 20
 HOSTILE = "<script>alert(1)</script>"
 TOKEN = 10**18
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)"
-)
 
 
 def _round(r: int, accuracy: float, mismatch: bool = False) -> RoundReport:

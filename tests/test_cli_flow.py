@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import CHROMIUM, load_page
+from browser import load_page, needs_chromium
 
 from node.audit.record import SwarmRecord
 from node.audit.replay import Auditor
@@ -182,7 +182,7 @@ def test_audit_rederives_the_checkpoint_and_matches(flow: Flow) -> None:
     assert sum(int(v) for v in rounds[ROUND]["rewards"].values()) > 0
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
+@needs_chromium
 def test_audit_html_report_renders_offline_in_chromium(flow: Flow, tmp_path: Path) -> None:
     load = load_page(flow.report, tmp_path / "profile")
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from browser import CHROMIUM, load_page
+from browser import load_page, needs_chromium
 
 pytestmark = pytest.mark.integration
 
@@ -64,11 +64,10 @@ def test_the_attacker_is_rejected_slashed_and_unpaid(demo: dict[str, object]) ->
     assert row["accuracy"] == row["baseline_accuracy"]
 
 
+@needs_chromium
 def test_report_renders_offline_in_chromium(demo: dict[str, object], tmp_path: Path) -> None:
     report = Path(str(demo["report"]))
     assert report.is_file()
-    if CHROMIUM is None:
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
 
     load = load_page(report, tmp_path / "profile")
 

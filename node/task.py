@@ -216,6 +216,9 @@ class TaskSpec:
     max_update_bytes: int = 1 << 20  # serialised updates larger than this are rejected
     reference: ReferenceSpec = field(default_factory=ReferenceSpec)  # the valuation reference set
     valuation: ValuationSpec = field(default_factory=ValuationSpec)  # contribution valuation
+    # Members may encrypt updates for the round's members (`--encrypt`); when False every node
+    # rejects encrypted updates, and an outside auditor can re-derive every round.
+    encrypted_updates: bool = False
 
     def __post_init__(self) -> None:
         _normalise(self)
@@ -377,6 +380,10 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
     """Convert one JSON value to the field type ``hint``."""
     if is_dataclass(hint):
         return _build(hint, value, path)  # type: ignore[arg-type]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path} must be true or false, got {value!r}")
+        return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{path} must be an integer, got {value!r}")

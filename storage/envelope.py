@@ -11,14 +11,21 @@ canonical form of what they parse to is rejected. The signature covers ``DOMAIN`
 canonical manifest. The manifest carries the chain id and coordinator address (no replay into
 another swarm), the round (no replay into another round) and the node address.
 
-Encryption (optional): a fresh SecretBox key (XSalsa20-Poly1305) encrypts the blob, and that key
-is wrapped for each member's X25519 public key with a SealedBox, so outsiders reading public IPFS
-learn nothing but the blob's length and the number of recipients::
+Encryption (only in swarms whose task enables it): a fresh SecretBox key K (XSalsa20-Poly1305)
+encrypts the blob, and K is wrapped for each recipient's X25519 key ``P_i`` with an ephemeral key
+pair ``(e, E)``::
 
-    b"SWENC\\x01" | u16 big-endian n | n x 80-byte SealedBox(key) | SecretBox(blob)
+    b"SWENC\\x02" | E | u16 big-endian n | n x (P_i | wrap_i) | SecretBox_K(e) | SecretBox_K(blob)
+    wrap_i = SecretBox(K, nonce 0, key = BLAKE2b(X25519(e, P_i), E | P_i))   (48 bytes)
 
-A recipient finds its wrapped key by trying each one. The CID and content hash of an encrypted
-update are those of the encrypted bytes.
+Every wrap is a deterministic function of ``(e, K, P_i)``, and ``e`` travels under K. So whoever
+opens its own wrap recovers ``e`` and re-derives every other wrap; `decrypt_blob` accepts a blob
+only if all of them match. That makes the verdict the same for every recipient: a sender that
+wraps K for some members and garbage for others is rejected by the ones it served (a wrap differs
+from its derivation) and by the ones it did not (their wrap does not open), so it cannot split
+honest verifiers by what it shows each of them. The recipient list itself is public and must be
+exactly the list the round requires. The CID and content hash of an encrypted update are those
+of the encrypted bytes.
 """
 
 from __future__ import annotations
@@ -31,16 +38,18 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 import nacl.bindings
+import nacl.encoding
 import nacl.exceptions
+import nacl.hash
 import nacl.secret
 import nacl.utils
 from eth_utils.address import is_address, is_checksum_address, to_checksum_address
-from nacl.public import PublicKey, SealedBox
 from nacl.signing import VerifyKey
 
 from node import safejson
 from storage.cid import CID
 from storage.errors import (
+    BadEncryption,
     BadSignature,
     InvalidCID,
     MalformedCiphertext,
@@ -56,8 +65,13 @@ from storage.keys import NodeKeys
 DOMAIN = b"swarmchain/update-envelope/v1\n"  # prefix of every signed message
 MAX_ENVELOPE_BYTES = 64 * 1024  # larger envelopes are rejected before parsing
 MAX_SAFE_INT = 2**53 - 1  # largest integer every JSON implementation reads exactly
-ENCRYPTED_MAGIC = b"SWENC\x01"
-_WRAPPED_KEY_SIZE = nacl.secret.SecretBox.KEY_SIZE + nacl.bindings.crypto_box_SEALBYTES  # 80
+ENCRYPTED_MAGIC = b"SWENC\x02"
+_KEY = nacl.secret.SecretBox.KEY_SIZE  # 32: K, X25519 keys and scalars alike
+_BOX = nacl.secret.SecretBox.NONCE_SIZE + nacl.secret.SecretBox.MACBYTES  # 40 bytes around a box
+_WRAP = _KEY + nacl.secret.SecretBox.MACBYTES  # 48: a wrap stores no nonce (its key is single-use)
+_ZERO_NONCE = bytes(nacl.secret.SecretBox.NONCE_SIZE)
+_WRAP_PERSON = b"swarmchain-wrap1"  # BLAKE2b personalisation: 16 bytes
+_PROBE = bytes([9]) + bytes(31)  # a clamped test scalar for `valid_x25519_key`
 _FIELDS = (
     "base_cid",
     "chain_id",
@@ -302,16 +316,47 @@ def open_envelope(
     return manifest
 
 
-def encrypt_blob(blob: bytes, members: Sequence[bytes]) -> bytes:
-    """Encrypt a blob so that only the given members can read it.
+def valid_x25519_key(key: bytes) -> bool:
+    """Whether `key` is a 32-byte X25519 public key a shared secret can be agreed with.
+
+    The low-order points (and their non-canonical encodings) give the all-zero secret for every
+    private key, which libsodium refuses; a member that registered one can receive nothing.
+    """
+    if len(key) != _KEY:
+        return False
+    try:
+        nacl.bindings.crypto_scalarmult(_PROBE, key)
+    except nacl.exceptions.RuntimeError:
+        return False
+    return True
+
+
+def _wrap_key(shared: bytes, ephemeral: bytes, recipient: bytes) -> bytes:
+    return nacl.hash.blake2b(
+        ephemeral + recipient,
+        digest_size=_KEY,
+        key=shared,
+        person=_WRAP_PERSON,
+        encoder=nacl.encoding.RawEncoder,
+    )
+
+
+def _wrap(content_key: bytes, secret: bytes, ephemeral: bytes, recipient: bytes) -> bytes:
+    shared = nacl.bindings.crypto_scalarmult(secret, recipient)
+    box = nacl.secret.SecretBox(_wrap_key(shared, ephemeral, recipient))
+    return bytes(box.encrypt(content_key, _ZERO_NONCE).ciphertext)
+
+
+def encrypt_blob(blob: bytes, recipients: Sequence[bytes]) -> bytes:
+    """Encrypt a blob so that exactly the given recipients can read it.
 
     Parameters
     ----------
     blob
         The plaintext (an encoded update).
-    members
-        X25519 public keys (32 bytes each) of the recipients, the sender included if it wants to
-        read it back.
+    recipients
+        X25519 public keys of the recipients in the order the round requires
+        (`node.runtime.verify.round_recipients`), the sender included.
 
     Returns
     -------
@@ -321,57 +366,137 @@ def encrypt_blob(blob: bytes, members: Sequence[bytes]) -> bytes:
     Raises
     ------
     ValueError
-        If there are no members, more than 65,535, or a key is not 32 bytes.
+        If there are no recipients, more than 65,535, or a key is not a valid X25519 key.
     """
-    if not 1 <= len(members) <= 0xFFFF:
-        raise ValueError(f"need 1 to 65535 members, got {len(members)}")
-    key = nacl.utils.random(nacl.secret.SecretBox.KEY_SIZE)
-    wrapped = []
-    for member in members:
-        if len(member) != PublicKey.SIZE:
-            raise ValueError(f"member keys are {PublicKey.SIZE} bytes, got {len(member)}")
-        wrapped.append(bytes(SealedBox(PublicKey(member)).encrypt(key)))
-    body = bytes(nacl.secret.SecretBox(key).encrypt(blob))
-    return ENCRYPTED_MAGIC + struct.pack(">H", len(members)) + b"".join(wrapped) + body
+    if not 1 <= len(recipients) <= 0xFFFF:
+        raise ValueError(f"need 1 to 65535 recipients, got {len(recipients)}")
+    for key in recipients:
+        if not valid_x25519_key(key):
+            raise ValueError(f"0x{key.hex()} is not a valid X25519 public key")
+    content_key = nacl.utils.random(_KEY)
+    secret = nacl.utils.random(_KEY)
+    ephemeral = nacl.bindings.crypto_scalarmult_base(secret)
+    body = nacl.secret.SecretBox(content_key)
+    return b"".join(
+        [
+            ENCRYPTED_MAGIC,
+            ephemeral,
+            struct.pack(">H", len(recipients)),
+            *(key + _wrap(content_key, secret, ephemeral, key) for key in recipients),
+            bytes(body.encrypt(secret)),
+            bytes(body.encrypt(blob)),
+        ]
+    )
 
 
 def is_encrypted(data: bytes) -> bool:
-    """Whether `data` starts like an `encrypt_blob` output."""
-    return data.startswith(ENCRYPTED_MAGIC)
+    """Whether `data` starts like an encrypted blob (of this or an earlier format)."""
+    return data.startswith(ENCRYPTED_MAGIC[:-1])
 
 
-def decrypt_blob(data: bytes, keys: NodeKeys) -> bytes:
-    """Decrypt a blob encrypted for this node.
+@dataclass(frozen=True)
+class _Sealed:
+    ephemeral: bytes  # E
+    recipients: list[bytes]  # P_i, in order
+    wraps: list[bytes]  # wrap_i, in order
+    secret: bytes  # SecretBox_K(e)
+    body: bytes  # SecretBox_K(blob)
+
+
+def _parse(data: bytes) -> _Sealed:
+    if not data.startswith(ENCRYPTED_MAGIC):
+        raise MalformedCiphertext("not an encrypted blob of format 2 (magic bytes missing)")
+    head = len(ENCRYPTED_MAGIC) + _KEY + 2
+    if len(data) < head:
+        raise MalformedCiphertext(f"encrypted blob of {len(data)} bytes is truncated")
+    (count,) = struct.unpack_from(">H", data, head - 2)
+    secret_at = head + count * (_KEY + _WRAP)
+    body_at = secret_at + _BOX + _KEY
+    if count == 0 or len(data) < body_at + _BOX:
+        raise MalformedCiphertext(f"encrypted blob of {len(data)} bytes is truncated")
+    entries = [
+        data[head + i * (_KEY + _WRAP) : head + (i + 1) * (_KEY + _WRAP)] for i in range(count)
+    ]
+    return _Sealed(
+        ephemeral=data[len(ENCRYPTED_MAGIC) : len(ENCRYPTED_MAGIC) + _KEY],
+        recipients=[entry[:_KEY] for entry in entries],
+        wraps=[entry[_KEY:] for entry in entries],
+        secret=data[secret_at:body_at],
+        body=data[body_at:],
+    )
+
+
+def encrypted_recipients(data: bytes) -> list[bytes]:
+    """The X25519 keys an encrypted blob lists as its recipients, in order.
 
     Raises
     ------
     MalformedCiphertext
-        If the blob is truncated, not an encrypted blob, or fails authentication.
-    NotARecipient
-        If no wrapped key opens with this node's X25519 key.
+        If the blob is not a well-formed encrypted blob.
     """
-    if not is_encrypted(data) or len(data) < len(ENCRYPTED_MAGIC) + 2:
-        raise MalformedCiphertext("not an encrypted blob (magic bytes missing)")
-    start = len(ENCRYPTED_MAGIC) + 2
-    (count,) = struct.unpack_from(">H", data, len(ENCRYPTED_MAGIC))
-    body_start = start + count * _WRAPPED_KEY_SIZE
-    if (
-        count == 0
-        or len(data)
-        < body_start + nacl.secret.SecretBox.NONCE_SIZE + nacl.secret.SecretBox.MACBYTES
-    ):
-        raise MalformedCiphertext(f"encrypted blob of {len(data)} bytes is truncated")
-    opener = SealedBox(keys.encryption)
-    for index in range(count):
-        wrapped = data[start + index * _WRAPPED_KEY_SIZE : start + (index + 1) * _WRAPPED_KEY_SIZE]
+    return _parse(data).recipients
+
+
+def decrypt_blob(data: bytes, keys: NodeKeys, recipients: Sequence[bytes]) -> bytes:
+    """Decrypt a blob, accepting it only if every recipient would read the same plaintext.
+
+    Every check but the first is one that each listed recipient makes alike (see the module
+    docstring), so the verdict does not depend on which recipient is asking.
+
+    Parameters
+    ----------
+    data
+        The encrypted blob.
+    keys
+        This node's keys.
+    recipients
+        The recipient list the round requires, in order.
+
+    Returns
+    -------
+    bytes
+        The plaintext.
+
+    Raises
+    ------
+    NotARecipient
+        If this node's key is not in `recipients`: it cannot judge the blob at all.
+    MalformedCiphertext
+        If the blob is truncated or not of this format.
+    BadEncryption
+        If the blob lists other recipients than required, a wrap does not open or differs from
+        its derivation, or the ephemeral key or the body fails authentication.
+    """
+    me = keys.encryption_public
+    if me not in recipients:
+        raise NotARecipient(f"X25519 key 0x{me.hex()} is not among the round's recipients")
+    sealed = _parse(data)
+    if sealed.recipients != list(recipients):
+        raise BadEncryption(
+            f"wrapped for {len(sealed.recipients)} keys that are not the round's "
+            f"{len(recipients)} recipients in order"
+        )
+    position = sealed.recipients.index(me)
+    try:
+        shared = nacl.bindings.crypto_scalarmult(bytes(keys.encryption), sealed.ephemeral)
+        own = nacl.secret.SecretBox(_wrap_key(shared, sealed.ephemeral, me))
+        content_key = own.decrypt(sealed.wraps[position], _ZERO_NONCE)
+        box = nacl.secret.SecretBox(content_key)
+        secret = box.decrypt(sealed.secret)
+    except (nacl.exceptions.CryptoError, nacl.exceptions.RuntimeError):
+        raise BadEncryption(f"the key wrapped for recipient {position} does not open") from None
+    if len(secret) != _KEY or nacl.bindings.crypto_scalarmult_base(secret) != sealed.ephemeral:
+        raise BadEncryption("the sealed ephemeral key does not match the blob's public one")
+    for index, (key, wrap) in enumerate(zip(sealed.recipients, sealed.wraps, strict=True)):
         try:
-            key = opener.decrypt(wrapped)
-        except nacl.exceptions.CryptoError:
-            continue
-        try:
-            return bytes(nacl.secret.SecretBox(key).decrypt(data[body_start:]))
-        except nacl.exceptions.CryptoError:
-            raise MalformedCiphertext("encrypted blob fails authentication") from None
-    raise NotARecipient(
-        f"none of the {count} wrapped keys is for X25519 key 0x{keys.encryption_public.hex()}"
-    )
+            derived = _wrap(content_key, secret, sealed.ephemeral, key)
+        except nacl.exceptions.RuntimeError:
+            raise BadEncryption(f"recipient {index} has no valid X25519 key") from None
+        if derived != wrap:
+            raise BadEncryption(
+                f"the key wrapped for recipient {index} differs from its derivation"
+            )
+    try:
+        return bytes(box.decrypt(sealed.body))
+    except nacl.exceptions.CryptoError:
+        raise BadEncryption("the encrypted body fails authentication") from None

@@ -111,7 +111,11 @@ class WrongNode(VerificationError):
 
 
 class NotARecipient(VerificationError):
-    """An encrypted blob carries no key wrapped for this member."""
+    """This node is not among an encrypted blob's required recipients, so it cannot judge it."""
+
+
+class BadEncryption(VerificationError):
+    """An encrypted blob would not open alike for every required recipient (see `decrypt_blob`)."""
 
 
 class MalformedCiphertext(VerificationError):

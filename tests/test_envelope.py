@@ -13,16 +13,20 @@ import pytest
 from node.errors import ConfigError
 from storage.dag import cid_of
 from storage.envelope import (
+    ENCRYPTED_MAGIC,
     MAX_ENVELOPE_BYTES,
     Manifest,
     canonical_json,
     decrypt_blob,
     encrypt_blob,
+    encrypted_recipients,
     is_encrypted,
     open_envelope,
     sign_manifest,
+    valid_x25519_key,
 )
 from storage.errors import (
+    BadEncryption,
     BadSignature,
     MalformedCiphertext,
     MalformedEnvelope,
@@ -193,13 +197,20 @@ def test_manifest_fields_are_validated(changes: dict[str, Any]) -> None:
         _manifest(**changes)
 
 
+def _wrap_at(position: int) -> int:
+    """Where recipient `position`'s 48-byte wrap starts in an encrypted blob."""
+    return len(ENCRYPTED_MAGIC) + 32 + 2 + position * (32 + 48) + 32
+
+
 def test_members_decrypt_and_outsiders_cannot() -> None:
     members = [NodeKeys.generate() for _ in range(3)]
-    sealed = encrypt_blob(UPDATE, [m.encryption_public for m in members])
+    recipients = [m.encryption_public for m in members]
+    sealed = encrypt_blob(UPDATE, recipients)
     assert is_encrypted(sealed) and UPDATE not in sealed
-    assert all(decrypt_blob(sealed, member) == UPDATE for member in members)
+    assert encrypted_recipients(sealed) == recipients
+    assert all(decrypt_blob(sealed, member, recipients) == UPDATE for member in members)
     with pytest.raises(NotARecipient):
-        decrypt_blob(sealed, NodeKeys.generate())
+        decrypt_blob(sealed, NodeKeys.generate(), recipients)
 
 
 def test_each_encryption_uses_a_fresh_key() -> None:
@@ -209,14 +220,60 @@ def test_each_encryption_uses_a_fresh_key() -> None:
 
 def test_tampered_ciphertext_is_rejected() -> None:
     member = NodeKeys.generate()
-    sealed = bytearray(encrypt_blob(UPDATE, [member.encryption_public]))
+    recipients = [member.encryption_public]
+    sealed = bytearray(encrypt_blob(UPDATE, recipients))
     sealed[-1] ^= 1
-    with pytest.raises(MalformedCiphertext, match="authentication"):
-        decrypt_blob(bytes(sealed), member)
+    with pytest.raises(BadEncryption, match="authentication"):
+        decrypt_blob(bytes(sealed), member, recipients)
     with pytest.raises(MalformedCiphertext, match="truncated"):
-        decrypt_blob(bytes(sealed[:50]), member)
+        decrypt_blob(bytes(sealed[:50]), member, recipients)
     with pytest.raises(MalformedCiphertext, match="magic"):
-        decrypt_blob(UPDATE, member)
+        decrypt_blob(UPDATE, member, recipients)
+
+
+@pytest.mark.parametrize("spoiled", [0, 1, 2])
+def test_a_wrap_spoiled_for_one_member_is_rejected_by_every_member(spoiled: int) -> None:
+    # The split attack: K wrapped properly for some members and garbage for another. Those it
+    # served see the spoiled wrap differ from its derivation; the spoiled one cannot open.
+    members = [NodeKeys.generate() for _ in range(3)]
+    recipients = [m.encryption_public for m in members]
+    sealed = bytearray(encrypt_blob(UPDATE, recipients))
+    sealed[_wrap_at(spoiled) + 5] ^= 0x40
+    for member in members:
+        with pytest.raises(BadEncryption):
+            decrypt_blob(bytes(sealed), member, recipients)
+
+
+def test_a_key_wrapped_for_different_members_is_rejected_by_every_member() -> None:
+    # Two blobs' wraps spliced together: each member opens a key, but not the same one.
+    members = [NodeKeys.generate() for _ in range(2)]
+    recipients = [m.encryption_public for m in members]
+    first, second = (encrypt_blob(UPDATE, recipients) for _ in range(2))
+    spliced = first[: _wrap_at(1)] + second[_wrap_at(1) : _wrap_at(1) + 48]
+    spliced += first[_wrap_at(1) + 48 :]
+    for member in members:
+        with pytest.raises(BadEncryption):
+            decrypt_blob(spliced, member, recipients)
+
+
+def test_a_blob_for_other_recipients_than_the_round_requires_is_rejected() -> None:
+    members = [NodeKeys.generate() for _ in range(3)]
+    recipients = [m.encryption_public for m in members]
+    for listed in (recipients[:2], recipients[::-1]):
+        sealed = encrypt_blob(UPDATE, listed)
+        for member in members[:2]:
+            with pytest.raises(BadEncryption, match="not the round's"):
+                decrypt_blob(sealed, member, recipients)
+
+
+def test_low_order_keys_are_invalid_and_refused_as_recipients() -> None:
+    low_order = bytes([1]) + bytes(31)
+    assert not valid_x25519_key(low_order)
+    assert not valid_x25519_key(bytes(32))
+    assert not valid_x25519_key(b"short")
+    assert valid_x25519_key(NodeKeys.generate().encryption_public)
+    with pytest.raises(ValueError, match="not a valid X25519"):
+        encrypt_blob(UPDATE, [NodeKeys.generate().encryption_public, low_order])
 
 
 def test_keyfile_round_trips_with_owner_only_permissions(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickle
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,11 +27,17 @@ from node.runtime.round import (
     compute_round,
     reward_for_round,
 )
-from node.runtime.verify import RejectReason, Submission
+from node.runtime.verify import CannotJudge, Fetch, RejectReason, Submission
 from node.task import AggregationSpec, TaskSpec, default_task
 from storage.cid import CID, RAW
 from storage.codec import encode_update
-from storage.envelope import Manifest, encrypt_blob, sign_manifest
+from storage.envelope import (
+    ENCRYPTED_MAGIC,
+    Manifest,
+    decrypt_blob,
+    encrypt_blob,
+    sign_manifest,
+)
 from storage.keys import NodeKeys
 from storage.store import EmbeddedStore
 
@@ -221,7 +227,7 @@ def test_each_hostile_update_is_rejected_with_its_named_reason(
         13: RejectReason.CID_MISMATCH,
         14: RejectReason.UNAVAILABLE,
         15: RejectReason.CID_MISMATCH,
-        16: RejectReason.UNDECRYPTABLE,
+        16: RejectReason.ENCRYPTION_DISABLED,
         17: RejectReason.MALFORMED,
     }
     assert result.outcome.accepted_bitmap == encode_bitmap([0, 1, 2])
@@ -263,21 +269,116 @@ def test_an_update_the_rule_screens_out_is_rejected(
     assert result.outcome.accepted_bitmap == encode_bitmap(range(4))
 
 
-def test_an_encrypted_update_is_accepted_by_a_recipient(
+def _encrypting_round(
+    store: EmbeddedStore, spec: TaskSpec, base: Checkpoint, recipients: list[bytes]
+) -> Round:
+    """Members 0-2 publish plain updates, member 3 an encrypted one, in a swarm allowing it."""
+    rnd = Round(store, replace(spec, encrypted_updates=True), base)
+    for i in range(3):
+        rnd.publish(i)
+    rnd.publish(3, blob=encrypt_blob(encode_update(delta_like(base, 3)), recipients))
+    return rnd
+
+
+def _as(verifier: NodeKeys) -> Callable[[bytes, Sequence[bytes]], bytes]:
+    return lambda blob, to: decrypt_blob(blob, verifier, to)
+
+
+def test_an_encrypted_update_is_accepted_by_every_recipient_alike(
     store: EmbeddedStore, spec: TaskSpec, base: Checkpoint, reference: Dataset
 ) -> None:
-    from storage.envelope import decrypt_blob
+    verifiers = [keys_of(50), keys_of(51)]
+    recipients = [v.encryption_public for v in verifiers]
+    rnd = _encrypting_round(store, spec, base, recipients)
 
+    results = [
+        compute_round(
+            replace(rnd.inputs(reference), recipients=tuple(recipients)),
+            lambda cid, limit: store.get(cid, max_size=limit),
+            _as(verifier),
+        )
+        for verifier in verifiers
+    ]
+
+    assert reasons(results[0]) == dict.fromkeys(range(4))
+    assert results[0].outcome == results[1].outcome
+
+
+def test_a_wrap_spoiled_for_one_recipient_is_rejected_by_every_recipient(
+    store: EmbeddedStore, spec: TaskSpec, base: Checkpoint, reference: Dataset
+) -> None:
+    # The split attack: the key wrapped properly for verifier 50, garbage for verifier 51.
+    verifiers = [keys_of(50), keys_of(51)]
+    recipients = [v.encryption_public for v in verifiers]
+    rnd = Round(store, replace(spec, encrypted_updates=True), base)
+    for i in range(3):
+        rnd.publish(i)
+    sealed = bytearray(encrypt_blob(encode_update(delta_like(base, 3)), recipients))
+    sealed[len(ENCRYPTED_MAGIC) + 32 + 2 + (32 + 48) + 32 + 7] ^= 1
+    rnd.publish(3, blob=bytes(sealed))
+
+    results = [
+        compute_round(
+            replace(rnd.inputs(reference), recipients=tuple(recipients)),
+            lambda cid, limit: store.get(cid, max_size=limit),
+            _as(verifier),
+        )
+        for verifier in verifiers
+    ]
+
+    assert reasons(results[0])[3] == reasons(results[1])[3] == RejectReason.UNDECRYPTABLE
+    assert results[0].outcome == results[1].outcome
+
+
+def test_a_party_that_is_no_recipient_cannot_judge_the_round(
+    store: EmbeddedStore, spec: TaskSpec, base: Checkpoint, reference: Dataset
+) -> None:
+    recipients = [keys_of(50).encryption_public]
+    rnd = _encrypting_round(store, spec, base, recipients)
+    inputs = replace(rnd.inputs(reference), recipients=tuple(recipients))
+    fetch: Fetch = lambda cid, limit: store.get(cid, max_size=limit)  # noqa: E731
+
+    with pytest.raises(CannotJudge):
+        compute_round(inputs, fetch, _as(keys_of(60)))
+    with pytest.raises(CannotJudge):
+        compute_round(inputs, fetch)
+
+
+def test_encrypted_updates_are_rejected_where_the_task_does_not_allow_them(
+    store: EmbeddedStore, spec: TaskSpec, base: Checkpoint, reference: Dataset
+) -> None:
     verifier = keys_of(50)
     rnd = Round(store, spec, base)
     for i in range(3):
         rnd.publish(i)
-    secret = encrypt_blob(encode_update(delta_like(base, 3)), [verifier.encryption_public])
-    rnd.publish(3, blob=secret)
+    rnd.publish(
+        3, blob=encrypt_blob(encode_update(delta_like(base, 3)), [verifier.encryption_public])
+    )
 
-    result = rnd.compute(reference, decrypt=lambda blob: decrypt_blob(blob, verifier))
+    with_key = rnd.compute(reference, decrypt=_as(verifier))
+    without = rnd.compute(reference)
 
-    assert reasons(result) == dict.fromkeys(range(4))
+    assert reasons(with_key)[3] == reasons(without)[3] == RejectReason.ENCRYPTION_DISABLED
+    assert with_key.outcome == without.outcome
+
+
+def test_withheld_updates_are_unavailable_without_a_fetch(
+    store: EmbeddedStore, spec: TaskSpec, base: Checkpoint, reference: Dataset
+) -> None:
+    rnd = Round(store, spec, base)
+    for i in range(4):
+        rnd.publish(i)
+    fetched: list[str] = []
+
+    def fetch(cid: str, limit: int) -> bytes:
+        fetched.append(cid)
+        return store.get(cid, max_size=limit)
+
+    result = compute_round(rnd.inputs(reference), fetch, withheld=frozenset({2}))
+
+    assert reasons(result)[2] == RejectReason.UNAVAILABLE
+    assert rnd.subs[2].cid not in fetched
+    assert result.outcome.accepted_bitmap == encode_bitmap([0, 1, 3])
 
 
 def test_checkpoint_is_the_canonical_encoding_of_base_plus_aggregate(

@@ -72,6 +72,7 @@ def e2e_task() -> TaskSpec:
     spec = default_task()
     return replace(
         spec,
+        encrypted_updates=True,  # one member encrypts
         train=replace(spec.train, lr=0.1, local_epochs=3),
         aggregation=AggregationSpec(
             "centered_clipping", {"tau": 3.0, "iterations": 3}, (StepSpec("bucketing", {"s": 2}),)

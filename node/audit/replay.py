@@ -52,10 +52,17 @@ from node.runtime.checkpoint import (
     max_blob_bytes,
 )
 from node.runtime.document import MAX_DOCUMENT_BYTES, TaskDocument
-from node.runtime.round import RoundInputs, RoundResult, compute_round, one_thread, reward_for_round
-from node.runtime.verify import ENCRYPTION_OVERHEAD
+from node.runtime.round import (
+    WITHHELD,
+    RoundInputs,
+    RoundResult,
+    compute_round,
+    one_thread,
+    reward_for_round,
+)
+from node.runtime.verify import ENCRYPTION_OVERHEAD, CannotJudge, RejectReason
 from node.task import TaskSpec
-from storage.envelope import MAX_ENVELOPE_BYTES, Manifest, is_encrypted, open_envelope
+from storage.envelope import MAX_ENVELOPE_BYTES, Manifest, open_envelope
 from storage.errors import BlockNotFound, TamperedBlock
 from storage.store import Store
 
@@ -297,7 +304,7 @@ class Auditor:
             if rec.state == RoundState.FINALIZED
             else None,
             replayed=result is not None,
-            note=_note(rec),
+            note=_note(rec, result),
         )
 
     def _reward(self, rec: RoundRecord) -> int:
@@ -333,12 +340,6 @@ class Auditor:
                 expected=manifest.content_hash, actual=_hex(digest),
             ):  # fmt: skip
                 continue
-            if is_encrypted(blob):
-                self._check(
-                    rec.round, CheckKind.REPLAY, manifest.update_cid, False,
-                    detail="the update is encrypted for the swarm's members; an auditor cannot "
-                    "read it, so the round cannot be re-derived",
-                )  # fmt: skip
 
     def _manifest(
         self, rec: RoundRecord, envelope: bytes, signer: bytes, cid: str
@@ -380,7 +381,25 @@ class Auditor:
             submissions=rec.submissions(),
             valuation=task.document.valuation,
         )
-        return compute_round(inputs, lambda cid, size: self.store.get(cid, max_size=size))
+
+        def fetch(cid: str, size: int) -> bytes:
+            return self.store.get(cid, max_size=size)
+
+        try:
+            result = compute_round(inputs, fetch)
+            late = _published_late(rec, result)
+            if late:
+                # The record says these were unavailable during the round; the auditor cannot
+                # disprove that, so it re-derives the round the nodes computed without them.
+                result = compute_round(inputs, fetch, withheld=late)
+        except CannotJudge as err:
+            self._check(
+                rec.round, CheckKind.REPLAY, f"round {rec.round}", False,
+                detail=f"{err}: updates encrypted for the swarm's members cannot be re-derived "
+                "by an outside auditor",
+            )  # fmt: skip
+            return None
+        return result
 
     def _center(
         self, base_round: int, spec: TaskSpec, checkpoints: dict[int, Checkpoint]
@@ -459,10 +478,30 @@ class Auditor:
         return metrics.accuracy
 
 
-def _note(rec: RoundRecord) -> str:
-    """Why a failed round failed, in words."""
+def _published_late(rec: RoundRecord, result: RoundResult) -> frozenset[int]:
+    """Members whose update verifies now but that the finalized round left out before any
+    content check could: it was unavailable then (withheld, or served only later)."""
+    if rec.finalized is None:
+        return frozenset()
+    recorded = decode_bitmap(rec.finalized.outcome.accepted_bitmap)
+    return frozenset(v.index for v in result.verdicts if v.accepted and v.index not in recorded)
+
+
+def _note(rec: RoundRecord, result: RoundResult | None = None) -> str:
+    """Why a failed round failed, or which updates a finalized one recorded as unavailable."""
     if rec.failed is None:
-        return ""
+        late = sorted(
+            v.index
+            for v in (() if result is None else result.verdicts)
+            if v.reason == RejectReason.UNAVAILABLE and v.detail == WITHHELD
+        )
+        if not late:
+            return ""
+        members = ", ".join(str(index) for index in late)
+        return (
+            f"Member(s) {members}: unavailable during the round by its record (their content "
+            "verifies now: withheld, or published late)."
+        )
     if rec.opened.active_at_open == 0:
         return "Failed: no member was active when it opened."
     return (

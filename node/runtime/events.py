@@ -24,7 +24,8 @@ class EventKind(StrEnum):
     - JOINED: stake, index (sent only when this run joined)
     - ROUND: base_round, eligible, members, commit_deadline (the node saw a new round)
     - TRAINED: num_samples, train_loss, seconds, attack, slot_wait_s (with ``--train-slots``)
-    - STORED: cid, update_cid, seconds
+    - STORED: cid, update_cid, seconds, unreachable (active members left out of an encrypted
+      update's recipients: their registered X25519 key can receive nothing)
     - COMMITTED / REVEALED / ATTESTED / FINALIZE_SENT / FAIL_SENT / SLASH_SENT / CLAIMED: tx,
       plus outcome fields (ATTESTED), node (SLASH_SENT) or amount (CLAIMED)
     - VERIFIED: accepted, rejected ({index: reason}), checkpoint_hash, rewards_root, seconds

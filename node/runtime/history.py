@@ -15,13 +15,16 @@ from node.chain.events import (
     Attested,
     ChainEvent,
     Committed,
+    ExitRequested,
     Joined,
     Revealed,
     RoundFinalized,
+    RoundOpened,
 )
 from node.chain.tx import json_rpc
 from node.runtime.round import reward_for_round
-from node.runtime.verify import Submission
+from node.runtime.verify import Submission, round_recipients
+from storage.envelope import valid_x25519_key
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,39 @@ class ChainHistory:
             if isinstance(e, Joined):
                 out[e.node] = MemberKeys(e.node, e.index, e.ed25519_key, e.x25519_key)
         return out
+
+    def active_at_open(self, round_id: int) -> list[str]:
+        """Members that were active when the round opened (those whose stake it counts).
+
+        Raises
+        ------
+        ValueError
+            If the record does not reach the round's opening.
+        """
+        active: dict[str, bool] = {}
+        for e in self.events:
+            if isinstance(e, Joined | ExitRequested):
+                active[e.node] = isinstance(e, Joined)
+            elif isinstance(e, RoundOpened) and e.round == round_id:
+                return [node for node, on in active.items() if on]
+        raise ValueError(f"the events do not include the opening of round {round_id}")
+
+    def recipients(self, round_id: int) -> tuple[bytes, ...]:
+        """Who an encrypted update of the round must be wrapped for (`round_recipients`)."""
+        members = self.members()
+        active = set(self.active_at_open(round_id))
+        return round_recipients(
+            (keys.index, keys.x25519_key, int(node in active)) for node, keys in members.items()
+        )
+
+    def unreachable(self, round_id: int) -> list[str]:
+        """Members active in the round whose registered X25519 key can receive nothing."""
+        members = self.members()
+        return [
+            node
+            for node in self.active_at_open(round_id)
+            if not valid_x25519_key(members[node].x25519_key)
+        ]
 
     def committed(self, round_id: int) -> list[str]:
         """Members that committed in the round, in chain order."""

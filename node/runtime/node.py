@@ -96,6 +96,7 @@ from node.runtime.journal import Journal, Record
 from node.runtime.local import local_update
 from node.runtime.round import RoundInputs, RoundResult, compute_round, one_thread
 from node.runtime.slots import StopWaiting, TrainingSlots
+from node.runtime.verify import CannotJudge
 from storage.codec import encode_update
 from storage.envelope import Manifest, decrypt_blob, encrypt_blob, sign_manifest
 from storage.errors import BlockNotFound, StoreTimeout, StoreUnavailable
@@ -319,6 +320,12 @@ class SwarmNode:
         self.params = self.coordinator.params()
         self.document, genesis = fetch_task(self.store, *self.coordinator.task_spec())
         self.spec = self.document.spec
+        if cfg.encrypt and not self.spec.encrypted_updates:
+            raise ConfigError(
+                f"--encrypt: task {self.spec.name!r} does not allow encrypted updates, so every "
+                "member would reject them",
+                hint="publish a task with encrypted_updates: true, or run without --encrypt",
+            )
         self.genesis = genesis
         self.data = load_node_data(cfg.data, cfg.labels)
         check_dataset(self.data, self.spec.data)
@@ -620,8 +627,11 @@ class SwarmNode:
             attack=None if self.config.attack is None else self.config.attack.name,
         )
         blob = encode_update(update.delta)
+        skipped: list[str] = []
         if self.config.encrypt:
-            blob = encrypt_blob(blob, self._recipients(r))
+            self.history.refresh()
+            blob = encrypt_blob(blob, self.history.recipients(r))
+            skipped = self.history.unreachable(r)
         update_cid = self.store.put(blob)
         manifest = Manifest(
             chain_id=self.coordinator.deployment.chain_id,
@@ -645,6 +655,7 @@ class SwarmNode:
             cid=envelope_cid,
             update_cid=update_cid,
             seconds=round(stored - trained, 4),
+            unreachable=skipped,
         )
         # The secret is on disk before the commitment that depends on it can be sent.
         return self.journal.append(
@@ -702,15 +713,6 @@ class SwarmNode:
                 raise err
             self._emit(EventKind.RETRYING, current, error=str(err), delay=0.0)
 
-    def _recipients(self, round_id: int) -> list[bytes]:
-        """X25519 keys of the members counted in the round (this node included)."""
-        self.history.refresh()
-        return [
-            keys.x25519_key
-            for node, keys in sorted(self.history.members().items())
-            if self.coordinator.member_info(node).stake_at_open > 0
-        ]
-
     def _reveal(self, info: RoundInfo) -> None:
         r = info.round
         if (r, "reveal") in self._skipped or r in self._revealed:
@@ -737,7 +739,12 @@ class SwarmNode:
         r = info.round
         if (r, "attest") in self._skipped:
             return
-        result = self._result(info)
+        try:
+            result = self._result(info)
+        except CannotJudge as err:
+            # Not a recipient of an encrypted update: it cannot know the tuple, so it abstains.
+            self._skip(r, "attest", str(err))
+            return
         fields = _outcome_fields(r, result)
         last = self.journal.last("outcome", r)
         if last is None or any(last[k] != fields[k] for k in _OUTCOME_KEYS):
@@ -864,6 +871,7 @@ class SwarmNode:
             reference=self.reference,
             submissions=self.history.submissions(info.round),
             valuation=self.document.valuation,
+            recipients=self.history.recipients(info.round) if self.spec.encrypted_updates else (),
         )
 
     def _result(self, info: RoundInfo) -> RoundResult:
@@ -877,7 +885,9 @@ class SwarmNode:
             self._fetch_until = time.monotonic() + max(0.0, left)
             inputs = self.round_inputs(info)
             started = time.monotonic()
-            result = compute_round(inputs, self._fetch, lambda blob: decrypt_blob(blob, self.keys))
+            result = compute_round(
+                inputs, self._fetch, lambda blob, to: decrypt_blob(blob, self.keys, to)
+            )
             seconds = time.monotonic() - started
             self._clock(info.round).add("verification", seconds)
             if not self.store.has(result.checkpoint.cid):
@@ -1006,7 +1016,10 @@ class SwarmNode:
 
     def _recomputed_tree(self, info: RoundInfo, outcome: Outcome) -> RewardTree | None:
         """Recompute a round this node did not attest (it was down): the tree if it matches."""
-        result = self._result(info)
+        try:
+            result = self._result(info)
+        except CannotJudge:
+            return None
         if result.outcome.rewards_root != outcome.rewards_root:
             return None
         save_reward_tree(self.rewards_dir, info.round, result.tree)

@@ -55,6 +55,8 @@ from node.runtime.verify import (
 )
 from node.task import TaskSpec
 
+WITHHELD = "recorded as unavailable by the finalized round"  # a `withheld` verdict's detail
+
 
 @dataclass(frozen=True)
 class RoundInputs:
@@ -71,6 +73,7 @@ class RoundInputs:
     reference: Dataset  # the task's reference set
     submissions: tuple[Submission, ...]  # the round's revealed updates, any order
     valuation: ValuationConfig = field(default_factory=ValuationConfig)  # the task document's
+    recipients: tuple[bytes, ...] = ()  # `round_recipients`: who encrypted updates are for
 
 
 @dataclass(frozen=True)
@@ -171,7 +174,13 @@ class Contribution:
     cid: str = ""  # the revealed envelope CID ("" for in-process contributions)
 
 
-def compute_round(inputs: RoundInputs, fetch: Fetch, decrypt: Decrypt | None = None) -> RoundResult:
+def compute_round(
+    inputs: RoundInputs,
+    fetch: Fetch,
+    decrypt: Decrypt | None = None,
+    *,
+    withheld: frozenset[int] = frozenset(),
+) -> RoundResult:
     """Verify, aggregate and value one round; return the tuple every honest node attests.
 
     Parameters
@@ -181,7 +190,11 @@ def compute_round(inputs: RoundInputs, fetch: Fetch, decrypt: Decrypt | None = N
     fetch
         Reads CID-checked content from the store (``store.get``).
     decrypt
-        Opens updates encrypted for this node; None rejects encrypted updates.
+        Opens updates encrypted for the round's recipients with this node's key; None for a
+        party with no key.
+    withheld
+        Member indices whose updates are taken as unavailable without fetching them: the ones
+        a finalized round recorded as unavailable, when an auditor re-derives it.
 
     Returns
     -------
@@ -192,16 +205,28 @@ def compute_round(inputs: RoundInputs, fetch: Fetch, decrypt: Decrypt | None = N
     ------
     ValueError
         If two submissions share a member index (the chain never records that).
+    CannotJudge
+        If an update is encrypted for the round's members and this party is not one of them.
     """
     subs = sorted(inputs.submissions, key=lambda s: s.index)
     if len({s.index for s in subs}) != len(subs):
         raise ValueError("two submissions share a member index")
     frame = RoundFrame(
-        inputs.chain_id, inputs.coordinator, inputs.round, inputs.base.cid, inputs.spec
+        inputs.chain_id,
+        inputs.coordinator,
+        inputs.round,
+        inputs.base.cid,
+        inputs.spec,
+        inputs.recipients,
     )
     rejected: list[Verdict] = []
     contributions: list[Contribution] = []
     for sub in subs:
+        if sub.index in withheld:
+            rejected.append(
+                _verdict(sub.index, sub.node, sub.cid, RejectReason.UNAVAILABLE, WITHHELD)
+            )
+            continue
         try:
             verified = verify_submission(sub, frame, fetch, decrypt)
         except Rejected as err:

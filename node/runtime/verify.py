@@ -8,17 +8,22 @@ their hash is known to match::
     envelope:  fetch (CID-checked, size-bounded) -> SHA-256 == revealed hash -> signature by the
                registered Ed25519 key -> same swarm, round and node -> samples == revealed
                -> base == this round's base checkpoint
-    update:    fetch -> SHA-256 == signed hash -> decrypt (if encrypted) -> canonical safetensors
-               with the task's names, shapes and dtypes -> finite -> L2 norm <= the task's bound
+    update:    fetch -> SHA-256 == signed hash -> decrypt (if encrypted, and only in swarms
+               whose task enables it) -> canonical safetensors with the task's names, shapes and
+               dtypes -> finite -> L2 norm <= the task's bound
 
 The first failed check rejects the update with its `RejectReason`. Every decision is a pure
 function of public inputs (the norm is compared exactly on the fixed-point grid), so every honest
-node rejects the same updates for the same reasons.
+node rejects the same updates for the same reasons. Decryption is too: an encrypted update must
+be wrapped for exactly the round's recipients (`round_recipients`, from chain state), and
+`storage.envelope.decrypt_blob` accepts it only if every recipient would read the same bytes. A
+verifier that is not a recipient cannot judge such an update at all; it raises `CannotJudge`
+and abstains from the round rather than guess.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -28,8 +33,15 @@ from node.errors import StorageError, VerificationError
 from node.runtime.checkpoint import State, codec_spec, max_blob_bytes
 from node.task import TaskSpec
 from storage.codec import decode_update
-from storage.envelope import MAX_ENVELOPE_BYTES, Manifest, is_encrypted, open_envelope
+from storage.envelope import (
+    MAX_ENVELOPE_BYTES,
+    Manifest,
+    is_encrypted,
+    open_envelope,
+    valid_x25519_key,
+)
 from storage.errors import (
+    BadEncryption,
     BadSignature,
     ContentTooLarge,
     DtypeMismatch,
@@ -52,7 +64,9 @@ from storage.errors import (
 )
 
 Fetch = Callable[[str, int], bytes]  # (cid, max bytes) -> CID-checked content; StorageError if not
-Decrypt = Callable[[bytes], bytes]  # an encrypted blob -> plaintext; VerificationError if not
+# (encrypted blob, the round's recipients) -> plaintext; BadEncryption, MalformedCiphertext, or
+# NotARecipient when this verifier is not one of them
+Decrypt = Callable[[bytes, Sequence[bytes]], bytes]
 ENCRYPTION_OVERHEAD = 64 * 1024  # room for wrapped keys and the MAC around an encrypted update
 
 
@@ -65,7 +79,8 @@ class RejectReason(StrEnum):
     BAD_SIGNATURE = "bad_signature"  # not signed by the member's registered Ed25519 key
     BAD_ENVELOPE = "bad_envelope"  # malformed, or for another swarm, round, node or sample count
     WRONG_BASE = "wrong_base"  # trained from another checkpoint than the round's base
-    UNDECRYPTABLE = "undecryptable"  # encrypted, but not for this node, or corrupted
+    UNDECRYPTABLE = "undecryptable"  # encrypted, but not openable alike by every recipient
+    ENCRYPTION_DISABLED = "encryption_disabled"  # encrypted in a swarm whose task does not allow it
     MALFORMED = "malformed_update"  # not a canonical safetensors update (pickle, truncated, ...)
     WRONG_SHAPE = "wrong_shape"  # tensor names, shapes or dtypes differ from the task's
     NON_FINITE = "non_finite"  # NaN or infinite values
@@ -95,6 +110,11 @@ class VerifiedUpdate:
     delta: State  # float32 CPU tensors, sorted names
 
 
+class CannotJudge(VerificationError):
+    """This verifier cannot decide an update (it holds no key the update is wrapped for), so it
+    cannot compute the round's tuple and must not attest one."""
+
+
 class Rejected(VerificationError):
     """An update failed a check; `reason` names which."""
 
@@ -113,6 +133,26 @@ class RoundFrame:
     round: int
     base_cid: str  # CID of the round's base checkpoint
     spec: TaskSpec
+    recipients: tuple[bytes, ...] = ()  # X25519 keys encrypted updates must be wrapped for
+
+
+def round_recipients(members: Iterable[tuple[int, bytes, int]]) -> tuple[bytes, ...]:
+    """The X25519 keys an encrypted update of a round must be wrapped for, in order.
+
+    Parameters
+    ----------
+    members
+        ``(index, x25519 key, stake at the round's opening)`` of every registered member.
+
+    Returns
+    -------
+    tuple[bytes, ...]
+        The valid keys of the members that held stake when the round opened (exactly those who
+        may attest it), by member index. A member that registered a key no secret can be agreed
+        with (a low-order point) is left out: it can receive nothing, and it must not make the
+        senders fail.
+    """
+    return tuple(key for _, key, stake in sorted(members) if stake > 0 and valid_x25519_key(key))
 
 
 def _fetch(fetch: Fetch, cid: str, max_bytes: int, what: str) -> bytes:
@@ -162,8 +202,9 @@ def _open(sub: Submission, frame: RoundFrame, envelope: bytes) -> Manifest:
     return manifest
 
 
-def _decode(blob: bytes, manifest: Manifest, spec: TaskSpec, decrypt: Decrypt | None) -> State:
+def _decode(blob: bytes, manifest: Manifest, frame: RoundFrame, decrypt: Decrypt | None) -> State:
     """Check the update blob's hash, decrypt it if needed, and decode it."""
+    spec = frame.spec
     digest = "0x" + content_hash(blob).hex()
     if digest != manifest.content_hash:
         raise Rejected(
@@ -171,11 +212,20 @@ def _decode(blob: bytes, manifest: Manifest, spec: TaskSpec, decrypt: Decrypt | 
             f"update {manifest.update_cid} hashes to {digest}, signed {manifest.content_hash}",
         )
     if is_encrypted(blob):
+        if not spec.encrypted_updates:
+            raise Rejected(
+                RejectReason.ENCRYPTION_DISABLED,
+                f"update {manifest.update_cid} is encrypted; the task does not allow it",
+            )
         if decrypt is None:
-            raise Rejected(RejectReason.UNDECRYPTABLE, "encrypted, and this verifier has no key")
+            raise CannotJudge(
+                f"update {manifest.update_cid} is encrypted; this verifier has no key"
+            )
         try:
-            blob = decrypt(blob)
-        except (NotARecipient, MalformedCiphertext) as err:
+            blob = decrypt(blob, frame.recipients)
+        except NotARecipient as err:
+            raise CannotJudge(f"update {manifest.update_cid}: {err}") from None
+        except (BadEncryption, MalformedCiphertext) as err:
             raise Rejected(RejectReason.UNDECRYPTABLE, str(err)) from None
     try:
         return decode_update(blob, codec_spec(spec), max_blob_bytes(spec))
@@ -221,7 +271,8 @@ def verify_submission(
     fetch
         Reads CID-checked content from the store.
     decrypt
-        Opens updates encrypted for this verifier; None rejects encrypted updates.
+        Opens updates encrypted for the round's recipients with this verifier's key; None for a
+        verifier with no key (it can judge no encrypted update).
 
     Returns
     -------
@@ -232,11 +283,13 @@ def verify_submission(
     ------
     Rejected
         Naming the first check that failed.
+    CannotJudge
+        If the update is encrypted and this verifier is not one of its required recipients.
     """
     envelope = _fetch(fetch, sub.cid, MAX_ENVELOPE_BYTES, "envelope")
     manifest = _open(sub, frame, envelope)
     limit = max_blob_bytes(frame.spec) + ENCRYPTION_OVERHEAD
     blob = _fetch(fetch, manifest.update_cid, limit, "update")
-    delta = _decode(blob, manifest, frame.spec, decrypt)
+    delta = _decode(blob, manifest, frame, decrypt)
     check_norm(delta, frame.spec)
     return VerifiedUpdate(sub, manifest, {name: delta[name] for name in sorted(delta)})

@@ -134,7 +134,13 @@ def test_decode_revert_handles_panics_messages_and_garbage() -> None:
 
 def test_every_abi_event_has_a_dataclass_with_its_fields() -> None:
     grouped = {
-        "outcome": {"checkpoint_hash", "checkpoint_cid", "accepted_bitmap", "rewards_root"},
+        "outcome": {
+            "checkpoint_hash",
+            "checkpoint_cid",
+            "accepted_bitmap",
+            "rewards_root",
+            "reward_total",
+        },
         "params": {"params"},
     }
     renamed = {"from": "sender", "to": "receiver"}
@@ -188,8 +194,10 @@ def test_commitment_matches_the_contract(harness: SwarmHarness, reveal: Reveal) 
 @pytest.mark.parametrize(
     "outcome",
     [
-        Outcome(b"\x01" * 32, "bafkcheckpoint", b"", b"\x00" * 32),
-        Outcome(b"\xaa" * 32, "bafk" + "x" * 100, encode_bitmap(range(0, 600, 7)), b"\x05" * 32),
+        Outcome(b"\x01" * 32, "bafkcheckpoint", b"", b"\x00" * 32, 0),
+        Outcome(
+            b"\xaa" * 32, "bafk" + "x" * 100, encode_bitmap(range(0, 600, 7)), b"\x05" * 32, 10**30
+        ),
     ],
 )
 def test_outcome_key_matches_the_contract(harness: SwarmHarness, outcome: Outcome) -> None:

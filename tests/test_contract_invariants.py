@@ -8,6 +8,8 @@ SwarmCoordinator, and checks after every step (Foundry-style handler with ghost 
   the round's open add up to the round's snapshot;
 - no double claim (a second claim reverts, and no Claimed event repeats), and the rewards paid
   equal what finalized rounds reserved minus what is still outstanding;
+- what is outstanding is exactly what can still be claimed: the unclaimed leaves of the
+  finalized trees (a round reserves its tree's total, never more);
 - no finalization without quorum: a finalized tuple's stake is the ghost sum of the weights that
   attested it, and at least the required stake;
 - a slash really decreases the stake by slashBps of it;
@@ -352,6 +354,13 @@ class SwarmMachine(RuleBasedStateMachine):
         assert sum(balances) == self.supply, "tokens were created or destroyed"
         assert balances[0] == staked + reward_pool + outstanding
         assert self.budgets - outstanding == self.paid
+        claimable = sum(
+            entry.amount
+            for r, tree in self.trees.items()
+            for entry in tree.entries
+            if (r, entry.account) not in self.claimed
+        )
+        assert outstanding == claimable, "reserved rewards nobody can claim"
         assert [i.stake for i in infos] == [self.ghost_stake[m.address] for m in self.pool]
         assert sum(i.stake for i in infos) == staked
         assert sum(i.stake for i in infos if i.status == MemberStatus.ACTIVE) == active_stake

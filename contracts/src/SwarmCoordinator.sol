@@ -286,12 +286,10 @@ contract SwarmCoordinator is ISwarmCoordinator {
     function attest(uint64 round, Outcome calldata outcome) external {
         if (outcome.checkpointHash == bytes32(0)) revert ZeroHash();
         _requireCid(outcome.checkpointCid);
-        uint256 maxBitmap = MemberBitmap.maxLength(memberCount);
-        if (outcome.acceptedBitmap.length > maxBitmap) {
-            revert BitmapTooLong(outcome.acceptedBitmap.length, maxBitmap);
-        }
+        _requireBitmap(outcome.acceptedBitmap);
         Round storage rd = _requirePhase(round, Phase.Attest);
         Member storage m = _requireMember(round, msg.sender);
+        _requireAffordable(round, outcome.rewardTotal);
         if (m.lastAttestRound == round) revert AlreadyAttested(round, msg.sender);
 
         uint256 weight = _stakeAtOpen(m);
@@ -313,6 +311,7 @@ contract SwarmCoordinator is ISwarmCoordinator {
             outcome.checkpointCid,
             outcome.acceptedBitmap,
             outcome.rewardsRoot,
+            outcome.rewardTotal,
             weight,
             stake
         );
@@ -325,12 +324,14 @@ contract SwarmCoordinator is ISwarmCoordinator {
         uint256 stake = outcomeStake[round][key];
         uint256 required = _requiredStake(rd.stakeAtOpen);
         if (stake < required) revert QuorumNotReached(round, key, stake, required);
+        // `attest` already refused this (the pool only grows while a round is open); checked
+        // again so that the reservation below never rests on another function's check.
+        _requireAffordable(round, outcome.rewardTotal);
 
         // A tuple with stake passed `attest`'s input checks, so it is stored as given.
         _outcomes[round] = outcome;
         rd.status = RoundStatus.Finalized;
         lastFinalizedRound = round;
-        uint256 budget = rewardPool < _rewardPerRound ? rewardPool : _rewardPerRound;
         emit RoundFinalized(
             round,
             msg.sender,
@@ -339,11 +340,12 @@ contract SwarmCoordinator is ISwarmCoordinator {
             outcome.checkpointCid,
             outcome.acceptedBitmap,
             outcome.rewardsRoot,
+            outcome.rewardTotal,
             stake,
-            rd.stakeAtOpen,
-            budget
+            rd.stakeAtOpen
         );
-        _move(Ledger.Pool, Ledger.Budget, address(0), round, budget);
+        // Exactly what the tree pays is reserved, so `rewardsOutstanding` is always claimable.
+        _move(Ledger.Pool, Ledger.Budget, address(0), round, outcome.rewardTotal);
         _openRound(round + 1, round);
     }
 
@@ -639,6 +641,12 @@ contract SwarmCoordinator is ISwarmCoordinator {
         return SwarmHashes.roundSeed(address(this), round, base, _outcomes[base].checkpointHash, rd.openedAt);
     }
 
+    /// @dev A reward total the round can reserve now: at most min(rewardPool, rewardPerRound).
+    function _requireAffordable(uint64 round, uint256 rewardTotal) private view {
+        uint256 available = rewardPool < _rewardPerRound ? rewardPool : _rewardPerRound;
+        if (rewardTotal > available) revert RewardTotalTooHigh(round, rewardTotal, available);
+    }
+
     /// @dev ceil(stakeAtOpen * quorumBps / 10000), and at least 1 so an empty round never finalizes.
     function _requiredStake(uint256 stakeAtOpen) private view returns (uint256) {
         // Cannot overflow: stakeAtOpen < 2**128 and quorumBps <= 10000.
@@ -651,6 +659,11 @@ contract SwarmCoordinator is ISwarmCoordinator {
         if (stored == REVEALED) return SubmissionState.Revealed;
         if (stored == SLASHED) return SubmissionState.Slashed;
         return SubmissionState.Committed;
+    }
+
+    function _requireBitmap(bytes calldata bitmap) private view {
+        uint256 maxBitmap = MemberBitmap.maxLength(memberCount);
+        if (bitmap.length > maxBitmap) revert BitmapTooLong(bitmap.length, maxBitmap);
     }
 
     function _requireCid(string calldata cid) private pure {

@@ -58,7 +58,7 @@ class RoundInfo:
     stake_at_open: int  # the quorum's denominator
     required_stake: int  # stake one tuple needs to finalize
     leading_stake: int  # stake behind the most-attested tuple
-    reward_remaining: int  # reserved at finalization (RoundFinalized.reward_budget), less claims
+    reward_remaining: int  # the tuple's reward total, reserved at finalization, less claims
     seed: bytes  # the round's public deterministic seed
 
 
@@ -450,7 +450,7 @@ class Coordinator:
             If the round is not finalized.
         """
         v = _tuple(self._view("finalizedOutcome", round_id))
-        return Outcome(bytes(v[0]), v[1], bytes(v[2]), bytes(v[3]))
+        return Outcome(bytes(v[0]), v[1], bytes(v[2]), bytes(v[3]), int(v[4]))
 
     def member_info(self, node: str | None = None) -> MemberInfo:
         """Everything about a member (this account when None)."""

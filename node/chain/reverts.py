@@ -209,6 +209,12 @@ class BitmapTooLong(ContractRevert):
     """An accepted bitmap has more bytes than the member indices need."""
 
 
+class RewardTotalTooHigh(ContractRevert):
+    """A tuple's reward total exceeds min(rewardPool, rewardPerRound)."""
+
+    hint_text = "a round's reward tree may pay at most what the pool held when the round opened"
+
+
 class AlreadyAttested(ContractRevert):
     """The member already attested in the round."""
 

@@ -740,7 +740,7 @@ class SwarmNode:
         result = self._result(info)
         fields = _outcome_fields(r, result)
         last = self.journal.last("outcome", r)
-        if last is None or any(last[k] != fields[k] for k in _OUTCOME_KEYS):
+        if last is None or any(last.get(k) != fields[k] for k in _OUTCOME_KEYS):
             save_reward_tree(self.rewards_dir, r, result.tree)
             self.journal.append("outcome", **fields)
         if not self._in_time(r, "attest", info.attest_deadline):
@@ -1061,7 +1061,7 @@ def _reveal_of(record: Record) -> Reveal:
     )
 
 
-_OUTCOME_KEYS = ("checkpoint_hash", "checkpoint_cid", "bitmap", "rewards_root")
+_OUTCOME_KEYS = ("checkpoint_hash", "checkpoint_cid", "bitmap", "rewards_root", "reward_total")
 
 
 def _outcome_fields(round_id: int, result: RoundResult) -> dict[str, Any]:
@@ -1072,6 +1072,7 @@ def _outcome_fields(round_id: int, result: RoundResult) -> dict[str, Any]:
         "checkpoint_cid": outcome.checkpoint_cid,
         "bitmap": "0x" + outcome.accepted_bitmap.hex(),
         "rewards_root": "0x" + outcome.rewards_root.hex(),
+        "reward_total": str(outcome.reward_total),
         "verdicts": [
             {
                 "index": v.index,

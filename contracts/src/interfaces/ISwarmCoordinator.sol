@@ -35,6 +35,7 @@ interface ISwarmCoordinator {
         string checkpointCid; // CID of that blob in the content store
         bytes acceptedBitmap; // bit i (LSB-first in byte i / 8) = member with index i was accepted
         bytes32 rewardsRoot; // OpenZeppelin StandardMerkleTree root over (address, uint256) rewards
+        uint256 rewardTotal; // sum of the tree's amounts: exactly what finalize reserves for claims
     }
 
     /// @notice Lifecycle of a round id.
@@ -90,7 +91,7 @@ interface ISwarmCoordinator {
         uint256 stakeAtOpen; // stake active when the round opened (the quorum's denominator)
         uint256 requiredStake; // stake one tuple needs to finalize
         uint256 leadingStake; // stake behind the most-attested tuple so far
-        uint256 rewardRemaining; // reserved from the pool at finalization, less what claims paid
+        uint256 rewardRemaining; // the tuple's rewardTotal, reserved at finalization, less claims paid
         bytes32 seed; // public deterministic seed (`roundSeed`)
     }
 
@@ -210,6 +211,7 @@ interface ISwarmCoordinator {
     /// @param checkpointCid The tuple's checkpoint CID.
     /// @param acceptedBitmap The tuple's accepted-member bitmap.
     /// @param rewardsRoot The tuple's rewards Merkle root.
+    /// @param rewardTotal The tuple's reward total (sum of the tree's amounts).
     /// @param weight The member's stake at round open, added to the tuple.
     /// @param outcomeStake The tuple's stake after this attestation.
     event Attested(
@@ -220,6 +222,7 @@ interface ISwarmCoordinator {
         string checkpointCid,
         bytes acceptedBitmap,
         bytes32 rewardsRoot,
+        uint256 rewardTotal,
         uint256 weight,
         uint256 outcomeStake
     );
@@ -232,9 +235,10 @@ interface ISwarmCoordinator {
     /// @param checkpointCid The new checkpoint's CID.
     /// @param acceptedBitmap Members whose updates were accepted.
     /// @param rewardsRoot Root of the round's reward tree.
+    /// @param rewardTotal What the tree pays: the tokens moved from the pool to the round's
+    ///        budget for its claims (the rest of the pool stays for later rounds).
     /// @param outcomeStake Stake that attested the tuple.
     /// @param stakeAtOpen The round's stake at open (the quorum's denominator).
-    /// @param rewardBudget Tokens reserved from the pool for the round's claims.
     event RoundFinalized(
         uint64 indexed round,
         address indexed caller,
@@ -243,9 +247,9 @@ interface ISwarmCoordinator {
         string checkpointCid,
         bytes acceptedBitmap,
         bytes32 rewardsRoot,
+        uint256 rewardTotal,
         uint256 outcomeStake,
-        uint256 stakeAtOpen,
-        uint256 rewardBudget
+        uint256 stakeAtOpen
     );
 
     /// @notice Emitted when a round ends without quorum; the next round opens with the same base.
@@ -349,6 +353,10 @@ interface ISwarmCoordinator {
     /// @notice The accepted bitmap has more bytes than the member indices need.
     error BitmapTooLong(uint256 length, uint256 maxLength);
 
+    /// @notice A tuple's reward total exceeds what the round may reserve:
+    ///         min(rewardPool, rewardPerRound) at the time of the call.
+    error RewardTotalTooHigh(uint64 round, uint256 rewardTotal, uint256 available);
+
     /// @notice The member already attested in the round.
     error AlreadyAttested(uint64 round, address node);
 
@@ -439,15 +447,19 @@ interface ISwarmCoordinator {
 
     /// @notice Attest to the round's outcome with the stake the sender held when the round opened.
     /// @dev Requires the attest window, a member that held stake at open and has not attested,
-    ///      a non-zero checkpoint hash, a CID of 1..128 bytes and a bitmap no longer than the
-    ///      member indices need. Emits `Attested`.
+    ///      a non-zero checkpoint hash, a CID of 1..128 bytes, a bitmap no longer than the
+    ///      member indices need, and a reward total of at most min(rewardPool, rewardPerRound)
+    ///      (`RewardTotalTooHigh`; the pool only grows while a round is open, so every tuple
+    ///      with stake stays affordable at finalize). Emits `Attested`.
     /// @param round The current round id.
     /// @param outcome The tuple.
     function attest(uint64 round, Outcome calldata outcome) external;
 
     /// @notice Finalize the current round with a tuple that holds quorum; opens the next round.
-    /// @dev Anyone may call. Requires the tuple's stake >= `requiredStake`. Reserves
-    ///      min(rewardPerRound, pool) for claims. Emits `RoundFinalized` then `RoundOpened`.
+    /// @dev Anyone may call. Requires the tuple's stake >= `requiredStake` and its reward total
+    ///      <= min(rewardPool, rewardPerRound) (`RewardTotalTooHigh`). Reserves exactly the
+    ///      tuple's `rewardTotal` for claims; the rest of the pool stays for later rounds.
+    ///      Emits `RoundFinalized` then `RoundOpened`.
     /// @param round The current round id.
     /// @param outcome The tuple.
     function finalize(uint64 round, Outcome calldata outcome) external;
@@ -556,6 +568,6 @@ interface ISwarmCoordinator {
     ) external view returns (bytes32);
 
     /// @notice The key stake accumulates under: keccak256(abi.encode(checkpointHash,
-    ///         checkpointCid, acceptedBitmap, rewardsRoot)).
+    ///         checkpointCid, acceptedBitmap, rewardsRoot, rewardTotal)).
     function outcomeKeyOf(Outcome calldata outcome) external pure returns (bytes32);
 }

@@ -16,7 +16,8 @@ import {SwarmHashes} from "./libraries/SwarmHashes.sol";
 ///         `ISwarmCoordinator`.
 /// @dev No admin: every parameter is fixed at deployment. No function loops over members:
 ///      attestations add stake to the key of their tuple, finalize reads one key, and per-member
-///      consequences (slashes, claims) are applied lazily, one member per call. All token
+///      consequences (slashes, claims) are applied lazily, one member per call (`slashRejected`
+///      loops over the tuples its caller supplies, at most one per attester). All token
 ///      balances change in `_move`.
 contract SwarmCoordinator is ISwarmCoordinator {
     using SafeERC20 for IERC20;
@@ -374,6 +375,36 @@ contract SwarmCoordinator is ISwarmCoordinator {
     }
 
     /// @inheritdoc ISwarmCoordinator
+    function slashRejected(uint64 round, address node, Outcome[] calldata tuples) external {
+        Round storage rd = _rounds[round];
+        if (rd.status != RoundStatus.Failed) revert RoundNotFailed(round, rd.status);
+        bytes32 stored = _submissions[round][node];
+        if (stored == SLASHED) revert AlreadySlashed(round, node);
+        if (stored != REVEALED) revert NotSlashable(round, node, _stateOf(stored));
+        Member storage m = _members[node];
+        uint32 index = m.index;
+
+        uint256 stake;
+        bytes32 previous;
+        for (uint256 i = 0; i < tuples.length; ++i) {
+            bytes32 key = SwarmHashes.outcomeKey(tuples[i]);
+            // Strictly increasing keys: no tuple, and so no attester's stake, counts twice.
+            if (uint256(key) <= uint256(previous)) revert TuplesNotSorted(i, key, previous);
+            uint256 attested = outcomeStake[round][key];
+            if (attested == 0) revert TupleNotAttested(round, key);
+            if (tuples[i].acceptedBitmap.contains(index)) revert TupleAcceptsNode(round, key, node, index);
+            // Unchecked: distinct keys have disjoint attesters, so stake <= stakeAtOpen < 2**128.
+            unchecked {
+                stake += attested;
+            }
+            previous = key;
+        }
+        uint256 required = _requiredStake(rd.stakeAtOpen);
+        if (stake < required) revert RejectionBelowQuorum(round, node, stake, required);
+        _slash(round, node, m, SlashReason.Rejected);
+    }
+
+    /// @inheritdoc ISwarmCoordinator
     function claim(uint64 round, address account, uint256 amount, bytes32[] calldata proof) external {
         if (amount == 0) revert ZeroAmount();
         Round storage rd = _rounds[round];
@@ -587,6 +618,7 @@ contract SwarmCoordinator is ISwarmCoordinator {
             due = status == RoundStatus.Finalized || status == RoundStatus.Failed;
             reason = SlashReason.NotRevealed;
         } else if (state == SubmissionState.Revealed) {
+            // In a failed round no bitmap is final: `slashRejected` proves a rejection instead.
             due = status == RoundStatus.Finalized && !_outcomes[round].acceptedBitmap.contains(index);
             reason = SlashReason.Rejected;
         }

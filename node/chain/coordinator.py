@@ -390,6 +390,39 @@ class Coordinator:
         fn = self.contract.functions.slash(round_id, to_checksum_address(node))
         return self._send(fn, f"slash(round {round_id}, {node})")
 
+    def slash_rejected(
+        self, round_id: int, node: str, tuples: Sequence[Outcome]
+    ) -> Transaction | None:
+        """Slash `node` for an update attested tuples holding quorum rejected in a failed round.
+
+        Parameters
+        ----------
+        round_id
+            The failed round.
+        node
+            The revealed member.
+        tuples
+            Attested tuples that leave `node` out, in increasing key order
+            (`node.chain.protocol.rejecting_outcomes`).
+
+        Returns
+        -------
+        Transaction | None
+            None if the member is already slashed for the round.
+
+        Raises
+        ------
+        ChainError
+            A named revert: `RoundNotFailed`, `NotSlashable`, `TuplesNotSorted`,
+            `TupleNotAttested`, `TupleAcceptsNode` or `RejectionBelowQuorum`.
+        """
+        if self.submission(round_id, node).state == SubmissionState.SLASHED:
+            return None
+        fn = self.contract.functions.slashRejected(
+            round_id, to_checksum_address(node), [t.as_abi() for t in tuples]
+        )
+        return self._send(fn, f"slashRejected(round {round_id}, {node})")
+
     def claim(
         self, round_id: int, account: str, amount: int, proof: Sequence[bytes]
     ) -> Transaction | None:

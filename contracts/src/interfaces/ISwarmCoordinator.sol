@@ -72,7 +72,7 @@ interface ISwarmCoordinator {
     /// @notice Why a slash happened.
     enum SlashReason {
         NotRevealed, // committed but never revealed
-        Rejected // revealed, but left out of the finalized accepted bitmap
+        Rejected // revealed, but left out of the finalized bitmap, or of quorum-backed tuples (failed round)
     }
 
     /// @notice Everything about one round, for nodes and auditors (`roundInfo`).
@@ -265,7 +265,8 @@ interface ISwarmCoordinator {
     /// @notice Emitted when a member's stake is slashed for a closed round.
     /// @param round The round of the offence.
     /// @param node The member.
-    /// @param reason Not revealed, or revealed but rejected.
+    /// @param reason Not revealed, or revealed but rejected (by the finalized tuple, or in a
+    ///        failed round by attested tuples holding quorum stake together).
     /// @param amount Tokens moved from the stake to the reward pool.
     /// @param remainingStake The member's stake afterwards.
     event Slashed(
@@ -384,6 +385,24 @@ interface ISwarmCoordinator {
     /// @notice The member was already slashed for the round.
     error AlreadySlashed(uint64 round, address node);
 
+    /// @notice slashRejected needs a failed round.
+    error RoundNotFailed(uint64 round, RoundStatus status);
+
+    /// @notice The tuples must be given in strictly increasing key order (so none counts twice).
+    /// @param position The tuple's position in the list.
+    /// @param outcomeKey Its key.
+    /// @param previousKey The key of the tuple before it (zero for the first).
+    error TuplesNotSorted(uint256 position, bytes32 outcomeKey, bytes32 previousKey);
+
+    /// @notice No stake attested this tuple in the round.
+    error TupleNotAttested(uint64 round, bytes32 outcomeKey);
+
+    /// @notice This tuple accepts the member, so it does not count against it.
+    error TupleAcceptsNode(uint64 round, bytes32 outcomeKey, address node, uint32 index);
+
+    /// @notice The tuples that reject the member hold less than the round's required stake.
+    error RejectionBelowQuorum(uint64 round, address node, uint256 stake, uint256 required);
+
     /// @notice The Merkle proof does not prove (account, amount) under the round's rewards root.
     error InvalidProof(uint64 round, address account, uint256 amount);
 
@@ -471,12 +490,28 @@ interface ISwarmCoordinator {
     function failRound(uint64 round) external;
 
     /// @notice Slash `node` for its offence in a closed round: committed but never revealed, or
-    ///         (in a finalized round) revealed but not accepted.
+    ///         (in a finalized round) revealed but not accepted. A revealed member of a failed
+    ///         round is slashed through `slashRejected` instead.
     /// @dev Anyone may call; moves `slashBps` of the stake to the reward pool. A member left
     ///      below the minimum stake is exited. Emits `Slashed` (and `ExitRequested` if forced).
     /// @param round A finalized or failed round.
     /// @param node The member.
     function slash(uint64 round, address node) external;
+
+    /// @notice Slash `node` for an update that a quorum of stake rejected in a failed round: the
+    ///         given tuples were all attested in `round`, none accepts `node`, and their stakes
+    ///         add up to at least the round's required stake.
+    /// @dev Anyone may call. Requires a failed round (`RoundNotFailed`), a revealed submission
+    ///      not slashed yet (`AlreadySlashed`, `NotSlashable`), tuples in strictly increasing
+    ///      key order (`TuplesNotSorted`), each with attested stake (`TupleNotAttested`) and a
+    ///      bitmap without the member's index (`TupleAcceptsNode`), and their summed stake at
+    ///      quorum (`RejectionBelowQuorum`). Distinct keys have disjoint attesters, so no stake
+    ///      counts twice. Loops over the caller's tuples only (at most one per attester); no node
+    ///      must call it. Emits `Slashed` with reason Rejected (and `ExitRequested` if forced).
+    /// @param round A failed round.
+    /// @param node The member.
+    /// @param tuples Attested tuples that reject `node`, sorted by `outcomeKeyOf`.
+    function slashRejected(uint64 round, address node, Outcome[] calldata tuples) external;
 
     /// @notice Pay `account` its reward for a finalized round.
     /// @dev Anyone may call; tokens go to `account`. Requires a valid OpenZeppelin Merkle proof of

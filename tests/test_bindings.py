@@ -44,6 +44,7 @@ from node.chain.protocol import (
     decode_bitmap,
     encode_bitmap,
     outcome_key,
+    rejecting_outcomes,
     required_stake,
 )
 from node.chain.reverts import (
@@ -91,6 +92,19 @@ def test_bitmaps_are_lsb_first_over_member_indices() -> None:
     assert decode_bitmap(encode_bitmap([3, 256, 257, 1000])) == {3, 256, 257, 1000}
     with pytest.raises(ValueError, match="indices are >= 0"):
         encode_bitmap([-1])
+
+
+def test_rejecting_outcomes_need_quorum_together_and_come_in_key_order() -> None:
+    def tuple_of(label: bytes, accepted: list[int]) -> Outcome:
+        return Outcome(label * 32, "bafk", encode_bitmap(accepted), bytes(32), 0)
+
+    a, b, c = tuple_of(b"a", [0, 1]), tuple_of(b"b", [0]), tuple_of(b"c", [0, 1, 2])
+    stakes = {a: 1_000, b: 1_000, c: 1_000, tuple_of(b"d", []): 0}
+
+    assert rejecting_outcomes(stakes, 2, 1_800) == tuple(sorted([a, b], key=outcome_key))
+    assert rejecting_outcomes(stakes, 2, 2_001) == ()  # below quorum together
+    assert rejecting_outcomes(stakes, 1, 1_000) == (b,)
+    assert rejecting_outcomes(stakes, 0, 1) == ()  # every tuple with stake accepts member 0
 
 
 def test_required_stake_rounds_up() -> None:

@@ -1,6 +1,6 @@
-"""`slashRejected` on a real Anvil: in a failed round, a revealed member that attested tuples
-holding quorum stake together all left out is slashed once; anything short of that reverts with
-a named error."""
+"""`slashRejected` on a real Anvil: in a failed round, a revealed member whom attested tuples
+holding quorum stake together all leave out is slashed once; anything short of that reverts with
+a named error. The node's own reading of the record (`node.runtime.slashing`) finds the same."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from node.chain.protocol import (
     SlashReason,
     SubmissionState,
     outcome_key,
+    rejecting_outcomes,
 )
 from node.chain.reverts import (
     AlreadySlashed,
@@ -29,6 +30,8 @@ from node.chain.reverts import (
     TupleNotAttested,
     TuplesNotSorted,
 )
+from node.runtime.history import ChainHistory
+from node.runtime.slashing import Offence, slash_plan
 
 pytestmark = pytest.mark.integration
 
@@ -234,3 +237,24 @@ def test_an_unrevealed_member_is_slashed_by_slash_instead(
     tx = harness.deployer.slash(round_id, members[2].address)
     assert tx is not None and isinstance(tx.events[0], Slashed)
     assert tx.events[0].reason == SlashReason.NOT_REVEALED
+
+
+def test_the_nodes_plan_finds_the_same_slash(
+    harness: SwarmHarness, members: list[HarnessMember], failed: tuple[int, list[Outcome]]
+) -> None:
+    """What a node reads from the record after a failed round: member 2 is the offence, with
+    both rejecting tuples in key order, and members 0 and 1 take turns to send it."""
+    round_id, tuples = failed
+    history = ChainHistory(harness.deployer)
+    history.refresh()
+    required = harness.deployer.round_info(round_id).required_stake
+
+    plan = slash_plan(history, round_id, required, None)
+
+    assert plan.offences == (Offence(members[2].address, 2, tuple(tuples)),)
+    assert plan.rotation == (members[0].address, members[1].address)
+    assert plan.sender(round_id) == plan.rotation[round_id % 2]
+    stakes = history.attested_stakes(round_id)
+    assert rejecting_outcomes(stakes, 0, required) == ()
+    tx = harness.deployer.slash_rejected(round_id, members[2].address, plan.offences[0].rejected_by)
+    assert tx is not None and isinstance(tx.events[0], Slashed)

@@ -17,12 +17,15 @@ OpenZeppelin StandardMerkleTree roots over ``(address, uint256)``, built by
 `incentives.merkle.RewardTree`; the contract verifies claims against the leaf
 ``keccak256(bytes.concat(keccak256(abi.encode(account, amount))))``, and a finalized round reserves
 exactly the tree's total (``rewardTotal``) for them.
+
+In a failed round, a revealed member is slashable when attested tuples that all leave it out
+hold the round's required stake together (`rejecting_outcomes` picks them).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -188,6 +191,32 @@ def outcome_key(outcome: Outcome) -> bytes:
     return keccak(
         encode(["bytes32", "string", "bytes", "bytes32", "uint256"], list(outcome.as_abi()))
     )
+
+
+def rejecting_outcomes(
+    stakes: Mapping[Outcome, int], index: int, required: int
+) -> tuple[Outcome, ...]:
+    """The attested tuples that prove a quorum rejected member `index` in a failed round.
+
+    Parameters
+    ----------
+    stakes
+        Each tuple attested in the round, with the stake that attested it (``outcomeStake``).
+    index
+        The member's bitmap index.
+    required
+        The round's required stake (``requiredStake``).
+
+    Returns
+    -------
+    tuple[Outcome, ...]
+        Every attested tuple whose bitmap leaves the member out, in increasing key order (the
+        order ``slashRejected`` takes), if their stakes add up to `required`; else empty.
+    """
+    against = [o for o in stakes if stakes[o] > 0 and index not in decode_bitmap(o.accepted_bitmap)]
+    if sum(stakes[o] for o in against) < required:
+        return ()
+    return tuple(sorted(against, key=outcome_key))
 
 
 def round_seed(

@@ -19,6 +19,7 @@ from node.chain.events import (
     Revealed,
     RoundFinalized,
 )
+from node.chain.protocol import Outcome
 from node.chain.tx import json_rpc
 from node.runtime.round import reward_for_round
 from node.runtime.verify import Submission
@@ -110,6 +111,13 @@ class ChainHistory:
     def attestations(self, round_id: int) -> list[Attested]:
         """The round's attestations, in chain order."""
         return [e for e in self.events if isinstance(e, Attested) and e.round == round_id]
+
+    def attested_stakes(self, round_id: int) -> dict[Outcome, int]:
+        """Each tuple attested in the round, with the stake behind it (``outcomeStake``)."""
+        stakes: dict[Outcome, int] = {}
+        for e in self.attestations(round_id):
+            stakes[e.outcome] = max(stakes.get(e.outcome, 0), e.outcome_stake)
+        return stakes
 
     def finalized(self, round_id: int) -> RoundFinalized | None:
         """The round's finalization, if it happened."""

@@ -384,8 +384,8 @@ contract SwarmCoordinator is ISwarmCoordinator {
         Member storage m = _members[node];
         uint32 index = m.index;
 
-        uint256 stake;
-        bytes32 previous;
+        uint256 stake = 0;
+        bytes32 previous = bytes32(0);
         for (uint256 i = 0; i < tuples.length; ++i) {
             bytes32 key = SwarmHashes.outcomeKey(tuples[i]);
             // Strictly increasing keys: no tuple, and so no attester's stake, counts twice.

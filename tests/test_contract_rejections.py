@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+from eth_abi.abi import encode
+from eth_utils.crypto import keccak
 
 from node.chain.anvil import Anvil
 from node.chain.deployment import SwarmParams
@@ -258,3 +260,32 @@ def test_the_nodes_plan_finds_the_same_slash(
     assert rejecting_outcomes(stakes, 0, required) == ()
     tx = harness.deployer.slash_rejected(round_id, members[2].address, plan.offences[0].rejected_by)
     assert tx is not None and isinstance(tx.events[0], Slashed)
+
+
+def test_a_tuple_that_reads_back_altered_is_left_out_of_the_plan(
+    harness: SwarmHarness, members: list[HarnessMember]
+) -> None:
+    """A tuple whose CID is not UTF-8 decodes with U+FFFD, so its key cannot be sent back: the
+    plan leaves it out instead of sending a slash that reverts (here: no quorum without it)."""
+    round_id = harness.deployer.current_round()
+    first, _, own = tuples_of(round_id)
+    play(harness, members, [first])
+    garbled = (first.checkpoint_hash, b"bafk\xff", first.accepted_bitmap, bytes(32), 0)
+    selector = keccak(text="attest(uint64,(bytes32,string,bytes,bytes32,uint256))")[:4]
+    data = selector + encode(
+        ["uint64", "(bytes32,bytes,bytes,bytes32,uint256)"], [round_id, garbled]
+    )
+    harness.rpc("anvil_impersonateAccount", [members[1].address])
+    tx = {"from": members[1].address, "to": harness.deployment.coordinator, "data": data.hex()}
+    harness.w3.eth.wait_for_transaction_receipt(harness.rpc("eth_sendTransaction", [tx]))
+    members[2].client.attest(round_id, own)
+    harness.advance_to_phase(Phase.ENDED)
+    harness.deployer.fail_round(round_id)
+    history = ChainHistory(harness.deployer)
+    history.refresh()
+    assert len(history.attestations(round_id)) == 3
+
+    plan = slash_plan(history, round_id, 1_800, None)
+
+    assert set(history.attested_stakes(round_id)) == {first, own}
+    assert plan.offences == ()

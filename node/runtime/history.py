@@ -113,10 +113,15 @@ class ChainHistory:
         return [e for e in self.events if isinstance(e, Attested) and e.round == round_id]
 
     def attested_stakes(self, round_id: int) -> dict[Outcome, int]:
-        """Each tuple attested in the round, with the stake behind it (``outcomeStake``)."""
+        """Each tuple attested in the round, with the stake behind it (``outcomeStake``).
+
+        A tuple whose CID is not UTF-8 reads back altered (`node.chain.events`), so it could not
+        be sent back to the contract under its key: it is left out.
+        """
         stakes: dict[Outcome, int] = {}
         for e in self.attestations(round_id):
-            stakes[e.outcome] = max(stakes.get(e.outcome, 0), e.outcome_stake)
+            if e.outcome.key() == e.outcome_key:
+                stakes[e.outcome] = max(stakes.get(e.outcome, 0), e.outcome_stake)
         return stakes
 
     def finalized(self, round_id: int) -> RoundFinalized | None:

@@ -176,6 +176,11 @@ class RewardTree:
         return self._tree[0] if self._tree else EMPTY_ROOT
 
     @property
+    def total(self) -> int:
+        """The sum of the leaves' amounts: what the tree pays in all (0 without leaves)."""
+        return sum(entry.amount for entry in self._entries)
+
+    @property
     def tree(self) -> tuple[bytes, ...]:
         """The node array, root first (OpenZeppelin's layout)."""
         return self._tree

@@ -100,13 +100,16 @@ class RoundRecord:
 
 def forged_outcome(round_id: int, colluders: list[HarnessMember], members: int) -> Outcome:
     """The tuple every colluder attests in `round_id`."""
-    tree = RewardTree.from_amounts({c.address: 1_000 * TOKEN for c in colluders})
+    # The whole round's reward for the colluders: a larger total is refused at attest.
+    share = 1_000 * TOKEN // len(colluders)
+    tree = RewardTree.from_amounts({c.address: share for c in colluders})
     fake = f"forged checkpoint of round {round_id}".encode()
     return Outcome(
         checkpoint_hash=hashlib.sha256(fake).digest(),
         checkpoint_cid=cid_of(fake),
         accepted_bitmap=encode_bitmap(range(members)),
         rewards_root=tree.root,
+        reward_total=tree.total,
     )
 
 

@@ -49,7 +49,7 @@ class _Chain:
         )
 
     def finalized(self, r: int, cid: str) -> None:
-        outcome = Outcome(bytes([r]) * 32, cid, b"\x03", bytes(32))
+        outcome = Outcome(bytes([r]) * 32, cid, b"\x03", bytes(32), 0)
         self.add(
             RoundFinalized,
             round=r,
@@ -58,7 +58,6 @@ class _Chain:
             outcome=outcome,
             outcome_stake=200,
             stake_at_open=200,
-            reward_budget=0,
         )
 
     def failed(self, r: int, base: int) -> None:

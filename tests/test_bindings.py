@@ -44,6 +44,7 @@ from node.chain.protocol import (
     decode_bitmap,
     encode_bitmap,
     outcome_key,
+    rejecting_outcomes,
     required_stake,
 )
 from node.chain.reverts import (
@@ -93,6 +94,19 @@ def test_bitmaps_are_lsb_first_over_member_indices() -> None:
         encode_bitmap([-1])
 
 
+def test_rejecting_outcomes_need_quorum_together_and_come_in_key_order() -> None:
+    def tuple_of(label: bytes, accepted: list[int]) -> Outcome:
+        return Outcome(label * 32, "bafk", encode_bitmap(accepted), bytes(32), 0)
+
+    a, b, c = tuple_of(b"a", [0, 1]), tuple_of(b"b", [0]), tuple_of(b"c", [0, 1, 2])
+    stakes = {a: 1_000, b: 1_000, c: 1_000, tuple_of(b"d", []): 0}
+
+    assert rejecting_outcomes(stakes, 2, 1_800) == tuple(sorted([a, b], key=outcome_key))
+    assert rejecting_outcomes(stakes, 2, 2_001) == ()  # below quorum together
+    assert rejecting_outcomes(stakes, 1, 1_000) == (b,)
+    assert rejecting_outcomes(stakes, 0, 1) == ()  # every tuple with stake accepts member 0
+
+
 def test_required_stake_rounds_up() -> None:
     assert required_stake(4_000, 6_667) == 2_667
     assert required_stake(3, 6_667) == 3
@@ -134,7 +148,13 @@ def test_decode_revert_handles_panics_messages_and_garbage() -> None:
 
 def test_every_abi_event_has_a_dataclass_with_its_fields() -> None:
     grouped = {
-        "outcome": {"checkpoint_hash", "checkpoint_cid", "accepted_bitmap", "rewards_root"},
+        "outcome": {
+            "checkpoint_hash",
+            "checkpoint_cid",
+            "accepted_bitmap",
+            "rewards_root",
+            "reward_total",
+        },
         "params": {"params"},
     }
     renamed = {"from": "sender", "to": "receiver"}
@@ -188,8 +208,10 @@ def test_commitment_matches_the_contract(harness: SwarmHarness, reveal: Reveal) 
 @pytest.mark.parametrize(
     "outcome",
     [
-        Outcome(b"\x01" * 32, "bafkcheckpoint", b"", b"\x00" * 32),
-        Outcome(b"\xaa" * 32, "bafk" + "x" * 100, encode_bitmap(range(0, 600, 7)), b"\x05" * 32),
+        Outcome(b"\x01" * 32, "bafkcheckpoint", b"", b"\x00" * 32, 0),
+        Outcome(
+            b"\xaa" * 32, "bafk" + "x" * 100, encode_bitmap(range(0, 600, 7)), b"\x05" * 32, 10**30
+        ),
     ],
 )
 def test_outcome_key_matches_the_contract(harness: SwarmHarness, outcome: Outcome) -> None:

@@ -8,9 +8,12 @@ SwarmCoordinator, and checks after every step (Foundry-style handler with ghost 
   the round's open add up to the round's snapshot;
 - no double claim (a second claim reverts, and no Claimed event repeats), and the rewards paid
   equal what finalized rounds reserved minus what is still outstanding;
+- what is outstanding is exactly what can still be claimed: the unclaimed leaves of the
+  finalized trees (a round reserves its tree's total, never more);
 - no finalization without quorum: a finalized tuple's stake is the ghost sum of the weights that
   attested it, and at least the required stake;
-- a slash really decreases the stake by slashBps of it;
+- a slash really decreases the stake by slashBps of it; in a failed round a revealed member is
+  slashable exactly when attested tuples leaving it out hold the required stake together;
 - no withdrawal before its unbonding ends.
 
 Every call that reverts must revert with a named contract error, never a panic. Each example
@@ -46,7 +49,17 @@ from node.chain.events import (
     Withdrawn,
 )
 from node.chain.harness import HarnessMember, SwarmHarness, sample_outcome, sample_reveal
-from node.chain.protocol import BPS, MemberStatus, Outcome, Phase, Reveal, required_stake
+from node.chain.protocol import (
+    BPS,
+    MemberStatus,
+    Outcome,
+    Phase,
+    Reveal,
+    SubmissionState,
+    decode_bitmap,
+    outcome_key,
+    required_stake,
+)
 from node.chain.reverts import (
     AlreadyClaimed,
     CommitmentMismatch,
@@ -111,11 +124,13 @@ class SwarmMachine(RuleBasedStateMachine):
         self.reveals: dict[tuple[int, str], Reveal] = {}  # committed, by (round, node)
         self.revealed: set[tuple[int, str]] = set()
         self.weights: dict[tuple[int, bytes], int] = {}
+        self.tuples: dict[tuple[int, bytes], Outcome] = {}  # attested, by (round, key)
         self.trees: dict[int, RewardTree] = {}
         self.claimed: set[tuple[int, str]] = set()
         self.paid = 0
         self.budgets = 0  # reserved by finalized rounds
         self.closed: list[int] = []
+        self.failed: list[int] = []
         self.info = self.c.round_info()  # the open round, re-read after every step
 
     def teardown(self) -> None:
@@ -149,6 +164,7 @@ class SwarmMachine(RuleBasedStateMachine):
             elif isinstance(event, Attested):
                 key = (event.round, event.outcome_key)
                 self.weights[key] = self.weights.get(key, 0) + event.weight
+                self.tuples[key] = event.outcome
                 assert event.outcome_stake == self.weights[key]
             elif isinstance(event, RoundFinalized):
                 attested = self.weights.get((event.round, event.outcome_key), 0)
@@ -161,11 +177,12 @@ class SwarmMachine(RuleBasedStateMachine):
                 self.claimed.add((event.round, event.account))
                 self.paid += event.amount
 
-    def outcome(self, round_id: int, honest: bool) -> tuple[Outcome, RewardTree]:
-        """The tuple honest members attest (revealers accepted and paid), or a rival one."""
+    def outcome(self, round_id: int, honest: bool, rival: int = 0) -> tuple[Outcome, RewardTree]:
+        """The tuple honest members attest (revealers accepted and paid), or one of two rival
+        ones (nobody accepted), so that a failed round can hold quorum against a revealer."""
         revealers = [m.address for m in self.pool if (round_id, m.address) in self.revealed]
         if not honest or not revealers:
-            return sample_outcome([], {}, label=f"rival {round_id}")
+            return sample_outcome([], {}, label=f"rival {rival} {round_id}")
         indices = [self.c.member_info(address).index for address in revealers]
         return sample_outcome(indices, dict.fromkeys(revealers, REWARD), label=f"honest {round_id}")
 
@@ -205,9 +222,8 @@ class SwarmMachine(RuleBasedStateMachine):
             elif phase == Phase.REVEAL:
                 self.reveal(self.pool[i], round_id, honest)
             elif phase == Phase.ATTEST:
-                self.send(
-                    self.pool[i], "attest", round_id, self.outcome(round_id, honest)[0].as_abi()
-                )
+                outcome = self.outcome(round_id, honest, rival=i % 2)[0]
+                self.send(self.pool[i], "attest", round_id, outcome.as_abi())
         if phase >= Phase.ATTEST:
             self.finalize(round_id, honest)
         if phase == Phase.ENDED:
@@ -230,13 +246,19 @@ class SwarmMachine(RuleBasedStateMachine):
         else:
             self.withdraw(member)
 
-    @rule(i=MEMBER, action=st.sampled_from(["claim", "slash"]), pick=st.integers(0, 7))
+    @rule(
+        i=MEMBER,
+        action=st.sampled_from(["claim", "slash", "slashRejected"]),
+        pick=st.integers(0, 7),
+    )
     def settle(self, i: int, action: str, pick: int) -> None:
         if action == "claim" and self.trees:
             rounds = sorted(self.trees)
             self.claim(self.pool[i], rounds[pick % len(rounds)])
         elif action == "slash" and self.closed:
             self.slash(self.pool[i], self.closed[pick % len(self.closed)])
+        elif action == "slashRejected" and self.closed:
+            self.slash_rejected(self.pool[i], self.closed[pick % len(self.closed)])
 
     @rule(
         i=MEMBER,
@@ -291,15 +313,22 @@ class SwarmMachine(RuleBasedStateMachine):
             assert not honest
 
     def finalize(self, round_id: int, honest: bool) -> None:
-        outcome, tree = self.outcome(round_id, honest)
-        if isinstance(self.send(self.pool[0], "finalize", round_id, outcome.as_abi()), Transaction):
-            self.trees[round_id] = tree
+        for rival in (0, 1) if not honest else (0,):
+            outcome, tree = self.outcome(round_id, honest, rival)
+            sent = self.send(self.pool[0], "finalize", round_id, outcome.as_abi())
+            if isinstance(sent, Transaction):
+                self.trees[round_id] = tree
+                return
 
     def fail_round(self) -> None:
         info = self.c.round_info()
         if isinstance(self.send(self.pool[0], "failRound", info.round), Transaction):
             assert info.leading_stake < info.required_stake
             self.closed.append(info.round)
+            self.failed.append(info.round)
+            for member in self.pool:  # whoever revealed may be slashable now
+                if (info.round, member.address) in self.revealed:
+                    self.slash_rejected(member, info.round)
 
     def withdraw(self, member: HarnessMember) -> None:
         ends = self.c.member_info(member.address).unbonding_ends
@@ -329,6 +358,28 @@ class SwarmMachine(RuleBasedStateMachine):
             assert after == before - before * PARAMS.slash_bps // BPS
             assert before < 5 or after < before, "a slash left the stake unchanged"
 
+    def slash_rejected(self, member: HarnessMember, round_id: int) -> None:
+        """Offer every attested tuple that leaves the member out; it must be slashed exactly
+        when the round failed, it revealed, and those tuples hold the required stake."""
+        index = self.c.member_info(member.address).index
+        stakes = {o: self.weights[(r, k)] for (r, k), o in self.tuples.items() if r == round_id}
+        against = sorted(
+            (o for o in stakes if index not in decode_bitmap(o.accepted_bitmap)), key=outcome_key
+        )
+        at_quorum = sum(stakes[o] for o in against) >= self.c.round_info(round_id).required_stake
+        due = (
+            round_id in self.failed
+            and self.c.submission(round_id, member.address).state == SubmissionState.REVEALED
+            and at_quorum
+        )
+        before = self.c.member_info(member.address).stake
+        tuples = [o.as_abi() for o in against]
+        result = self.send(self.pool[0], "slashRejected", round_id, member.address, tuples)
+        assert isinstance(result, Transaction) == due, result
+        if due:
+            after = self.c.member_info(member.address).stake
+            assert after == before - before * PARAMS.slash_bps // BPS
+
     # ---- invariants --------------------------------------------------------------------------
 
     @invariant()
@@ -352,6 +403,13 @@ class SwarmMachine(RuleBasedStateMachine):
         assert sum(balances) == self.supply, "tokens were created or destroyed"
         assert balances[0] == staked + reward_pool + outstanding
         assert self.budgets - outstanding == self.paid
+        claimable = sum(
+            entry.amount
+            for r, tree in self.trees.items()
+            for entry in tree.entries
+            if (r, entry.account) not in self.claimed
+        )
+        assert outstanding == claimable, "reserved rewards nobody can claim"
         assert [i.stake for i in infos] == [self.ghost_stake[m.address] for m in self.pool]
         assert sum(i.stake for i in infos) == staked
         assert sum(i.stake for i in infos if i.status == MemberStatus.ACTIVE) == active_stake

@@ -1,5 +1,6 @@
 """SwarmCoordinator slashing and rewards on a real Anvil: lazy slashes against the finalized
-record, settlement at the next commit, forced exits, Merkle claims and the per-round budget."""
+record, settlement at the next commit, forced exits, Merkle claims and the per-round budget,
+which is exactly what the round's tree pays."""
 
 from __future__ import annotations
 
@@ -9,8 +10,16 @@ import pytest
 
 from incentives.merkle import RewardTree
 from node.chain.anvil import Anvil
+from node.chain.coordinator import Coordinator
 from node.chain.deployment import SwarmParams
-from node.chain.events import Claimed, Committed, ExitRequested, Slashed, Transfer
+from node.chain.events import (
+    Claimed,
+    Committed,
+    ExitRequested,
+    RoundFinalized,
+    Slashed,
+    Transfer,
+)
 from node.chain.harness import HarnessMember, SwarmHarness, sample_outcome
 from node.chain.protocol import MemberStatus, Outcome, Phase, SlashReason, SubmissionState
 from node.chain.reverts import (
@@ -19,6 +28,7 @@ from node.chain.reverts import (
     InvalidProof,
     NotSlashable,
     RewardBudgetExceeded,
+    RewardTotalTooHigh,
     RoundNotClosed,
     RoundNotFinalized,
     ZeroAmount,
@@ -64,8 +74,10 @@ def run_round(
     revealers: list[HarnessMember],
     accepted: list[int],
     rewards: dict[str, int],
+    total: int | None = None,
 ) -> tuple[int, Outcome, RewardTree]:
-    """All members commit, `revealers` reveal, everyone attests `accepted`; finalized."""
+    """All members commit, `revealers` reveal, everyone attests `accepted`; finalized.
+    `total` overrides the tuple's reward total (a tree whose total lies)."""
     c = harness.deployer
     round_id = c.current_round()
     reveals = harness.commit_all(members, round_id)
@@ -73,6 +85,8 @@ def run_round(
     harness.reveal_all(revealers, reveals, round_id)
     harness.advance_to_phase(Phase.ATTEST)
     outcome, tree = sample_outcome(accepted, rewards, label=f"checkpoint {round_id}")
+    if total is not None:
+        outcome = replace(outcome, reward_total=total)
     harness.attest_all(members, outcome, round_id)
     c.finalize(round_id, outcome)
     return round_id, outcome, tree
@@ -242,9 +256,10 @@ def test_claim_with_a_wrong_proof_reverts(
 def test_claims_cannot_exceed_the_round_budget(
     harness: SwarmHarness, members: list[HarnessMember]
 ) -> None:
+    """A tuple whose total understates its tree pays first come, first served up to the total."""
     greedy = {members[2].address: BUDGET, members[3].address: 1}
     round_id, _, tree = run_round(
-        harness, members, revealers=members, accepted=[0, 1, 2, 3], rewards=greedy
+        harness, members, revealers=members, accepted=[0, 1, 2, 3], rewards=greedy, total=BUDGET
     )
     c = harness.deployer
     c.claim(round_id, members[2].address, BUDGET, tree.proof(members[2].address))
@@ -277,3 +292,118 @@ def test_the_budget_is_capped_by_the_pool(harness: SwarmHarness) -> None:
     assert info.reward_remaining == 40
     totals = small.deployer.totals()
     assert totals.reward_pool == 0 and totals.rewards_outstanding == 40
+
+
+# ---- the reserved budget is what the tree pays -------------------------------------------------
+
+
+def unclaimed(c: Coordinator, finalized: dict[int, RewardTree]) -> int:
+    """What the finalized trees still owe: the sum of their unclaimed leaves."""
+    return sum(
+        entry.amount
+        for round_id, tree in finalized.items()
+        for entry in tree.entries
+        if not c.has_claimed(round_id, entry.account)
+    )
+
+
+def test_funding_mid_round_leaves_the_new_tokens_in_the_pool(harness: SwarmHarness) -> None:
+    """The tree pays the pool at the open (400); the 600 funded mid-round stay in the pool."""
+    small = SwarmHarness.deploy(harness.anvil, replace(PARAMS, reward_pool=400))
+    members = small.join_new(3, STAKE, "funded")
+    small.open_round()
+    c = small.deployer
+    rewards = {members[0].address: 150, members[1].address: 250}
+    round_id = c.current_round()
+    reveals = small.commit_all(members, round_id)
+    small.advance_to_phase(Phase.REVEAL)
+    small.reveal_all(members, reveals, round_id)
+    c.fund_rewards(600)
+    small.advance_to_phase(Phase.ATTEST)
+    outcome, tree = sample_outcome([0, 1, 2], rewards, label="funded mid-round")
+    small.attest_all(members, outcome, round_id)
+
+    tx = c.finalize(round_id, outcome)
+
+    assert tx is not None and isinstance(tx.events[0], RoundFinalized)
+    assert tx.events[0].reward_budget == outcome.reward_total == 400
+    totals = c.totals()
+    assert (totals.reward_pool, totals.rewards_outstanding) == (600, 400)
+    assert totals.rewards_outstanding == unclaimed(c, {round_id: tree})
+    for member in members[:2]:
+        c.claim(round_id, member.address, rewards[member.address], tree.proof(member.address))
+    assert c.totals().rewards_outstanding == unclaimed(c, {round_id: tree}) == 0
+    assert c.round_info(round_id).reward_remaining == 0
+
+
+def test_a_round_that_pays_nobody_reserves_nothing(
+    harness: SwarmHarness, members: list[HarnessMember]
+) -> None:
+    c = harness.deployer
+    before = c.totals()
+
+    round_id, outcome, tree = run_round(
+        harness, members, revealers=members, accepted=[0, 1, 2, 3], rewards={}
+    )
+
+    after = c.totals()
+    assert outcome.reward_total == tree.total == 0
+    assert (after.reward_pool, after.rewards_outstanding) == (
+        before.reward_pool,
+        before.rewards_outstanding,
+    )
+    assert c.round_info(round_id).reward_remaining == 0
+
+
+def test_outstanding_is_exactly_what_the_trees_still_owe(
+    harness: SwarmHarness,
+    members: list[HarnessMember],
+    finalized: tuple[int, Outcome, RewardTree],
+) -> None:
+    c = harness.deployer
+    first, _, first_tree = finalized
+    second, _, second_tree = run_round(
+        harness, members, revealers=members, accepted=[0, 1], rewards={members[0].address: 55}
+    )
+    trees = {first: first_tree, second: second_tree}
+    assert c.totals().rewards_outstanding == unclaimed(c, trees) == 1_055
+
+    c.claim(first, members[3].address, 700, first_tree.proof(members[3].address))
+
+    assert c.totals().rewards_outstanding == unclaimed(c, trees) == 355
+
+
+def test_attest_refuses_a_total_above_the_round_budget(
+    harness: SwarmHarness, members: list[HarnessMember]
+) -> None:
+    c = harness.deployer
+    round_id = c.current_round()
+    reveals = harness.commit_all(members, round_id)
+    harness.advance_to_phase(Phase.REVEAL)
+    harness.reveal_all(members, reveals, round_id)
+    harness.advance_to_phase(Phase.ATTEST)
+    outcome, _ = sample_outcome([0, 1, 2, 3], {members[0].address: BUDGET + 1})
+
+    with pytest.raises(RewardTotalTooHigh) as info:
+        members[0].client.attest(round_id, outcome)
+
+    assert info.value.values == {"round": round_id, "rewardTotal": BUDGET + 1, "available": BUDGET}
+
+
+def test_attest_refuses_a_total_above_the_pool(harness: SwarmHarness) -> None:
+    """Refused at attest, a tuple no pool can pay never gathers stake, so it cannot leave a
+    round that neither finalizes nor fails."""
+    small = SwarmHarness.deploy(harness.anvil, replace(PARAMS, reward_pool=40))
+    members = small.join_new(3, STAKE, "poor")
+    small.open_round()
+    round_id = small.deployer.current_round()
+    reveals = small.commit_all(members, round_id)
+    small.advance_to_phase(Phase.REVEAL)
+    small.reveal_all(members, reveals, round_id)
+    small.advance_to_phase(Phase.ATTEST)
+    outcome, _ = sample_outcome([0, 1, 2], {members[0].address: 41})
+
+    with pytest.raises(RewardTotalTooHigh) as info:
+        members[0].client.attest(round_id, outcome)
+
+    assert info.value.values["available"] == 40

@@ -125,7 +125,7 @@ def test_round_commits_reveals_attests_and_finalizes(
     finalized, opened = tx.events
     assert isinstance(finalized, RoundFinalized) and isinstance(opened, RoundOpened)
     assert finalized.outcome == outcome and finalized.outcome_stake == 3 * STAKE
-    assert finalized.reward_budget == PARAMS.reward_per_round
+    assert finalized.reward_budget == outcome.reward_total == 4 * 100  # what the tree pays
     assert c.finalized_outcome(round_id) == outcome
     assert c.round_info(round_id).status == RoundStatus.FINALIZED
     following = c.round_info()
@@ -371,7 +371,7 @@ def test_attest_rejects_malformed_outcomes(
 ) -> None:
     round_id, _ = attest_phase(harness, members)
     with pytest.raises(error):
-        members[0].client.attest(round_id, Outcome(checkpoint_hash, cid, bitmap, b"\x00" * 32))
+        members[0].client.attest(round_id, Outcome(checkpoint_hash, cid, bitmap, b"\x00" * 32, 0))
 
 
 def test_attest_window_closes_once_everyone_attested(

@@ -42,6 +42,7 @@ from node.chain.reverts import (
     NotSlashable,
     QuorumNotReached,
     QuorumReached,
+    RejectionBelowQuorum,
     RoundAlreadyFinalized,
     RoundNotClosed,
     RoundNotExpired,
@@ -84,6 +85,7 @@ WRITE_FUNCTIONS = {
     "finalize",
     "failRound",
     "slash",
+    "slashRejected",
     "claim",
 }
 
@@ -181,6 +183,11 @@ UNAUTHORISED: list[
         RoundNotClosed,
     ),
     ("anyone slashes an accepted member", lambda h, m, s: _slash_accepted(h, m, s), NotSlashable),
+    (
+        "a minority's tuple slashes a member of a failed round",
+        lambda h, m, s: _slash_by_minority(h, m, s),
+        RejectionBelowQuorum,
+    ),
     ("stranger claims a member's reward", lambda h, m, s: _claim_stolen(h, m, s), InvalidProof),
     ("stranger funds nothing", lambda h, m, s: _raw(s, "fundRewards", 0), ZeroAmount),
     (
@@ -235,6 +242,19 @@ def _fail_at_quorum(harness: SwarmHarness, members: list[HarnessMember], who: Ha
 def _slash_accepted(harness: SwarmHarness, members: list[HarnessMember], who: HarnessMember) -> Any:
     round_id, _, _ = _finalize_round(harness, members, {})
     return _raw(who, "slash", round_id, members[0].address)
+
+
+def _slash_by_minority(
+    harness: SwarmHarness, members: list[HarnessMember], who: HarnessMember
+) -> Any:
+    round_id = harness.deployer.current_round()
+    reveals = harness.commit_all(members, round_id)
+    harness.reveal_all(members, reveals, round_id)
+    outcome, _ = sample_outcome(range(1, len(members)), {}, label="without member 0")
+    harness.attest_all(members[1:2], outcome, round_id)  # a quarter of the stake
+    harness.advance_to_phase(Phase.ENDED)
+    harness.deployer.fail_round(round_id)
+    return _raw(who, "slashRejected", round_id, members[0].address, [outcome.as_abi()])
 
 
 def _claim_stolen(harness: SwarmHarness, members: list[HarnessMember], who: HarnessMember) -> Any:

@@ -110,6 +110,7 @@ def _finalize(harness: SwarmHarness, members: list[HarnessMember], rewards: Roun
         checkpoint_cid=f"bafkreicheckpoint{round_id}",
         accepted_bitmap=encode_bitmap(accepted),
         rewards_root=rewards.root,
+        reward_total=rewards.tree.total,
     )
     harness.attest_all(members, outcome, round_id)
     harness.deployer.finalize(round_id, outcome)

@@ -68,6 +68,7 @@ def test_from_amounts_drops_zero_amounts_and_orders_by_address() -> None:
     assert [(e.account.lower(), e.amount) for e in tree.entries] == [(BOB, 7), (CAROL, 3)]
     assert tree.amount_of(ALICE) == 0
     assert tree.amount_of(BOB) == 7
+    assert tree.total == 10
     assert verify_proof(tree.root, CAROL, 3, tree.proof(CAROL))
     with pytest.raises(KeyError, match="has no reward"):
         tree.proof(ALICE)
@@ -83,7 +84,7 @@ def test_root_does_not_depend_on_input_order() -> None:
 def test_round_without_rewards_has_the_empty_root() -> None:
     tree = RewardTree.from_amounts({ALICE: 0})
 
-    assert tree.root == EMPTY_ROOT
+    assert tree.root == EMPTY_ROOT and tree.total == 0
     assert RewardTree.load(tree.dump()).root == EMPTY_ROOT
     assert not verify_proof(EMPTY_ROOT, ALICE, 0, [])
 

@@ -14,8 +14,9 @@ from eth_utils.address import to_checksum_address
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
+from incentives.merkle import EMPTY_ROOT
 from node.chain.events import RewardsFunded, RoundFinalized, RoundOpened, Slashed
-from node.chain.protocol import SlashReason, content_hash, encode_bitmap
+from node.chain.protocol import Outcome, SlashReason, content_hash, encode_bitmap
 from node.learning.data import Dataset, task_splits
 from node.learning.training import genesis_state
 from node.runtime.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
@@ -168,6 +169,7 @@ def test_honest_updates_are_accepted_and_the_outcome_ignores_arrival_order(
     assert forward.outcome.accepted_bitmap == encode_bitmap(range(4))
     assert sum(forward.amounts.values()) in (0, REWARD)
     assert forward.tree.root == forward.outcome.rewards_root
+    assert forward.outcome.reward_total == forward.tree.total == sum(forward.amounts.values())
 
 
 def test_each_hostile_update_is_rejected_with_its_named_reason(
@@ -233,6 +235,19 @@ def test_each_hostile_update_is_rejected_with_its_named_reason(
     assert result.outcome.accepted_bitmap == encode_bitmap([0, 1, 2])
     rejected = {v.node for v in result.verdicts if not v.accepted}
     assert all(result.amounts[node] == 0 for node in rejected)
+
+
+def test_a_round_that_aggregates_nothing_pays_and_reserves_nothing(
+    store: EmbeddedStore, spec: TaskSpec, base: Checkpoint, reference: Dataset
+) -> None:
+    rnd = Round(store, spec, base)
+    rnd.publish(0, blob=b"not an update")
+
+    result = rnd.compute(reference)
+
+    assert reasons(result) == {0: RejectReason.MALFORMED}
+    assert result.outcome.reward_total == result.tree.total == 0
+    assert result.outcome.rewards_root == EMPTY_ROOT
 
 
 def test_copied_updates_are_rejected_as_free_riders(
@@ -440,10 +455,9 @@ def test_reward_is_the_smaller_of_the_per_round_reward_and_the_pool_at_opening()
         round=2,
         caller=node,
         outcome_key=b"",
-        outcome=None,  # type: ignore[arg-type]
+        outcome=Outcome(b"", "", b"", b"", 700),
         outcome_stake=0,
         stake_at_open=0,
-        reward_budget=700,
     )
 
     def opened(round_id: int) -> RoundOpened:

@@ -16,7 +16,8 @@ import {SwarmHashes} from "./libraries/SwarmHashes.sol";
 ///         `ISwarmCoordinator`.
 /// @dev No admin: every parameter is fixed at deployment. No function loops over members:
 ///      attestations add stake to the key of their tuple, finalize reads one key, and per-member
-///      consequences (slashes, claims) are applied lazily, one member per call. All token
+///      consequences (slashes, claims) are applied lazily, one member per call (`slashRejected`
+///      loops over the tuples its caller supplies, at most one per attester). All token
 ///      balances change in `_move`.
 contract SwarmCoordinator is ISwarmCoordinator {
     using SafeERC20 for IERC20;
@@ -286,12 +287,10 @@ contract SwarmCoordinator is ISwarmCoordinator {
     function attest(uint64 round, Outcome calldata outcome) external {
         if (outcome.checkpointHash == bytes32(0)) revert ZeroHash();
         _requireCid(outcome.checkpointCid);
-        uint256 maxBitmap = MemberBitmap.maxLength(memberCount);
-        if (outcome.acceptedBitmap.length > maxBitmap) {
-            revert BitmapTooLong(outcome.acceptedBitmap.length, maxBitmap);
-        }
+        _requireBitmap(outcome.acceptedBitmap);
         Round storage rd = _requirePhase(round, Phase.Attest);
         Member storage m = _requireMember(round, msg.sender);
+        _requireAffordable(round, outcome.rewardTotal);
         if (m.lastAttestRound == round) revert AlreadyAttested(round, msg.sender);
 
         uint256 weight = _stakeAtOpen(m);
@@ -313,6 +312,7 @@ contract SwarmCoordinator is ISwarmCoordinator {
             outcome.checkpointCid,
             outcome.acceptedBitmap,
             outcome.rewardsRoot,
+            outcome.rewardTotal,
             weight,
             stake
         );
@@ -325,12 +325,14 @@ contract SwarmCoordinator is ISwarmCoordinator {
         uint256 stake = outcomeStake[round][key];
         uint256 required = _requiredStake(rd.stakeAtOpen);
         if (stake < required) revert QuorumNotReached(round, key, stake, required);
+        // `attest` already refused this (the pool only grows while a round is open); checked
+        // again so that the reservation below never rests on another function's check.
+        _requireAffordable(round, outcome.rewardTotal);
 
         // A tuple with stake passed `attest`'s input checks, so it is stored as given.
         _outcomes[round] = outcome;
         rd.status = RoundStatus.Finalized;
         lastFinalizedRound = round;
-        uint256 budget = rewardPool < _rewardPerRound ? rewardPool : _rewardPerRound;
         emit RoundFinalized(
             round,
             msg.sender,
@@ -339,11 +341,12 @@ contract SwarmCoordinator is ISwarmCoordinator {
             outcome.checkpointCid,
             outcome.acceptedBitmap,
             outcome.rewardsRoot,
+            outcome.rewardTotal,
             stake,
-            rd.stakeAtOpen,
-            budget
+            rd.stakeAtOpen
         );
-        _move(Ledger.Pool, Ledger.Budget, address(0), round, budget);
+        // Exactly what the tree pays is reserved, so `rewardsOutstanding` is always claimable.
+        _move(Ledger.Pool, Ledger.Budget, address(0), round, outcome.rewardTotal);
         _openRound(round + 1, round);
     }
 
@@ -369,6 +372,36 @@ contract SwarmCoordinator is ISwarmCoordinator {
         (SubmissionState state, bool due, SlashReason reason) = _offence(round, node, m.index);
         if (!due) revert NotSlashable(round, node, state);
         _slash(round, node, m, reason);
+    }
+
+    /// @inheritdoc ISwarmCoordinator
+    function slashRejected(uint64 round, address node, Outcome[] calldata tuples) external {
+        Round storage rd = _rounds[round];
+        if (rd.status != RoundStatus.Failed) revert RoundNotFailed(round, rd.status);
+        bytes32 stored = _submissions[round][node];
+        if (stored == SLASHED) revert AlreadySlashed(round, node);
+        if (stored != REVEALED) revert NotSlashable(round, node, _stateOf(stored));
+        Member storage m = _members[node];
+        uint32 index = m.index;
+
+        uint256 stake = 0;
+        bytes32 previous = bytes32(0);
+        for (uint256 i = 0; i < tuples.length; ++i) {
+            bytes32 key = SwarmHashes.outcomeKey(tuples[i]);
+            // Strictly increasing keys: no tuple, and so no attester's stake, counts twice.
+            if (uint256(key) <= uint256(previous)) revert TuplesNotSorted(i, key, previous);
+            uint256 attested = outcomeStake[round][key];
+            if (attested == 0) revert TupleNotAttested(round, key);
+            if (tuples[i].acceptedBitmap.contains(index)) revert TupleAcceptsNode(round, key, node, index);
+            // Unchecked: distinct keys have disjoint attesters, so stake <= stakeAtOpen < 2**128.
+            unchecked {
+                stake += attested;
+            }
+            previous = key;
+        }
+        uint256 required = _requiredStake(rd.stakeAtOpen);
+        if (stake < required) revert RejectionBelowQuorum(round, node, stake, required);
+        _slash(round, node, m, SlashReason.Rejected);
     }
 
     /// @inheritdoc ISwarmCoordinator
@@ -585,6 +618,7 @@ contract SwarmCoordinator is ISwarmCoordinator {
             due = status == RoundStatus.Finalized || status == RoundStatus.Failed;
             reason = SlashReason.NotRevealed;
         } else if (state == SubmissionState.Revealed) {
+            // In a failed round no bitmap is final: `slashRejected` proves a rejection instead.
             due = status == RoundStatus.Finalized && !_outcomes[round].acceptedBitmap.contains(index);
             reason = SlashReason.Rejected;
         }
@@ -639,6 +673,12 @@ contract SwarmCoordinator is ISwarmCoordinator {
         return SwarmHashes.roundSeed(address(this), round, base, _outcomes[base].checkpointHash, rd.openedAt);
     }
 
+    /// @dev A reward total the round can reserve now: at most min(rewardPool, rewardPerRound).
+    function _requireAffordable(uint64 round, uint256 rewardTotal) private view {
+        uint256 available = rewardPool < _rewardPerRound ? rewardPool : _rewardPerRound;
+        if (rewardTotal > available) revert RewardTotalTooHigh(round, rewardTotal, available);
+    }
+
     /// @dev ceil(stakeAtOpen * quorumBps / 10000), and at least 1 so an empty round never finalizes.
     function _requiredStake(uint256 stakeAtOpen) private view returns (uint256) {
         // Cannot overflow: stakeAtOpen < 2**128 and quorumBps <= 10000.
@@ -651,6 +691,11 @@ contract SwarmCoordinator is ISwarmCoordinator {
         if (stored == REVEALED) return SubmissionState.Revealed;
         if (stored == SLASHED) return SubmissionState.Slashed;
         return SubmissionState.Committed;
+    }
+
+    function _requireBitmap(bytes calldata bitmap) private view {
+        uint256 maxBitmap = MemberBitmap.maxLength(memberCount);
+        if (bitmap.length > maxBitmap) revert BitmapTooLong(bitmap.length, maxBitmap);
     }
 
     function _requireCid(string calldata cid) private pure {

@@ -11,8 +11,8 @@ checkpoint's lineage, oldest first, it checks:
    rejected, and the re-run confirms it);
 3. the round re-run through `node.runtime.round.compute_round`, the very function every node
    ran before attesting, on the inputs the chain records (base checkpoint, revealed updates,
-   seed, reward): its accepted bitmap, checkpoint hash, checkpoint CID and rewards root against
-   the finalized tuple;
+   seed, reward): its accepted bitmap, checkpoint hash, checkpoint CID, rewards root and reward
+   total against the finalized tuple;
 4. the stored checkpoint blob against the finalized hash;
 5. every claimed reward against the re-derived amount.
 
@@ -442,6 +442,10 @@ class Auditor:
         self._check(
             r, CheckKind.REWARDS_ROOT, "rewards root", chain.rewards_root == mine.rewards_root,
             expected=_hex(chain.rewards_root), actual=_hex(mine.rewards_root),
+        )  # fmt: skip
+        self._check(
+            r, CheckKind.REWARD_TOTAL, "reward total", chain.reward_total == mine.reward_total,
+            expected=str(chain.reward_total), actual=str(mine.reward_total),
         )  # fmt: skip
 
     def _stored_checkpoint(self, rec: RoundRecord, task: _Task) -> Checkpoint | None:

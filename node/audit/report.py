@@ -36,6 +36,7 @@ class CheckKind(StrEnum):
     CHECKPOINT_HASH = "checkpoint_hash"  # re-derived checkpoint hash against the finalized one
     CHECKPOINT_CID = "checkpoint_cid"  # re-derived checkpoint CID against the finalized one
     REWARDS_ROOT = "rewards_root"  # re-derived rewards root against the finalized one
+    REWARD_TOTAL = "reward_total"  # re-derived reward total against the finalized one
     CHECKPOINT_BLOB = "checkpoint_blob"  # the stored checkpoint blob against its hash
     CLAIM = "claim"  # a claimed amount against the re-derived reward
 

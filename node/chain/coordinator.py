@@ -58,7 +58,7 @@ class RoundInfo:
     stake_at_open: int  # the quorum's denominator
     required_stake: int  # stake one tuple needs to finalize
     leading_stake: int  # stake behind the most-attested tuple
-    reward_remaining: int  # reserved at finalization (RoundFinalized.reward_budget), less claims
+    reward_remaining: int  # the tuple's reward total, reserved at finalization, less claims
     seed: bytes  # the round's public deterministic seed
 
 
@@ -390,6 +390,39 @@ class Coordinator:
         fn = self.contract.functions.slash(round_id, to_checksum_address(node))
         return self._send(fn, f"slash(round {round_id}, {node})")
 
+    def slash_rejected(
+        self, round_id: int, node: str, tuples: Sequence[Outcome]
+    ) -> Transaction | None:
+        """Slash `node` for an update attested tuples holding quorum rejected in a failed round.
+
+        Parameters
+        ----------
+        round_id
+            The failed round.
+        node
+            The revealed member.
+        tuples
+            Attested tuples that leave `node` out, in increasing key order
+            (`node.chain.protocol.rejecting_outcomes`).
+
+        Returns
+        -------
+        Transaction | None
+            None if the member is already slashed for the round.
+
+        Raises
+        ------
+        ChainError
+            A named revert: `RoundNotFailed`, `NotSlashable`, `TuplesNotSorted`,
+            `TupleNotAttested`, `TupleAcceptsNode` or `RejectionBelowQuorum`.
+        """
+        if self.submission(round_id, node).state == SubmissionState.SLASHED:
+            return None
+        fn = self.contract.functions.slashRejected(
+            round_id, to_checksum_address(node), [t.as_abi() for t in tuples]
+        )
+        return self._send(fn, f"slashRejected(round {round_id}, {node})")
+
     def claim(
         self, round_id: int, account: str, amount: int, proof: Sequence[bytes]
     ) -> Transaction | None:
@@ -450,7 +483,7 @@ class Coordinator:
             If the round is not finalized.
         """
         v = _tuple(self._view("finalizedOutcome", round_id))
-        return Outcome(bytes(v[0]), v[1], bytes(v[2]), bytes(v[3]))
+        return Outcome(bytes(v[0]), v[1], bytes(v[2]), bytes(v[3]), int(v[4]))
 
     def member_info(self, node: str | None = None) -> MemberInfo:
         """Everything about a member (this account when None)."""

@@ -147,7 +147,11 @@ class RoundFinalized(ChainEvent):
     outcome: Outcome
     outcome_stake: int
     stake_at_open: int
-    reward_budget: int
+
+    @property
+    def reward_budget(self) -> int:
+        """Tokens finalization moved from the pool to the round's claims: the tuple's total."""
+        return self.outcome.reward_total
 
 
 @dataclass(frozen=True)
@@ -223,6 +227,7 @@ def _outcome(args: Mapping[str, Any]) -> Outcome:
         checkpoint_cid=args["checkpointCid"],
         accepted_bitmap=bytes(args["acceptedBitmap"]),
         rewards_root=bytes(args["rewardsRoot"]),
+        reward_total=args["rewardTotal"],
     )
 
 
@@ -325,7 +330,6 @@ _BUILDERS: dict[str, _Builder] = {
         outcome=_outcome(a),
         outcome_stake=a["outcomeStake"],
         stake_at_open=a["stakeAtOpen"],
-        reward_budget=a["rewardBudget"],
     ),
     "RoundFailed": lambda a, m: RoundFailed(
         **m,

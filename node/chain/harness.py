@@ -51,6 +51,7 @@ def sample_outcome(
         checkpoint_cid=f"bafkfake{keccak(blob).hex()[:40]}",
         accepted_bitmap=encode_bitmap(accepted),
         rewards_root=tree.root,
+        reward_total=tree.total,
     )
     return outcome, tree
 

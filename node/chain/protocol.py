@@ -6,7 +6,8 @@ test holds both sides to it:
 - the commitment a reveal must match:
   ``keccak256(abi.encode(cid, contentHash, numSamples, salt, node, round, coordinator))``;
 - the key an attested tuple's stake accumulates under:
-  ``keccak256(abi.encode(checkpointHash, checkpointCid, acceptedBitmap, rewardsRoot))``;
+  ``keccak256(abi.encode(checkpointHash, checkpointCid, acceptedBitmap, rewardsRoot,
+  rewardTotal))``;
 - the round seed: ``keccak256(abi.encode(chainid, coordinator, round, baseRound,
   baseCheckpointHash, openedAt))``.
 
@@ -14,13 +15,17 @@ Content hashes are SHA-256 of the exact blob bytes. Accepted sets are bitmaps ov
 indices: bit ``i`` is bit ``i % 8`` (least significant first) of byte ``i // 8``. Reward roots are
 OpenZeppelin StandardMerkleTree roots over ``(address, uint256)``, built by
 `incentives.merkle.RewardTree`; the contract verifies claims against the leaf
-``keccak256(bytes.concat(keccak256(abi.encode(account, amount))))``.
+``keccak256(bytes.concat(keccak256(abi.encode(account, amount))))``, and a finalized round reserves
+exactly the tree's total (``rewardTotal``) for them.
+
+In a failed round, a revealed member is slashable when attested tuples that all leave it out
+hold the round's required stake together (`rejecting_outcomes` picks them).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -114,10 +119,17 @@ class Outcome:
     checkpoint_cid: str  # CID of that blob
     accepted_bitmap: bytes  # member indices whose updates were accepted (`encode_bitmap`)
     rewards_root: bytes  # incentives.merkle.RewardTree root of the round's rewards (32 bytes)
+    reward_total: int  # the sum of that tree's amounts: what finalization reserves for claims
 
-    def as_abi(self) -> tuple[bytes, str, bytes, bytes]:
+    def as_abi(self) -> tuple[bytes, str, bytes, bytes, int]:
         """The tuple in ABI order, for contract calls."""
-        return (self.checkpoint_hash, self.checkpoint_cid, self.accepted_bitmap, self.rewards_root)
+        return (
+            self.checkpoint_hash,
+            self.checkpoint_cid,
+            self.accepted_bitmap,
+            self.rewards_root,
+            self.reward_total,
+        )
 
     def key(self) -> bytes:
         """The key the contract accumulates this tuple's stake under (`outcome_key`)."""
@@ -176,7 +188,35 @@ def commitment(reveal: Reveal, node: str, round_id: int, coordinator: str) -> by
 
 def outcome_key(outcome: Outcome) -> bytes:
     """The key an attested tuple's stake accumulates under (``outcomeKeyOf``)."""
-    return keccak(encode(["bytes32", "string", "bytes", "bytes32"], list(outcome.as_abi())))
+    return keccak(
+        encode(["bytes32", "string", "bytes", "bytes32", "uint256"], list(outcome.as_abi()))
+    )
+
+
+def rejecting_outcomes(
+    stakes: Mapping[Outcome, int], index: int, required: int
+) -> tuple[Outcome, ...]:
+    """The attested tuples that prove a quorum rejected member `index` in a failed round.
+
+    Parameters
+    ----------
+    stakes
+        Each tuple attested in the round, with the stake that attested it (``outcomeStake``).
+    index
+        The member's bitmap index.
+    required
+        The round's required stake (``requiredStake``).
+
+    Returns
+    -------
+    tuple[Outcome, ...]
+        Every attested tuple whose bitmap leaves the member out, in increasing key order (the
+        order ``slashRejected`` takes), if their stakes add up to `required`; else empty.
+    """
+    against = [o for o in stakes if stakes[o] > 0 and index not in decode_bitmap(o.accepted_bitmap)]
+    if sum(stakes[o] for o in against) < required:
+        return ()
+    return tuple(sorted(against, key=outcome_key))
 
 
 def round_seed(

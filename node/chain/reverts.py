@@ -209,6 +209,12 @@ class BitmapTooLong(ContractRevert):
     """An accepted bitmap has more bytes than the member indices need."""
 
 
+class RewardTotalTooHigh(ContractRevert):
+    """A tuple's reward total exceeds min(rewardPool, rewardPerRound)."""
+
+    hint_text = "a round's reward tree may pay at most what the pool held when the round opened"
+
+
 class AlreadyAttested(ContractRevert):
     """The member already attested in the round."""
 
@@ -251,6 +257,31 @@ class NotSlashable(ContractRevert):
 
 class AlreadySlashed(ContractRevert):
     """The member was already slashed for the round."""
+
+
+class RoundNotFailed(ContractRevert):
+    """slashRejected needs a failed round."""
+
+    enum_fields: ClassVar[dict[str, type[IntEnum]]] = {"status": RoundStatus}
+    hint_text = "in a finalized round, slash a rejected member with slash"
+
+
+class TuplesNotSorted(ContractRevert):
+    """slashRejected's tuples are not in strictly increasing key order (or one repeats)."""
+
+    hint_text = "sort the tuples by outcome key and list each once"
+
+
+class TupleNotAttested(ContractRevert):
+    """No stake attested one of slashRejected's tuples in the round."""
+
+
+class TupleAcceptsNode(ContractRevert):
+    """One of slashRejected's tuples accepts the member it should reject."""
+
+
+class RejectionBelowQuorum(ContractRevert):
+    """The tuples that reject the member hold less than the round's required stake."""
 
 
 class InvalidProof(ContractRevert):

@@ -6,6 +6,7 @@
 - `node`: `SwarmNode`, the resumable state machine one member runs;
 - `journal`: the append-only, fsync'd local journal that makes restarts safe;
 - `events`: the `NodeEvent`s a node reports to displays and logs;
+- `slashing`: who is slashable for a closed round, and whose turn it is to send the slashes;
 - `document`, `checkpoint`, `history`, `local`: the task document and genesis, checkpoints,
   the chain's event record, and local training (or a simulated attack);
 - `deploy`, `runner`: a ready-to-run swarm and local swarms of real node processes.

@@ -21,6 +21,7 @@ from node.chain.events import (
     RoundFinalized,
     RoundOpened,
 )
+from node.chain.protocol import Outcome
 from node.chain.tx import json_rpc
 from node.runtime.round import reward_for_round
 from node.runtime.verify import Submission, round_recipients
@@ -146,6 +147,18 @@ class ChainHistory:
     def attestations(self, round_id: int) -> list[Attested]:
         """The round's attestations, in chain order."""
         return [e for e in self.events if isinstance(e, Attested) and e.round == round_id]
+
+    def attested_stakes(self, round_id: int) -> dict[Outcome, int]:
+        """Each tuple attested in the round, with the stake behind it (``outcomeStake``).
+
+        A tuple whose CID is not UTF-8 reads back altered (`node.chain.events`), so it could not
+        be sent back to the contract under its key: it is left out.
+        """
+        stakes: dict[Outcome, int] = {}
+        for e in self.attestations(round_id):
+            if e.outcome.key() == e.outcome_key:
+                stakes[e.outcome] = max(stakes.get(e.outcome, 0), e.outcome_stake)
+        return stakes
 
     def finalized(self, round_id: int) -> RoundFinalized | None:
         """The round's finalization, if it happened."""

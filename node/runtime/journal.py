@@ -12,7 +12,7 @@ One file, ``journal.jsonl``, one canonical JSON object per line::
      "update_cid":"bafy..","num_samples":180,"salt":"0x..","commitment":"0x..","seq":1}
     {"kind":"sent","round":2,"action":"commit","tx":"0x..","block":41,"seq":2}
     {"kind":"outcome","round":2,"checkpoint_hash":"0x..","checkpoint_cid":"bafk..",
-     "bitmap":"0x3f","rewards_root":"0x..","verdicts":[...],"seq":5}
+     "bitmap":"0x3f","rewards_root":"0x..","reward_total":"1000","verdicts":[...],"seq":5}
     {"kind":"closed","round":2,"status":"finalized","seq":9}
     {"kind":"skipped","round":3,"phase":"commit","reason":"..","seq":12}
 

@@ -95,6 +95,7 @@ from node.runtime.history import ChainHistory
 from node.runtime.journal import Journal, Record
 from node.runtime.local import local_update
 from node.runtime.round import RoundInputs, RoundResult, compute_round, one_thread
+from node.runtime.slashing import slash_plan
 from node.runtime.slots import StopWaiting, TrainingSlots
 from node.runtime.verify import CannotJudge
 from storage.codec import encode_update
@@ -747,7 +748,7 @@ class SwarmNode:
             return
         fields = _outcome_fields(r, result)
         last = self.journal.last("outcome", r)
-        if last is None or any(last[k] != fields[k] for k in _OUTCOME_KEYS):
+        if last is None or any(last.get(k) != fields[k] for k in _OUTCOME_KEYS):
             save_reward_tree(self.rewards_dir, r, result.tree)
             self.journal.append("outcome", **fields)
         if not self._in_time(r, "attest", info.attest_deadline):
@@ -1026,32 +1027,28 @@ class SwarmNode:
         return result.tree
 
     def _slash_offenders(self, info: RoundInfo, outcome: Outcome | None) -> None:
-        """Slash unrevealed (and, when finalized, rejected) submitters if it is this node's turn.
+        """Slash the round's offenders (`node.runtime.slashing`) if it is this node's turn.
 
-        The turn rotates over the round's accepted (or, in a failed round, revealed) members by
-        round id, so one node sends each slash; if that node is down, the offender is slashed
-        anyway when it next commits.
+        Unrevealed and, when finalized, rejected submitters get ``slash``; in a failed round, a
+        revealed member left out of attested tuples holding quorum stake gets ``slashRejected``.
+        The turn rotates over the members whose reveal stood, so one node sends each slash; if
+        that node is down, an unrevealed or finalized-rejected offender is slashed anyway when
+        it next commits (a failed round's rejection only by a later turn or anyone's call).
         """
+        r = info.round
         self.history.refresh()
-        members = self.history.members()
-        revealed = {e.node for e in self.history.revealed(info.round)}
-        offenders = set(self.history.committed(info.round)) - revealed
-        candidates = revealed
-        if outcome is not None:
-            accepted = decode_bitmap(outcome.accepted_bitmap)
-            candidates = {n for n in revealed if members[n].index in accepted}
-            offenders |= revealed - candidates
-        if not offenders or not candidates:
+        plan = slash_plan(self.history, r, info.required_stake, outcome)
+        if plan.sender(r) != self.address:
             return
-        turn = sorted(candidates, key=lambda n: members[n].index)
-        if turn[info.round % len(turn)] != self.address:
-            return
-        for node in sorted(offenders, key=lambda n: members[n].index):
-            if self.coordinator.submission(info.round, node).state == SubmissionState.SLASHED:
+        for offence in plan.offences:
+            if self.coordinator.submission(r, offence.node).state == SubmissionState.SLASHED:
                 continue
-            self._send(
-                "slash", info.round, partial(self.coordinator.slash, info.round, node), node=node
+            call = (
+                partial(self.coordinator.slash_rejected, r, offence.node, offence.rejected_by)
+                if offence.rejected_by
+                else partial(self.coordinator.slash, r, offence.node)
             )
+            self._send("slash", r, call, node=offence.node)
 
 
 def _phase_at(info: RoundInfo, now: int) -> Phase:
@@ -1074,7 +1071,7 @@ def _reveal_of(record: Record) -> Reveal:
     )
 
 
-_OUTCOME_KEYS = ("checkpoint_hash", "checkpoint_cid", "bitmap", "rewards_root")
+_OUTCOME_KEYS = ("checkpoint_hash", "checkpoint_cid", "bitmap", "rewards_root", "reward_total")
 
 
 def _outcome_fields(round_id: int, result: RoundResult) -> dict[str, Any]:
@@ -1085,6 +1082,7 @@ def _outcome_fields(round_id: int, result: RoundResult) -> dict[str, Any]:
         "checkpoint_cid": outcome.checkpoint_cid,
         "bitmap": "0x" + outcome.accepted_bitmap.hex(),
         "rewards_root": "0x" + outcome.rewards_root.hex(),
+        "reward_total": str(outcome.reward_total),
         "verdicts": [
             {
                 "index": v.index,

@@ -5,8 +5,8 @@ finalized round, and what an in-process simulation runs without any chain. Its i
 public: the round's base checkpoint (and, for rules that take one, the step that produced it),
 the revealed updates (read through a content-addressed `fetch`), the task spec, the reference
 set, the round seed and the round's reward. Its output is the attested tuple
-``(checkpointHash, checkpointCid, acceptedBitmap, rewardsRoot)``, a verdict per revealed update,
-the new checkpoint and the reward tree.
+``(checkpointHash, checkpointCid, acceptedBitmap, rewardsRoot, rewardTotal)``, a verdict per
+revealed update, the new checkpoint and the reward tree.
 
 The steps, in order:
 
@@ -16,7 +16,8 @@ The steps, in order:
    rule screens out are rejected, inputs it sets aside stay accepted (and are valued as usual);
 4. the checkpoint is ``base + aggregate``, encoded canonically;
 5. value the aggregated updates by Shapley on the reference set (`incentives.game`), then split
-   the round's reward and build the Merkle tree (`incentives.settlement`);
+   the round's reward and build the Merkle tree (`incentives.settlement`); the tree's total is
+   what finalization reserves (less than the reward, or 0, when nobody earns all of it);
 6. the accepted bitmap holds every member whose update was neither rejected nor screened.
 
 Valuation evaluates on one CPU thread so that the quantised utilities, and hence the rewards
@@ -112,9 +113,10 @@ def reward_for_round(events: Sequence[ChainEvent], round_id: int, reward_per_rou
     """Tokens a round pays: ``min(rewardPerRound, reward pool when the round opened)``.
 
     The pool only grows between a round's opening and its finalization (slashes and funding add
-    to it; only finalization draws from it), so the budget reserved at finalization always
-    covers this amount. Replaying the coordinator's events makes it a pure function of the
-    chain's record, the same for every node and auditor.
+    to it; only finalization draws from it, exactly the finalized tree's total), so the pool at
+    finalization always covers a tree that pays at most this amount. Replaying the
+    coordinator's events makes it a pure function of the chain's record, the same for every
+    node and auditor.
 
     Parameters
     ----------
@@ -336,5 +338,6 @@ def combine_round(
         checkpoint_cid=checkpoint.cid,
         accepted_bitmap=encode_bitmap(v.index for v in ordered if v.accepted),
         rewards_root=tree.root,
+        reward_total=tree.total,
     )
     return RoundResult(outcome, checkpoint, ordered, amounts, tree)

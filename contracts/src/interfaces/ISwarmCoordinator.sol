@@ -35,6 +35,7 @@ interface ISwarmCoordinator {
         string checkpointCid; // CID of that blob in the content store
         bytes acceptedBitmap; // bit i (LSB-first in byte i / 8) = member with index i was accepted
         bytes32 rewardsRoot; // OpenZeppelin StandardMerkleTree root over (address, uint256) rewards
+        uint256 rewardTotal; // sum of the tree's amounts: exactly what finalize reserves for claims
     }
 
     /// @notice Lifecycle of a round id.
@@ -71,7 +72,7 @@ interface ISwarmCoordinator {
     /// @notice Why a slash happened.
     enum SlashReason {
         NotRevealed, // committed but never revealed
-        Rejected // revealed, but left out of the finalized accepted bitmap
+        Rejected // revealed, but left out of the finalized bitmap, or of quorum-backed tuples (failed round)
     }
 
     /// @notice Everything about one round, for nodes and auditors (`roundInfo`).
@@ -90,7 +91,7 @@ interface ISwarmCoordinator {
         uint256 stakeAtOpen; // stake active when the round opened (the quorum's denominator)
         uint256 requiredStake; // stake one tuple needs to finalize
         uint256 leadingStake; // stake behind the most-attested tuple so far
-        uint256 rewardRemaining; // reserved from the pool at finalization, less what claims paid
+        uint256 rewardRemaining; // the tuple's rewardTotal, reserved at finalization, less claims paid
         bytes32 seed; // public deterministic seed (`roundSeed`)
     }
 
@@ -210,6 +211,7 @@ interface ISwarmCoordinator {
     /// @param checkpointCid The tuple's checkpoint CID.
     /// @param acceptedBitmap The tuple's accepted-member bitmap.
     /// @param rewardsRoot The tuple's rewards Merkle root.
+    /// @param rewardTotal The tuple's reward total (sum of the tree's amounts).
     /// @param weight The member's stake at round open, added to the tuple.
     /// @param outcomeStake The tuple's stake after this attestation.
     event Attested(
@@ -220,6 +222,7 @@ interface ISwarmCoordinator {
         string checkpointCid,
         bytes acceptedBitmap,
         bytes32 rewardsRoot,
+        uint256 rewardTotal,
         uint256 weight,
         uint256 outcomeStake
     );
@@ -232,9 +235,10 @@ interface ISwarmCoordinator {
     /// @param checkpointCid The new checkpoint's CID.
     /// @param acceptedBitmap Members whose updates were accepted.
     /// @param rewardsRoot Root of the round's reward tree.
+    /// @param rewardTotal What the tree pays: the tokens moved from the pool to the round's
+    ///        budget for its claims (the rest of the pool stays for later rounds).
     /// @param outcomeStake Stake that attested the tuple.
     /// @param stakeAtOpen The round's stake at open (the quorum's denominator).
-    /// @param rewardBudget Tokens reserved from the pool for the round's claims.
     event RoundFinalized(
         uint64 indexed round,
         address indexed caller,
@@ -243,9 +247,9 @@ interface ISwarmCoordinator {
         string checkpointCid,
         bytes acceptedBitmap,
         bytes32 rewardsRoot,
+        uint256 rewardTotal,
         uint256 outcomeStake,
-        uint256 stakeAtOpen,
-        uint256 rewardBudget
+        uint256 stakeAtOpen
     );
 
     /// @notice Emitted when a round ends without quorum; the next round opens with the same base.
@@ -261,7 +265,8 @@ interface ISwarmCoordinator {
     /// @notice Emitted when a member's stake is slashed for a closed round.
     /// @param round The round of the offence.
     /// @param node The member.
-    /// @param reason Not revealed, or revealed but rejected.
+    /// @param reason Not revealed, or revealed but rejected (by the finalized tuple, or in a
+    ///        failed round by attested tuples holding quorum stake together).
     /// @param amount Tokens moved from the stake to the reward pool.
     /// @param remainingStake The member's stake afterwards.
     event Slashed(
@@ -349,6 +354,10 @@ interface ISwarmCoordinator {
     /// @notice The accepted bitmap has more bytes than the member indices need.
     error BitmapTooLong(uint256 length, uint256 maxLength);
 
+    /// @notice A tuple's reward total exceeds what the round may reserve:
+    ///         min(rewardPool, rewardPerRound) at the time of the call.
+    error RewardTotalTooHigh(uint64 round, uint256 rewardTotal, uint256 available);
+
     /// @notice The member already attested in the round.
     error AlreadyAttested(uint64 round, address node);
 
@@ -375,6 +384,24 @@ interface ISwarmCoordinator {
 
     /// @notice The member was already slashed for the round.
     error AlreadySlashed(uint64 round, address node);
+
+    /// @notice slashRejected needs a failed round.
+    error RoundNotFailed(uint64 round, RoundStatus status);
+
+    /// @notice The tuples must be given in strictly increasing key order (so none counts twice).
+    /// @param position The tuple's position in the list.
+    /// @param outcomeKey Its key.
+    /// @param previousKey The key of the tuple before it (zero for the first).
+    error TuplesNotSorted(uint256 position, bytes32 outcomeKey, bytes32 previousKey);
+
+    /// @notice No stake attested this tuple in the round.
+    error TupleNotAttested(uint64 round, bytes32 outcomeKey);
+
+    /// @notice This tuple accepts the member, so it does not count against it.
+    error TupleAcceptsNode(uint64 round, bytes32 outcomeKey, address node, uint32 index);
+
+    /// @notice The tuples that reject the member hold less than the round's required stake.
+    error RejectionBelowQuorum(uint64 round, address node, uint256 stake, uint256 required);
 
     /// @notice The Merkle proof does not prove (account, amount) under the round's rewards root.
     error InvalidProof(uint64 round, address account, uint256 amount);
@@ -439,15 +466,19 @@ interface ISwarmCoordinator {
 
     /// @notice Attest to the round's outcome with the stake the sender held when the round opened.
     /// @dev Requires the attest window, a member that held stake at open and has not attested,
-    ///      a non-zero checkpoint hash, a CID of 1..128 bytes and a bitmap no longer than the
-    ///      member indices need. Emits `Attested`.
+    ///      a non-zero checkpoint hash, a CID of 1..128 bytes, a bitmap no longer than the
+    ///      member indices need, and a reward total of at most min(rewardPool, rewardPerRound)
+    ///      (`RewardTotalTooHigh`; the pool only grows while a round is open, so every tuple
+    ///      with stake stays affordable at finalize). Emits `Attested`.
     /// @param round The current round id.
     /// @param outcome The tuple.
     function attest(uint64 round, Outcome calldata outcome) external;
 
     /// @notice Finalize the current round with a tuple that holds quorum; opens the next round.
-    /// @dev Anyone may call. Requires the tuple's stake >= `requiredStake`. Reserves
-    ///      min(rewardPerRound, pool) for claims. Emits `RoundFinalized` then `RoundOpened`.
+    /// @dev Anyone may call. Requires the tuple's stake >= `requiredStake` and its reward total
+    ///      <= min(rewardPool, rewardPerRound) (`RewardTotalTooHigh`). Reserves exactly the
+    ///      tuple's `rewardTotal` for claims; the rest of the pool stays for later rounds.
+    ///      Emits `RoundFinalized` then `RoundOpened`.
     /// @param round The current round id.
     /// @param outcome The tuple.
     function finalize(uint64 round, Outcome calldata outcome) external;
@@ -459,12 +490,28 @@ interface ISwarmCoordinator {
     function failRound(uint64 round) external;
 
     /// @notice Slash `node` for its offence in a closed round: committed but never revealed, or
-    ///         (in a finalized round) revealed but not accepted.
+    ///         (in a finalized round) revealed but not accepted. A revealed member of a failed
+    ///         round is slashed through `slashRejected` instead.
     /// @dev Anyone may call; moves `slashBps` of the stake to the reward pool. A member left
     ///      below the minimum stake is exited. Emits `Slashed` (and `ExitRequested` if forced).
     /// @param round A finalized or failed round.
     /// @param node The member.
     function slash(uint64 round, address node) external;
+
+    /// @notice Slash `node` for an update that a quorum of stake rejected in a failed round: the
+    ///         given tuples were all attested in `round`, none accepts `node`, and their stakes
+    ///         add up to at least the round's required stake.
+    /// @dev Anyone may call. Requires a failed round (`RoundNotFailed`), a revealed submission
+    ///      not slashed yet (`AlreadySlashed`, `NotSlashable`), tuples in strictly increasing
+    ///      key order (`TuplesNotSorted`), each with attested stake (`TupleNotAttested`) and a
+    ///      bitmap without the member's index (`TupleAcceptsNode`), and their summed stake at
+    ///      quorum (`RejectionBelowQuorum`). Distinct keys have disjoint attesters, so no stake
+    ///      counts twice. Loops over the caller's tuples only (at most one per attester); no node
+    ///      must call it. Emits `Slashed` with reason Rejected (and `ExitRequested` if forced).
+    /// @param round A failed round.
+    /// @param node The member.
+    /// @param tuples Attested tuples that reject `node`, sorted by `outcomeKeyOf`.
+    function slashRejected(uint64 round, address node, Outcome[] calldata tuples) external;
 
     /// @notice Pay `account` its reward for a finalized round.
     /// @dev Anyone may call; tokens go to `account`. Requires a valid OpenZeppelin Merkle proof of
@@ -556,6 +603,6 @@ interface ISwarmCoordinator {
     ) external view returns (bytes32);
 
     /// @notice The key stake accumulates under: keccak256(abi.encode(checkpointHash,
-    ///         checkpointCid, acceptedBitmap, rewardsRoot)).
+    ///         checkpointCid, acceptedBitmap, rewardsRoot, rewardTotal)).
     function outcomeKeyOf(Outcome calldata outcome) external pure returns (bytes32);
 }

@@ -12,6 +12,13 @@ library MemberBitmap {
         return (uint8(bitmap[byteIndex]) >> (index & 7)) & 1 == 1;
     }
 
+    /// @notice Whether member `index` is in a set passed in calldata.
+    function contains(bytes calldata bitmap, uint256 index) internal pure returns (bool) {
+        uint256 byteIndex = index >> 3;
+        if (byteIndex >= bitmap.length) return false;
+        return (uint8(bitmap[byteIndex]) >> (index & 7)) & 1 == 1;
+    }
+
     /// @notice The most bytes a bitmap over `memberCount` indices needs.
     function maxLength(uint256 memberCount) internal pure returns (uint256) {
         return (memberCount + 7) >> 3;

@@ -24,7 +24,13 @@ library SwarmHashes {
     /// @notice The key stake accumulates under: the hash of the whole attested tuple.
     function outcomeKey(ISwarmCoordinator.Outcome calldata outcome) internal pure returns (bytes32) {
         return keccak256(
-            abi.encode(outcome.checkpointHash, outcome.checkpointCid, outcome.acceptedBitmap, outcome.rewardsRoot)
+            abi.encode(
+                outcome.checkpointHash,
+                outcome.checkpointCid,
+                outcome.acceptedBitmap,
+                outcome.rewardsRoot,
+                outcome.rewardTotal
+            )
         );
     }
 

@@ -69,6 +69,10 @@ class StoreTimeout(StorageError):
     """A store did not answer within the configured timeout."""
 
 
+class DeadlineExceeded(StoreTimeout):
+    """A download ran past its total deadline, however slowly its bytes kept arriving."""
+
+
 class UpdateTooLarge(VerificationError):
     """An encoded update is larger than the bound the task allows."""
 

@@ -42,6 +42,13 @@ class MalformedBlock(StorageError, VerificationError):
         super().__init__(f"block {cid} is malformed: {reason}")
 
 
+class ReadBudgetExceeded(MalformedBlock):
+    """Reading a DAG would load more blocks or bytes than its declared size allows."""
+
+    def __init__(self, cid: str, limit: str, size: int) -> None:
+        super().__init__(cid, f"reading it needs more than {limit} for {size} bytes of content")
+
+
 class UnsupportedContent(StorageError):
     """The CID names content this store does not read (a directory, a symlink, another codec)."""
 
@@ -60,6 +67,10 @@ class StoreUnavailable(StorageError):
 
 class StoreTimeout(StorageError):
     """A store did not answer within the configured timeout."""
+
+
+class DeadlineExceeded(StoreTimeout):
+    """A download ran past its total deadline, however slowly its bytes kept arriving."""
 
 
 class UpdateTooLarge(VerificationError):

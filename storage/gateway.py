@@ -5,7 +5,8 @@ block's exact bytes as ``application/vnd.ipld.raw``, ``404`` for a block it lack
 else: no writes, no paths inside a DAG, no CAR files. It serves blocks as stored, unchecked: in the
 trustless model the client checks every block against the CID it asked for, so a server never
 needs to be trusted, and `fetch_block` does exactly that. Any IPFS gateway that implements the
-spec can serve as a peer, and this server answers any trustless client.
+spec can serve as a peer, and this server answers any trustless client. Each download from a peer
+ends by a total deadline (`storage.deadline`), so a peer trickling bytes costs a bounded wait.
 
 Reference: the Trustless Gateway spec (https://specs.ipfs.tech/http-gateways/trustless-gateway/).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,7 +26,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from storage.cid import CID
-from storage.errors import BlockNotFound, InvalidCID, TamperedBlock
+from storage.deadline import BLOCK_DEADLINE_S, deadline, passed
+from storage.errors import BlockNotFound, DeadlineExceeded, InvalidCID, TamperedBlock
 
 if TYPE_CHECKING:
     from storage.store import EmbeddedStore
@@ -136,11 +139,12 @@ class BlockServer(ThreadingHTTPServer):
         self.server_close()
 
 
-def _download(client: httpx.Client, peer: str, cid: CID) -> bytes | str:
-    """The block's bytes from one peer, or why it did not supply them."""
+def _download(client: httpx.Client, peer: str, cid: CID, at: float) -> bytes | str:
+    """The block's bytes from one peer, or why it did not supply them; raises
+    `DeadlineExceeded` when the download runs past `at` (a monotonic instant)."""
     url = f"{peer.rstrip('/')}/ipfs/{cid}?format=raw"
     try:
-        with client.stream("GET", url, headers={"Accept": RAW_MEDIA_TYPE}) as reply:
+        with deadline(at), client.stream("GET", url, headers={"Accept": RAW_MEDIA_TYPE}) as reply:
             if reply.status_code != HTTPStatus.OK:
                 return f"HTTP {reply.status_code}"
             body = bytearray()
@@ -150,20 +154,34 @@ def _download(client: httpx.Client, peer: str, cid: CID) -> bytes | str:
                     return f"block larger than {MAX_BLOCK_SIZE} bytes"
             return bytes(body)
     except httpx.HTTPError as err:
+        if passed(at):
+            raise DeadlineExceeded(f"peer {peer} did not send block {cid} in time") from err
         return f"{type(err).__name__}: {err}"
 
 
-def fetch_block(client: httpx.Client, peers: Sequence[str], cid: CID) -> bytes:
+def fetch_block(
+    client: httpx.Client,
+    peers: Sequence[str],
+    cid: CID,
+    *,
+    deadline_s: float = BLOCK_DEADLINE_S,
+    until: float | None = None,
+) -> bytes:
     """Fetch one block from the first peer that supplies bytes matching its CID.
 
     Parameters
     ----------
     client
-        The HTTP client (its timeout bounds each peer).
+        The HTTP client, made by `storage.deadline.deadline_client` (its timeout bounds each
+        read, the deadlines each download).
     peers
         Trustless-gateway base URLs, tried in order.
     cid
         The block wanted.
+    deadline_s
+        Seconds the download from one peer may take in all, however slowly bytes arrive.
+    until
+        A `time.monotonic()` instant by which every download ends (the blob's deadline), or None.
 
     Returns
     -------
@@ -174,13 +192,24 @@ def fetch_block(client: httpx.Client, peers: Sequence[str], cid: CID) -> bytes:
     ------
     TamperedBlock
         If no peer supplied matching bytes and at least one supplied others; names the peers.
+    DeadlineExceeded
+        If no peer supplied the block and a download ran past its deadline (or `until` passed).
     BlockNotFound
         If no peer supplied the block at all; the hint says what each answered.
     """
     failures: list[str] = []
     tampered: list[str] = []
+    late = False
     for peer in peers:
-        got = _download(client, peer, cid)
+        if passed(until):
+            break
+        at = time.monotonic() + deadline_s
+        try:
+            got = _download(client, peer, cid, at if until is None else min(at, until))
+        except DeadlineExceeded:
+            late = True
+            failures.append(f"{peer}: not sent in time")
+            continue
         if isinstance(got, str):
             failures.append(f"{peer}: {got}")
         elif cid.matches(got):
@@ -189,4 +218,7 @@ def fetch_block(client: httpx.Client, peers: Sequence[str], cid: CID) -> bytes:
             tampered.append(peer)
     if tampered:
         raise TamperedBlock(str(cid), "peer " + ", ".join(tampered))
-    raise BlockNotFound(str(cid), hint="peers answered: " + "; ".join(failures))
+    answers = "peers answered: " + "; ".join(failures)
+    if late or passed(until):
+        raise DeadlineExceeded(f"block {cid} was not downloaded by its deadline", hint=answers)
+    raise BlockNotFound(str(cid), hint=answers)

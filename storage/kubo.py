@@ -1,9 +1,10 @@
 """A client for an IPFS daemon's HTTP RPC (`/api/v0`, served by Kubo and by js-ipfs).
 
 Only what a node needs: ``add`` (CIDv1, raw leaves, base32), ``cat``, ``block/get``, ``pin/add``
-and ``pin/ls``. Every call is a POST with a timeout. Failures that can pass (connection refused or
-reset, HTTP 429/502/503/504) are retried with exponential backoff; a daemon that stays down gives a
-`StoreUnavailable` naming its URL.
+and ``pin/ls``. Every call is a POST with a timeout per read; downloads (``cat``, ``block/get``)
+also end by a total deadline, so a daemon trickling bytes gives a `DeadlineExceeded`. Failures
+that can pass (connection refused or reset, HTTP 429/502/503/504) are retried with exponential
+backoff; a daemon that stays down gives a `StoreUnavailable` naming its URL.
 
 Nothing the daemon returns is trusted: `put` checks that the daemon's CID equals the one computed
 here, and `get` checks the bytes against the CID (recomputing it from the ``cat`` output, and, for
@@ -24,8 +25,10 @@ import httpx
 from node.errors import StorageError
 from storage.cid import CID
 from storage.dag import CHUNK_SIZE, build_dag, read_file
+from storage.deadline import BLOB_DEADLINE_S, BLOCK_DEADLINE_S, deadline, deadline_client, passed
 from storage.errors import (
     ContentTooLarge,
+    DeadlineExceeded,
     MalformedBlock,
     StoreTimeout,
     StoreUnavailable,
@@ -84,15 +87,28 @@ class KuboStore:
         Seconds to wait for the daemon to accept, send or answer any one step of a call.
     retry
         Retry policy for transient failures.
+    block_deadline_s
+        Seconds one ``block/get`` may take in all, retries included (default 60).
+    blob_deadline_s
+        Seconds one `get` may take in all, its ``cat`` and any ``block/get`` included
+        (default 600).
     """
 
     def __init__(
-        self, api_url: str, *, timeout: float = 30.0, retry: RetryPolicy | None = None
+        self,
+        api_url: str,
+        *,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        block_deadline_s: float = BLOCK_DEADLINE_S,
+        blob_deadline_s: float = BLOB_DEADLINE_S,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
-        self._client = httpx.Client(base_url=f"{self.api_url}/api/v0/", timeout=timeout)
+        self.block_deadline_s = block_deadline_s
+        self.blob_deadline_s = blob_deadline_s
+        self._client = deadline_client(timeout, base_url=f"{self.api_url}/api/v0/")
 
     def __repr__(self) -> str:
         return f"KuboStore({self.api_url!r})"
@@ -103,10 +119,15 @@ class KuboStore:
         params: dict[str, str],
         files: dict[str, tuple[str, bytes, str]] | None,
         limit: int | None,
+        until: float | None,
     ) -> bytes | None:
-        """One call: the body, or None when it exceeded `limit`; raises on failure."""
+        """One call, ended by `until` (a monotonic instant): the body, or None when it exceeded
+        `limit`; raises on failure."""
         try:
-            with self._client.stream("POST", endpoint, params=params, files=files) as reply:
+            with (
+                deadline(until),
+                self._client.stream("POST", endpoint, params=params, files=files) as reply,
+            ):
                 if reply.status_code in _TRANSIENT_STATUS:
                     raise _Transient(f"HTTP {reply.status_code}")
                 body = bytearray()
@@ -117,13 +138,24 @@ class KuboStore:
                 if reply.status_code != HTTPStatus.OK:
                     raise self._daemon_error(endpoint, reply.status_code, bytes(body))
                 return bytes(body)
-        except _TRANSIENT_ERRORS as err:
-            raise _Transient(f"{type(err).__name__}: {err}") from err
-        except httpx.TimeoutException as err:
-            raise StoreTimeout(
-                f"IPFS daemon at {self.api_url} did not answer {endpoint} within {self.timeout}s",
-                hint="raise the timeout, or check the daemon is healthy",
-            ) from err
+        except httpx.HTTPError as err:
+            if passed(until):
+                raise self._late(endpoint) from err
+            if isinstance(err, _TRANSIENT_ERRORS):
+                raise _Transient(f"{type(err).__name__}: {err}") from err
+            if isinstance(err, httpx.TimeoutException):
+                raise StoreTimeout(
+                    f"IPFS daemon at {self.api_url} did not answer {endpoint} "
+                    f"within {self.timeout}s",
+                    hint="raise the timeout, or check the daemon is healthy",
+                ) from err
+            raise
+
+    def _late(self, endpoint: str) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"IPFS daemon at {self.api_url} did not finish {endpoint} by its deadline",
+            hint="raise block_deadline_s or blob_deadline_s, or check the daemon is healthy",
+        )
 
     def _call(
         self,
@@ -131,13 +163,16 @@ class KuboStore:
         params: dict[str, str],
         files: dict[str, tuple[str, bytes, str]] | None = None,
         limit: int | None = None,
+        until: float | None = None,
     ) -> bytes | None:
-        """Call an RPC endpoint, retrying transient failures with backoff."""
+        """Call an RPC endpoint, retrying transient failures with backoff until `until`."""
         delays = self.retry.delays()
         attempt = 0
         while True:
+            if passed(until):
+                raise self._late(endpoint)
             try:
-                return self._attempt(endpoint, params, files, limit)
+                return self._attempt(endpoint, params, files, limit, until)
             except _Transient as err:
                 if attempt == len(delays):
                     raise StoreUnavailable(
@@ -199,8 +234,11 @@ class KuboStore:
             )
         return expected
 
-    def _block(self, cid: CID) -> bytes:
-        block = self._call("block/get", {"arg": str(cid)}, limit=MAX_BLOCK_SIZE)
+    def _block(self, cid: CID, until: float | None = None) -> bytes:
+        """One block, checked, by the block deadline or `until` if that comes first."""
+        at = time.monotonic() + self.block_deadline_s
+        until = at if until is None else min(at, until)
+        block = self._call("block/get", {"arg": str(cid)}, limit=MAX_BLOCK_SIZE, until=until)
         if block is None:
             raise MalformedBlock(str(cid), f"larger than {MAX_BLOCK_SIZE} bytes")
         if not cid.matches(block):
@@ -220,19 +258,24 @@ class KuboStore:
             If a block does not match its CID; the message names it.
         ContentTooLarge
             If the content exceeds `max_size`.
+        MalformedBlock
+            If the DAG is malformed or over its read budget (`storage.dag`).
+        DeadlineExceeded
+            If the download runs past the block or blob deadline.
         StoreUnavailable, StoreTimeout, StorageError
             If the daemon cannot be reached, is too slow, or refuses (e.g. an unknown CID).
         """
         root = CID.parse(cid)
+        until = time.monotonic() + self.blob_deadline_s
         params = {"arg": cid}
         if max_size is not None:
             params["length"] = str(max_size + 1)
-        data = self._call("cat", params, limit=None if max_size is None else max_size)
+        data = self._call("cat", params, limit=None if max_size is None else max_size, until=until)
         if data is None:
             raise ContentTooLarge(cid, (max_size or 0) + 1, max_size or 0)
         if build_dag(data)[0] == root:
             return data
-        return read_file(root, self._block, max_size)
+        return read_file(root, lambda block: self._block(block, until), max_size)
 
     def has(self, cid: str) -> bool:
         """Whether the daemon keeps `cid` pinned recursively (``pin ls --type=recursive``)."""

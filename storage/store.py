@@ -20,7 +20,7 @@ by its CID for peers. A packed blob is checked on `get` by re-deriving its CID f
 read, which hashes every leaf and rebuilds every interior node; on a mismatch the DAG is walked
 block by block to name the block that changed. Missing blocks are fetched from a list of peers
 that serve the trustless-gateway subset (`storage.gateway`), checked, and kept as unpinned
-blocks.
+blocks; each block's download from a peer, and each blob's in all, ends by a total deadline.
 """
 
 from __future__ import annotations
@@ -28,9 +28,11 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self, TypeVar
@@ -39,6 +41,7 @@ import httpx
 
 from storage.cid import CID, DAG_PB, RAW
 from storage.dag import CHUNK_SIZE, Block, build_tree, dag_cids, read_file, split
+from storage.deadline import BLOB_DEADLINE_S, BLOCK_DEADLINE_S, deadline_client
 from storage.errors import BlockNotFound, ContentTooLarge, TamperedBlock
 from storage.gateway import fetch_block
 from storage.kubo import KuboStore
@@ -115,7 +118,13 @@ class EmbeddedStore:
         Base URLs of trustless gateways (``swarm store serve``, any IPFS gateway) to fetch missing
         blocks from, tried in order.
     timeout
-        Seconds to wait on a peer before trying the next one.
+        Seconds to wait on a peer for any one connect or read before trying the next one.
+    block_deadline_s
+        Seconds a block's download from one peer may take in all, however slowly bytes arrive
+        (default 60: a 2 MiB block at 35 KiB/s).
+    blob_deadline_s
+        Seconds fetching the missing blocks of one blob may take in all, in `get` and `pin`
+        (default 600).
     """
 
     def __init__(
@@ -124,10 +133,14 @@ class EmbeddedStore:
         *,
         peers: Sequence[str] = (),
         timeout: float = DEFAULT_TIMEOUT_S,
+        block_deadline_s: float = BLOCK_DEADLINE_S,
+        blob_deadline_s: float = BLOB_DEADLINE_S,
     ) -> None:
         self.path = Path(path)
         self.peers = tuple(peers)
         self.timeout = timeout
+        self.block_deadline_s = block_deadline_s
+        self.blob_deadline_s = blob_deadline_s
         self._blocks = self.path / "blocks"
         self._packs = self.path / "packs"
         self._pins = self.path / "pins"
@@ -210,24 +223,31 @@ class EmbeddedStore:
             cid.codec == RAW and self._locate(cid) is not None
         )
 
-    def _load(self, cid: CID) -> bytes:
+    def _load(self, cid: CID, until: float | None = None) -> bytes:
+        """A block, checked, from here or else from peers by `until` (a monotonic instant)."""
         block = self.read_block(cid)
         if block is None:
-            return self._fetch(cid)
+            return self._fetch(cid, until)
         if not cid.matches(block):
             raise TamperedBlock(str(cid), f"embedded store {self.path}")
         return block
 
-    def _fetch(self, cid: CID) -> bytes:
+    def _fetch(self, cid: CID, until: float | None = None) -> bytes:
         if not self.peers:
             raise BlockNotFound(
                 str(cid), hint=f"not in {self.path} and no peers given to fetch it from"
             )
         if self._client is None:
-            self._client = httpx.Client(timeout=self.timeout)
-        block = fetch_block(self._client, self.peers, cid)
+            self._client = deadline_client(self.timeout)
+        block = fetch_block(
+            self._client, self.peers, cid, deadline_s=self.block_deadline_s, until=until
+        )
         self._write_block(cid, block)
         return block
+
+    def _blob_loader(self) -> Callable[[CID], bytes]:
+        """`_load` with a deadline for one blob's missing blocks, starting now."""
+        return partial(self._load, until=time.monotonic() + self.blob_deadline_s)
 
     def _hash(self, data: bytes) -> tuple[CID, list[tuple[CID, int]], list[Block]]:
         """The root CID of `data`, its leaves' (CID, size) and its interior blocks; the leaves
@@ -302,14 +322,17 @@ class EmbeddedStore:
             If a block is neither here nor at any peer.
         TamperedBlock
             If a block (stored or fetched) does not match its CID; the message names it.
+        DeadlineExceeded
+            If missing blocks were not downloaded from peers within the block or blob deadline.
         ContentTooLarge, MalformedBlock, UnsupportedContent
-            If the DAG is too large, malformed, or not a file.
+            If the DAG is too large, malformed (`ReadBudgetExceeded` included), or not a file.
         """
         root = CID.parse(cid)
         packed = self._read_pack(root, max_size) if root.codec == DAG_PB else None
         if packed is not None and self._hash(packed)[0] == root:
             return packed
-        return read_file(root, self._load, max_size, load_many=lambda c: self._map(self._load, c))
+        load = self._blob_loader()
+        return read_file(root, load, max_size, load_many=lambda c: self._map(load, c))
 
     def _read_pack(self, root: CID, max_size: int | None) -> bytes | None:
         """The pack named `root`, unchecked, or None if there is none."""
@@ -331,13 +354,14 @@ class EmbeddedStore:
 
         Raises
         ------
-        BlockNotFound, TamperedBlock, MalformedBlock, UnsupportedContent
+        BlockNotFound, TamperedBlock, DeadlineExceeded, MalformedBlock, UnsupportedContent
             As `get` does; nothing is pinned then.
         """
         root = CID.parse(cid)
-        for block_cid in dag_cids(root, self._load):
+        load = self._blob_loader()
+        for block_cid in dag_cids(root, load):
             if block_cid.codec == RAW and not self._holds(block_cid):
-                self._fetch(block_cid)
+                load(block_cid)
         (self._pins / str(root)).touch()
 
     def unpin(self, cid: str) -> None:
@@ -412,6 +436,8 @@ def open_store(
     *,
     peers: Sequence[str] = (),
     timeout: float = DEFAULT_TIMEOUT_S,
+    block_deadline_s: float = BLOCK_DEADLINE_S,
+    blob_deadline_s: float = BLOB_DEADLINE_S,
 ) -> Store:
     """Open the store a node was configured with.
 
@@ -425,7 +451,10 @@ def open_store(
     peers
         Trustless-gateway URLs the embedded store fetches missing blocks from.
     timeout
-        Seconds to wait on the daemon or a peer.
+        Seconds to wait on the daemon or a peer for any one connect or read.
+    block_deadline_s, blob_deadline_s
+        Seconds one block's download, and one blob's in all, may take however slowly bytes
+        arrive (see `EmbeddedStore` and `KuboStore`).
 
     Returns
     -------
@@ -433,5 +462,16 @@ def open_store(
         A `KuboStore` when `ipfs_api` is given, else an `EmbeddedStore`.
     """
     if ipfs_api is not None:
-        return KuboStore(ipfs_api, timeout=timeout)
-    return EmbeddedStore(path or default_store_path(), peers=peers, timeout=timeout)
+        return KuboStore(
+            ipfs_api,
+            timeout=timeout,
+            block_deadline_s=block_deadline_s,
+            blob_deadline_s=blob_deadline_s,
+        )
+    return EmbeddedStore(
+        path or default_store_path(),
+        peers=peers,
+        timeout=timeout,
+        block_deadline_s=block_deadline_s,
+        blob_deadline_s=blob_deadline_s,
+    )

@@ -6,15 +6,20 @@ import base64
 import hashlib
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from storage.cid import CID, DAG_PB, RAW, decode_varint, encode_varint
 from storage.dag import (
+    CHUNK_SIZE,
     MAX_DEPTH,
     Link,
     _pb_node,
     _unixfs_file,
+    block_budget,
     build_dag,
     cid_of,
     dag_cids,
@@ -25,6 +30,7 @@ from storage.errors import (
     ContentTooLarge,
     InvalidCID,
     MalformedBlock,
+    ReadBudgetExceeded,
     TamperedBlock,
     UnsupportedContent,
 )
@@ -200,3 +206,233 @@ def test_directories_are_not_files() -> None:
     cid = CID.of(DAG_PB, block)
     with pytest.raises(UnsupportedContent, match="directory"):
         read_file(cid, _loader({cid: block}))
+
+
+class _Counting:
+    """A checking loader over a dict of blocks that counts its calls."""
+
+    def __init__(self, blocks: dict[CID, bytes]) -> None:
+        self.load = _loader(blocks)
+        self.calls = 0
+
+    def __call__(self, cid: CID) -> bytes:
+        self.calls += 1
+        return self.load(cid)
+
+
+def _repeated_dag(leaf: bytes, leaf_size: int, fanout: int = 1_000) -> tuple[CID, dict[CID, bytes]]:
+    """Three dag-pb levels, each linking the level below `fanout` times, over one raw leaf;
+    every node declares `leaf_size` per leaf below it."""
+    cid = CID.of(RAW, leaf)
+    blocks = {cid: leaf}
+    size = leaf_size
+    for _ in range(3):
+        cid, block = _node_block([Link(cid, size)] * fanout, size * fanout, [size] * fanout)
+        blocks[cid] = block
+        size *= fanout
+    return cid, blocks
+
+
+def test_a_billion_empty_blocks_are_refused_at_the_root() -> None:
+    root, blocks = _repeated_dag(b"", 0)
+    assert all(len(block) < 50_000 for block in blocks.values())  # ~46 KB each, as in review
+    for walk in (
+        lambda load: read_file(root, load, max_size=65_536),
+        lambda load: read_file(root, load),
+        lambda load: list(dag_cids(root, load)),
+    ):
+        load = _Counting(blocks)
+        with pytest.raises(MalformedBlock, match="as an empty block"):
+            walk(load)
+        assert load.calls == 1
+
+
+def test_links_without_block_sizes_are_refused_at_the_root() -> None:
+    empty = CID.of(RAW, b"")
+    block = _pb_node([Link(empty, 0)] * 1_000, b"\x08\x02")  # UnixFS File, no sizes at all
+    root = CID.of(DAG_PB, block)
+    load = _Counting({root: block, empty: b""})
+    with pytest.raises(MalformedBlock, match="0 block sizes for 1000 links"):
+        read_file(root, load)
+    assert load.calls == 1
+
+
+def test_a_billion_one_byte_leaves_stay_within_the_block_budget() -> None:
+    root, blocks = _repeated_dag(b"a", 1)  # honest sizes: 10**9 bytes of content
+    load = _Counting(blocks)
+    with pytest.raises(ContentTooLarge):
+        read_file(root, load, max_size=10 * 2**20)
+    assert load.calls == 1
+    load = _Counting(blocks)
+    with pytest.raises(ReadBudgetExceeded, match="blocks for 1000000000 bytes"):
+        read_file(root, load)
+    assert load.calls <= block_budget(10**9)
+    load = _Counting(blocks)
+    assert len(list(dag_cids(root, load))) == 4  # each distinct block once
+    assert load.calls == 3
+
+
+def test_repeated_leaves_of_an_honest_file_are_read() -> None:
+    data = bytes(10 * CHUNK_SIZE) + b"tail"  # runs of zeros dedupe to one leaf CID
+    root, blocks = build_dag(data)
+    by_cid = {cid: bytes(block) for cid, block in blocks}
+    assert len(by_cid) == 3
+    load = _Counting(by_cid)
+    assert read_file(root, load, max_size=len(data)) == data
+    assert load.calls == 12
+    assert len(list(dag_cids(root, _loader(by_cid)))) == 3
+
+
+def test_a_leaf_longer_than_declared_is_refused_when_loaded() -> None:
+    leaf = b"abcd"
+    leaf_cid = CID.of(RAW, leaf)
+    root, block = _node_block([Link(leaf_cid, None)], 3, [3])
+    with pytest.raises(MalformedBlock, match="holds 4 bytes, its parent declares 3"):
+        read_file(root, _loader({root: block, leaf_cid: leaf}))
+
+
+def test_a_child_whose_size_disagrees_with_its_parent_is_refused_before_its_links() -> None:
+    leaf = b"abc"
+    leaf_cid = CID.of(RAW, leaf)
+    middle, middle_block = _node_block([Link(leaf_cid, 3)] * 2, 6, [3, 3])
+    root, root_block = _node_block([Link(middle, None)], 5, [5])
+    load = _Counting({root: root_block, middle: middle_block, leaf_cid: leaf})
+    with pytest.raises(MalformedBlock, match="holds 6 bytes, its parent declares 5"):
+        read_file(root, load)
+    assert load.calls == 2
+
+
+def test_a_raw_leaf_tsize_must_match_its_block_size() -> None:
+    leaf = b"abc"
+    leaf_cid = CID.of(RAW, leaf)
+    root, block = _node_block([Link(leaf_cid, 99)], 3, [3])
+    load = _Counting({root: block, leaf_cid: leaf})
+    with pytest.raises(MalformedBlock, match="with Tsize 99"):
+        read_file(root, load)
+    assert load.calls == 1
+
+
+# Random DAGs: every read ends within its bounds, and returns exactly what the DAG holds.
+
+_CAP = 1 << 16  # content materialised for reference up to this size; max_size stays below
+
+
+@dataclass(frozen=True)
+class _Node:
+    """A block of a generated DAG and the truth about it."""
+
+    cid: CID
+    size: int  # content bytes it really holds
+    content: bytes | None  # that content, if at most _CAP bytes
+    levels: int  # dag-pb nodes with links on its longest path down
+    visits: int  # blocks a read visits below and including it, repeats counted
+    honest: bool  # every size it and its descendants declare is true, no empty child
+
+
+def _unixfs(kind: int, data: bytes, filesize: int | None, blocksizes: list[int]) -> bytes:
+    out = bytearray(b"\x08" + encode_varint(kind))
+    if data:
+        out += b"\x12" + encode_varint(len(data)) + data
+    if filesize is not None:
+        out += b"\x18" + encode_varint(filesize)
+    for size in blocksizes:
+        out += b"\x20" + encode_varint(size)
+    return bytes(out)
+
+
+_LIES = ["none", "none", "none", "no-filesize", "filesize", "blocksize", "raw-tsize", "no-sizes"]
+
+
+@st.composite
+def _dags(draw: st.DrawFn) -> tuple[CID, dict[CID, bytes], _Node]:
+    blocks: dict[CID, bytes] = {}
+    pool: list[_Node] = []
+    liar = draw(st.booleans())  # else every size is true and no leaf is empty
+    leaves = st.binary(min_size=0 if liar else 1, max_size=6)
+    for leaf in draw(st.lists(leaves, min_size=1, max_size=4)):
+        cid = CID.of(RAW, leaf)
+        blocks[cid] = leaf
+        pool.append(_Node(cid, len(leaf), leaf, 0, 1, True))
+    for _ in range(draw(st.integers(0, 24))):
+        chain = draw(st.booleans())
+        children = (
+            [pool[-1]]
+            if chain
+            else [draw(st.sampled_from(pool)) for _ in range(draw(st.integers(1, 12)))]
+        )
+        data = draw(st.binary(max_size=3)) if draw(st.integers(0, 4)) == 0 else b""
+        lie = draw(st.sampled_from(_LIES)) if liar else "none"
+        sizes = [child.size for child in children]
+        true_size = len(data) + sum(sizes)
+        filesize: int | None = true_size
+        links = [
+            Link(child.cid, child.size if child.cid.codec == RAW else len(blocks[child.cid]))
+            for child in children
+        ]
+        if lie == "no-filesize":
+            filesize = None
+        elif lie == "filesize":
+            filesize = max(0, true_size + draw(st.sampled_from([-2, -1, 1, 5])))
+        elif lie == "blocksize":
+            at = draw(st.integers(0, len(sizes) - 1))
+            sizes[at] = max(0, sizes[at] + draw(st.sampled_from([-1, 1, 3])))
+        elif lie == "raw-tsize" and children[0].cid.codec == RAW:
+            links[0] = Link(children[0].cid, children[0].size + 1)
+        elif lie == "no-sizes":
+            sizes = []
+        kind = 1 if liar and draw(st.integers(0, 20)) == 0 else 2  # now and then a directory
+        block = _pb_node(links, _unixfs(kind, data, filesize, sizes))
+        cid = CID.of(DAG_PB, block)
+        blocks[cid] = block
+        honest = (
+            kind == 2
+            and [child.size for child in children] == sizes
+            and filesize in (None, true_size)
+            and (children[0].cid.codec == DAG_PB or links[0].tsize == children[0].size)
+            and all(child.honest and child.size > 0 for child in children)
+        )
+        contents = [child.content for child in children]
+        content = (
+            data + b"".join(c for c in contents if c is not None)
+            if true_size <= _CAP and all(c is not None for c in contents)
+            else None
+        )
+        levels = 1 + max(child.levels for child in children)
+        visits = 1 + sum(child.visits for child in children)
+        pool.append(_Node(cid, true_size, content, levels, visits, honest))
+    root = pool[-1] if draw(st.booleans()) else draw(st.sampled_from(pool))
+    return root.cid, blocks, root
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_dags(), st.integers(0, _CAP))
+def test_every_read_of_a_random_dag_ends_within_its_bounds(
+    dag: tuple[CID, dict[CID, bytes], _Node], max_size: int
+) -> None:
+    root, blocks, truth = dag
+    load = _Counting(blocks)
+    try:
+        content = read_file(root, load, max_size)
+    except (MalformedBlock, ContentTooLarge, UnsupportedContent) as err:
+        event(type(err).__name__)
+        readable = (
+            truth.honest
+            and truth.size <= max_size
+            and truth.levels <= MAX_DEPTH
+            and truth.visits <= block_budget(truth.size)
+        )
+        assert not readable, "an honest DAG within every bound was refused"
+    else:
+        assert content == truth.content
+        event("read")  # outcomes show with --hypothesis-show-statistics
+    assert load.calls <= block_budget(max_size)
+
+    load = _Counting(blocks)
+    try:
+        listed = list(dag_cids(root, load))
+    except (MalformedBlock, UnsupportedContent):
+        pass
+    else:
+        assert len(listed) == len(set(listed))
+    dag_pb = sum(1 for cid in blocks if cid.codec == DAG_PB)
+    assert load.calls <= dag_pb  # each dag-pb node loaded at most once

@@ -32,6 +32,7 @@ from node.chain.protocol import content_hash
 from node.errors import StorageError, VerificationError
 from node.runtime.checkpoint import State, codec_spec, max_blob_bytes
 from node.task import TaskSpec
+from storage.cid import CID, RAW
 from storage.codec import decode_update
 from storage.envelope import (
     MAX_ENVELOPE_BYTES,
@@ -282,10 +283,19 @@ def verify_submission(
     Raises
     ------
     Rejected
-        Naming the first check that failed.
+        Naming the first check that failed. An envelope CID that is not one raw block is
+        `BAD_ENVELOPE` (an honest envelope, at most 64 KiB, always is one), and one that does not
+        parse is `CID_MISMATCH`, as a fetch would say; both before anything is fetched, so a DAG
+        revealed as an envelope costs no download.
     CannotJudge
         If the update is encrypted and this verifier is not one of its required recipients.
     """
+    try:
+        envelope_cid = CID.parse(sub.cid)
+    except InvalidCID as err:
+        raise Rejected(RejectReason.CID_MISMATCH, f"envelope {sub.cid}: {err}") from None
+    if envelope_cid.codec != RAW:
+        raise Rejected(RejectReason.BAD_ENVELOPE, f"envelope {sub.cid} is not a single raw block")
     envelope = _fetch(fetch, sub.cid, MAX_ENVELOPE_BYTES, "envelope")
     manifest = _open(sub, frame, envelope)
     limit = max_blob_bytes(frame.spec) + ENCRYPTION_OVERHEAD

@@ -27,6 +27,7 @@ from node.chain.reverts import (
     ZeroAmount,
     ZeroHash,
 )
+from storage.envelope import valid_x25519_key
 
 pytestmark = pytest.mark.integration
 
@@ -98,6 +99,37 @@ def test_join_below_the_minimum_stake_reverts(newcomer: HarnessMember) -> None:
 def test_join_with_a_zero_key_reverts(newcomer: HarnessMember) -> None:
     with pytest.raises(InvalidPublicKey):
         newcomer.client.join(STAKE, b"\x00" * 32, newcomer.x25519_key)
+
+
+SMALL_ORDER = [  # libsodium's list of X25519 points of small order, little-endian
+    bytes(32),
+    bytes([1]) + bytes(31),
+    bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
+    bytes.fromhex("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"),
+    bytes([0xEC]) + b"\xff" * 30 + b"\x7f",  # p - 1
+    bytes([0xED]) + b"\xff" * 30 + b"\x7f",  # p
+    bytes([0xEE]) + b"\xff" * 30 + b"\x7f",  # p + 1
+]
+
+
+@pytest.mark.parametrize("high_bit", [False, True])
+@pytest.mark.parametrize("key", SMALL_ORDER, ids=range(len(SMALL_ORDER)))
+def test_join_with_a_small_order_x25519_key_reverts(
+    newcomer: HarnessMember, key: bytes, high_bit: bool
+) -> None:
+    # X25519 ignores bit 255, so the key with it set is the same point.
+    key = key[:31] + bytes([key[31] | 0x80]) if high_bit else key
+    assert not valid_x25519_key(key)  # the nodes' own check agrees
+    with pytest.raises(InvalidPublicKey):
+        newcomer.client.join(STAKE, newcomer.ed25519_key, key)
+
+
+def test_join_accepts_an_x25519_key_that_only_looks_unusual(newcomer: HarnessMember) -> None:
+    # p + 2 encodes the point u = 2 non-canonically: of large order, so a usable key.
+    key = bytes([0xEF]) + b"\xff" * 30 + b"\x7f"
+    assert valid_x25519_key(key)
+    newcomer.client.join(STAKE, newcomer.ed25519_key, key)
+    assert newcomer.client.member_info().x25519_key == key
 
 
 def test_join_twice_reverts(members: list[HarnessMember]) -> None:

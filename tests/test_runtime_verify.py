@@ -6,10 +6,18 @@ from __future__ import annotations
 import pytest
 from eth_utils.address import to_checksum_address
 
-from node.runtime.verify import Rejected, RejectReason, RoundFrame, Submission, verify_submission
+from node.runtime.verify import (
+    Rejected,
+    RejectReason,
+    RoundFrame,
+    Submission,
+    round_recipients,
+    verify_submission,
+)
 from node.task import default_task
 from storage.cid import CID, DAG_PB, RAW
 from storage.dag import build_dag
+from storage.keys import NodeKeys
 
 NODE = to_checksum_address("0x" + "01" * 20)
 FRAME = RoundFrame(31337, NODE, 1, str(CID.of(RAW, b"base")), default_task())
@@ -46,3 +54,12 @@ def test_an_unparsable_envelope_cid_is_rejected_before_any_fetch() -> None:
         verify_submission(_submission("QmNotACIDv1"), FRAME, fetch)
     assert rejected.value.reason == RejectReason.CID_MISMATCH
     assert fetch.calls == []
+
+
+def test_round_recipients_are_the_valid_keys_staked_at_open_by_index() -> None:
+    keys = [NodeKeys.generate().encryption_public for _ in range(3)]
+    low_order = bytes([1]) + bytes(31)
+    members = [(2, keys[2], 100), (0, keys[0], 100), (1, keys[1], 0), (3, low_order, 100)]
+
+    # Member 1 held no stake when the round opened; member 3's key can receive nothing.
+    assert round_recipients(members) == (keys[0], keys[2])

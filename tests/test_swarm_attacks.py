@@ -4,10 +4,11 @@ Each story runs three honest ``swarm node join`` processes and one attacker driv
 process through the coordinator binding (it joins, commits and reveals what no honest node would
 publish):
 
-- encryption: the attacker registers the low-order X25519 point ``01 00..00`` (it once crashed
-  every encrypting node inside PyNaCl), then reveals an update whose content key is wrapped
-  properly for two members and spoiled for the third (it once split the honest nodes into two
-  tuples, and the round failed with nobody to blame);
+- encryption: the attacker tries to register the low-order X25519 point ``01 00..00`` (it once
+  crashed every encrypting node inside PyNaCl; the contract now refuses it, and nodes leave such
+  keys out of the recipients), then reveals an update whose content key is wrapped properly for
+  two members and spoiled for the third (it once split the honest nodes into two tuples, and the
+  round failed with nobody to blame);
 - withholding: the attacker reveals an update whose blobs it keeps to itself, and publishes them
   only after the round (the auditor once re-ran the round with the late update accepted and
   reported MISMATCH for every later checkpoint).
@@ -39,6 +40,7 @@ from node.chain.deployment import SwarmParams
 from node.chain.events import ChainEvent, RoundFinalized, Slashed
 from node.chain.harness import SwarmHarness
 from node.chain.protocol import Phase, Reveal, content_hash, decode_bitmap
+from node.chain.reverts import ContractRevert, InvalidPublicKey
 from node.runtime.document import fetch_task
 from node.runtime.events import EventKind, NodeEvent
 from node.runtime.runner import LocalSwarm
@@ -68,6 +70,7 @@ class Story:
     events: list[ChainEvent]  # the coordinator's record
     node_events: list[list[NodeEvent]]  # each honest node's events
     audit: AuditReport | None  # after the attacker published late (withholding story only)
+    refused: ContractRevert | None  # why the chain refused the attacker's first join, if it did
 
 
 def light_task(*, encrypted: bool) -> TaskSpec:
@@ -93,7 +96,13 @@ class Attacker:
         member = harness.new_member(stake, label="attacker")
         self.client: Coordinator = member.client
         self.keys = NodeKeys.generate()
-        self.client.join(stake, self.keys.signing_public, x25519_key or self.keys.encryption_public)
+        self.refused: ContractRevert | None = None
+        if x25519_key is not None:
+            try:
+                self.client.join(stake, self.keys.signing_public, x25519_key)
+            except ContractRevert as err:
+                self.refused = err
+        self.client.join(stake, self.keys.signing_public, self.keys.encryption_public)
         self.address = self.client.account
         self.index = self.client.member_info().index
         self.spec = swarm.spec
@@ -189,7 +198,9 @@ def encryption(tmp_path_factory: pytest.TempPathFactory) -> Story:
     with _attacked(workdir, spec, _spoil_one_wrap, "--encrypt", x25519_key=LOW_ORDER) as run:
         swarm, attacker, events = run
     node_events = [list(p.events) for p in swarm.processes.values()]
-    return Story(swarm, attacker.address, attacker.index, events, node_events, None)
+    return Story(
+        swarm, attacker.address, attacker.index, events, node_events, None, attacker.refused
+    )
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +224,7 @@ def withholding(tmp_path_factory: pytest.TempPathFactory) -> Story:
                 store.put(blob)
             report = Auditor(SwarmRecord.of(events), swarm.deployment, store).audit("latest")
     node_events = [list(p.events) for p in swarm.processes.values()]
-    return Story(swarm, attacker.address, attacker.index, events, node_events, report)
+    return Story(swarm, attacker.address, attacker.index, events, node_events, report, None)
 
 
 def _verified(story: Story, round_id: int) -> list[NodeEvent]:
@@ -246,14 +257,15 @@ def test_the_splitting_member_is_slashed_and_the_swarm_moves_on(encryption: Stor
     assert _finalized(encryption, ROUND + 1).round == ROUND + 1
 
 
-def test_a_low_order_key_is_left_out_of_the_recipients_and_named(encryption: Story) -> None:
+def test_a_low_order_key_is_refused_at_join(encryption: Story) -> None:
     stored = [
         e for events in encryption.node_events for e in events
         if e.kind == EventKind.STORED and e.round == ROUND
     ]  # fmt: skip
 
-    assert len(stored) == HONEST  # every encrypting node published: none crashed in PyNaCl
-    assert all(e.data["unreachable"] == [encryption.attacker] for e in stored)
+    assert isinstance(encryption.refused, InvalidPublicKey)
+    assert len(stored) == HONEST  # every encrypting node published
+    assert all(e.data["unreachable"] == [] for e in stored)
 
 
 def test_a_withheld_update_is_rejected_as_unavailable_and_slashed(withholding: Story) -> None:

@@ -9,6 +9,7 @@ import {ISwarmCoordinator} from "./interfaces/ISwarmCoordinator.sol";
 import {MemberBitmap} from "./libraries/MemberBitmap.sol";
 import {RoundClock} from "./libraries/RoundClock.sol";
 import {SwarmHashes} from "./libraries/SwarmHashes.sol";
+import {X25519} from "./libraries/X25519.sol";
 
 /// @title SwarmCoordinator
 /// @notice Staking, commit-reveal rounds, stake-quorum checkpoints, lazy slashing and Merkle
@@ -187,7 +188,11 @@ contract SwarmCoordinator is ISwarmCoordinator {
     /// @inheritdoc ISwarmCoordinator
     function join(uint256 stake, bytes32 ed25519Key, bytes32 x25519Key) external {
         if (stake < _minStake) revert StakeBelowMinimum(stake, _minStake);
-        if (ed25519Key == bytes32(0) || x25519Key == bytes32(0)) revert InvalidPublicKey(ed25519Key, x25519Key);
+        // A small-order X25519 key can receive nothing, and every encrypting member would have
+        // to leave it out; refusing it here is cheaper than every node checking it.
+        if (ed25519Key == bytes32(0) || X25519.isSmallOrder(x25519Key)) {
+            revert InvalidPublicKey(ed25519Key, x25519Key);
+        }
         Member storage m = _members[msg.sender];
         if (m.status != MemberStatus.None) revert AlreadyMember(msg.sender, m.status);
 

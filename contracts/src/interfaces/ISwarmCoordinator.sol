@@ -291,7 +291,7 @@ interface ISwarmCoordinator {
     /// @notice The stake offered is below the minimum.
     error StakeBelowMinimum(uint256 stake, uint256 minimum);
 
-    /// @notice A public key is zero.
+    /// @notice The Ed25519 key is zero, or the X25519 key is of small order (zero included).
     error InvalidPublicKey(bytes32 ed25519Key, bytes32 x25519Key);
 
     /// @notice The account is already a member (active or exiting).
@@ -420,8 +420,9 @@ interface ISwarmCoordinator {
     // ------------------------------------------------------------------------------------------
 
     /// @notice Join the swarm: escrow `stake` tokens (approve them first) and register keys.
-    /// @dev Requires stake >= minStake, non-zero keys, and no current membership. The member is
-    ///      counted from the next round that opens. Emits `Joined`.
+    /// @dev Requires stake >= minStake, a non-zero Ed25519 key, an X25519 key that is not of small
+    ///      order, and no current membership. The member is counted from the next round that
+    ///      opens. Emits `Joined`.
     /// @param stake Tokens to escrow.
     /// @param ed25519Key Public key that signs the member's update envelopes.
     /// @param x25519Key Public key that receives encrypted updates.

@@ -99,6 +99,7 @@ from node.runtime.slashing import slash_plan
 from node.runtime.slots import StopWaiting, TrainingSlots
 from node.runtime.verify import CannotJudge
 from storage.codec import encode_update
+from storage.deadline import BLOB_DEADLINE_S, BLOCK_DEADLINE_S
 from storage.envelope import Manifest, decrypt_blob, encrypt_blob, sign_manifest
 from storage.errors import BlockNotFound, StoreTimeout, StoreUnavailable
 from storage.gateway import BlockServer
@@ -313,12 +314,20 @@ class SwarmNode:
                 hint="give each node and swarm its own --journal directory",
             )
         self.keys = self._node_keys(cfg.journal_dir() / KEYS_FILE)
+        self.params = self.coordinator.params()
         if self._store is None:
-            self._store = open_store(cfg.store, cfg.ipfs_api, peers=cfg.peers)
+            # A blob that takes more than half the attest window cannot be verified in time.
+            patience = min(BLOB_DEADLINE_S, max(1.0, self.params.attest_duration / 2))
+            self._store = open_store(
+                cfg.store,
+                cfg.ipfs_api,
+                peers=cfg.peers,
+                block_deadline_s=min(BLOCK_DEADLINE_S, patience),
+                blob_deadline_s=patience,
+            )
             if cfg.serve is not None:
                 self._serve(self._store, cfg.serve)
         self.store = self._store
-        self.params = self.coordinator.params()
         self.document, genesis = fetch_task(self.store, *self.coordinator.task_spec())
         self.spec = self.document.spec
         if cfg.encrypt and not self.spec.encrypted_updates:

@@ -174,8 +174,3 @@ def deploy_swarm(
         params=params,
         artifacts={name: _artifact_record(name) for name in ("SwarmToken", "SwarmCoordinator")},
     )
-
-
-def deploy_token(rpc_url: str, private_key: str, holder: str, supply: int) -> str:
-    """Deploy `SwarmToken`, minting the fixed `supply` to `holder`; returns its address."""
-    return deploy_contract(connect(rpc_url), private_key, "SwarmToken", holder, supply)

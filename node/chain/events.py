@@ -203,24 +203,6 @@ class Approval(ChainEvent):
     value: int
 
 
-CoordinatorEvent = (
-    SwarmConfigured
-    | Joined
-    | ExitRequested
-    | Withdrawn
-    | RewardsFunded
-    | RoundOpened
-    | Committed
-    | Revealed
-    | Attested
-    | RoundFinalized
-    | RoundFailed
-    | Slashed
-    | Claimed
-)
-TokenEvent = Transfer | Approval
-
-
 def _outcome(args: Mapping[str, Any]) -> Outcome:
     return Outcome(
         checkpoint_hash=bytes(args["checkpointHash"]),

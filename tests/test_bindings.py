@@ -13,6 +13,7 @@ from typing import cast
 
 import pytest
 import requests
+from conftest import HOUR, swarm_params
 from eth_abi.abi import encode
 from eth_typing import ABIEvent
 from eth_utils.abi import event_abi_to_log_topic, function_signature_to_4byte_selector
@@ -22,7 +23,6 @@ from node.chain.abis import abi_of, contract_at
 from node.chain.anvil import Anvil
 from node.chain.coordinator import Coordinator
 from node.chain.deploy import connect
-from node.chain.deployment import SwarmParams
 from node.chain.events import (
     _BUILDERS,
     EVENT_TYPES,
@@ -61,19 +61,9 @@ from node.chain.reverts import (
 )
 from node.errors import ChainError, ConfigError
 
-HOUR = 3600
 STAKE = 1_000
-PARAMS = SwarmParams(
-    task_spec_cid="bafkreitaskspec",
-    task_spec_hash="0x" + "ab" * 32,
-    commit_duration_s=HOUR,
-    reveal_duration_s=HOUR,
-    attest_duration_s=HOUR,
+PARAMS = swarm_params(
     unbonding_delay_s=HOUR,
-    min_stake=100,
-    reward_per_round=1_000,
-    reward_pool=1_000_000,
-    token_supply=10**9,
 )
 
 
@@ -173,18 +163,6 @@ def test_every_abi_event_has_a_dataclass_with_its_fields() -> None:
 
 
 # ---- against a deployed swarm ----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def harness(anvil: Anvil) -> SwarmHarness:
-    return SwarmHarness.deploy(anvil, PARAMS)
-
-
-@pytest.fixture(scope="module")
-def members(harness: SwarmHarness) -> list[HarnessMember]:
-    joined = harness.join_new(3, STAKE)
-    harness.open_round()
-    return joined
 
 
 @pytest.mark.integration

@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import pytest
+from conftest import swarm_params
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -36,8 +37,6 @@ from hypothesis.stateful import (
 )
 
 from incentives.merkle import RewardTree
-from node.chain.anvil import Anvil
-from node.chain.deployment import SwarmParams
 from node.chain.events import (
     Attested,
     ChainEvent,
@@ -77,10 +76,7 @@ pytestmark = pytest.mark.integration
 
 MEMBERS = 5
 FUNDS = 1_000  # tokens each pool account starts with
-PARAMS = SwarmParams(
-    task_spec_cid="bafkreitaskspec",
-    task_spec_hash="0x" + "ab" * 32,
-    quorum_bps=6667,
+PARAMS = swarm_params(
     slash_bps=2000,
     # Windows far longer than an example's wall-clock time, so the seconds that pass between
     # blocks never move a deadline: a replayed example sees the same phases.
@@ -88,7 +84,6 @@ PARAMS = SwarmParams(
     reveal_duration_s=600,
     attest_duration_s=600,
     unbonding_delay_s=1500,
-    min_stake=100,
     reward_per_round=300,
     reward_pool=10_000,
     token_supply=10**7,
@@ -97,11 +92,6 @@ REWARD = 50  # per accepted member; at most 5 * 50 = 250 <= reward_per_round
 MEMBER = st.integers(0, MEMBERS - 1)
 SUBSETS = st.sets(MEMBER, min_size=1)
 HONEST = st.sampled_from([True, True, True, False])  # mostly honest, so rounds finalize
-
-
-@pytest.fixture(scope="module")
-def harness(anvil: Anvil) -> SwarmHarness:
-    return SwarmHarness.deploy(anvil, PARAMS)
 
 
 @pytest.fixture(scope="module")

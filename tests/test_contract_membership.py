@@ -6,10 +6,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from conftest import swarm_params
 
-from node.chain.anvil import Anvil
 from node.chain.deploy import deploy_contract
-from node.chain.deployment import SwarmParams
 from node.chain.events import ExitRequested, Joined, RewardsFunded, Slashed, Transfer, Withdrawn
 from node.chain.harness import HarnessMember, SwarmHarness
 from node.chain.protocol import MemberStatus, Phase, SlashReason
@@ -31,34 +30,8 @@ from storage.envelope import valid_x25519_key
 
 pytestmark = pytest.mark.integration
 
-HOUR = 3600
 STAKE = 1_000
-PARAMS = SwarmParams(
-    task_spec_cid="bafkreitaskspec",
-    task_spec_hash="0x" + "ab" * 32,
-    quorum_bps=6667,
-    slash_bps=1000,
-    commit_duration_s=HOUR,
-    reveal_duration_s=HOUR,
-    attest_duration_s=HOUR,
-    unbonding_delay_s=2 * HOUR,
-    min_stake=100,
-    reward_per_round=1_000,
-    reward_pool=1_000_000,
-    token_supply=10**9,
-)
-
-
-@pytest.fixture(scope="module")
-def harness(anvil: Anvil) -> SwarmHarness:
-    return SwarmHarness.deploy(anvil, PARAMS)
-
-
-@pytest.fixture(scope="module")
-def members(harness: SwarmHarness) -> list[HarnessMember]:
-    joined = harness.join_new(3, STAKE)
-    harness.open_round()
-    return joined
+PARAMS = swarm_params()
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+from conftest import swarm_params
 from eth_abi.abi import encode
 from eth_utils.crypto import keccak
 
-from node.chain.anvil import Anvil
-from node.chain.deployment import SwarmParams
 from node.chain.events import Slashed
 from node.chain.harness import HarnessMember, SwarmHarness, sample_outcome
 from node.chain.protocol import (
@@ -37,34 +36,11 @@ from node.runtime.slashing import Offence, slash_plan
 
 pytestmark = pytest.mark.integration
 
-HOUR = 3600
 STAKE = 1_000
-PARAMS = SwarmParams(
-    task_spec_cid="bafkreitaskspec",
-    task_spec_hash="0x" + "ab" * 32,
+PARAMS = swarm_params(
     quorum_bps=6000,  # 1,800 of 3,000: two members' tuples reach it together, neither alone
-    slash_bps=1000,
-    commit_duration_s=HOUR,
-    reveal_duration_s=HOUR,
-    attest_duration_s=HOUR,
-    unbonding_delay_s=2 * HOUR,
     min_stake=500,
-    reward_per_round=1_000,
-    reward_pool=1_000_000,
-    token_supply=10**9,
 )
-
-
-@pytest.fixture(scope="module")
-def harness(anvil: Anvil) -> SwarmHarness:
-    return SwarmHarness.deploy(anvil, PARAMS)
-
-
-@pytest.fixture(scope="module")
-def members(harness: SwarmHarness) -> list[HarnessMember]:
-    joined = harness.join_new(3, STAKE)
-    harness.open_round()
-    return joined
 
 
 def play(

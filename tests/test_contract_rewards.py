@@ -7,11 +7,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from conftest import swarm_params
 
 from incentives.merkle import RewardTree
-from node.chain.anvil import Anvil
 from node.chain.coordinator import Coordinator
-from node.chain.deployment import SwarmParams
 from node.chain.events import (
     Claimed,
     Committed,
@@ -36,35 +35,13 @@ from node.chain.reverts import (
 
 pytestmark = pytest.mark.integration
 
-HOUR = 3600
 STAKE = 1_000
 BUDGET = 1_000
-PARAMS = SwarmParams(
-    task_spec_cid="bafkreitaskspec",
-    task_spec_hash="0x" + "ab" * 32,
-    quorum_bps=6667,
-    slash_bps=1000,
-    commit_duration_s=HOUR,
-    reveal_duration_s=HOUR,
-    attest_duration_s=HOUR,
-    unbonding_delay_s=2 * HOUR,
+MEMBERS = 4  # joined by the `members` fixture
+PARAMS = swarm_params(
     min_stake=950,  # one 10 % slash of a 1000 stake drops below it
     reward_per_round=BUDGET,
-    reward_pool=1_000_000,
-    token_supply=10**9,
 )
-
-
-@pytest.fixture(scope="module")
-def harness(anvil: Anvil) -> SwarmHarness:
-    return SwarmHarness.deploy(anvil, PARAMS)
-
-
-@pytest.fixture(scope="module")
-def members(harness: SwarmHarness) -> list[HarnessMember]:
-    joined = harness.join_new(4, STAKE)
-    harness.open_round()
-    return joined
 
 
 def run_round(

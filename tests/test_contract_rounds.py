@@ -4,12 +4,9 @@ round 2's commit window (the conftest snapshot/revert isolates tests)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
+from conftest import raw, swarm_params
 
-from node.chain.anvil import Anvil
-from node.chain.deployment import SwarmParams
 from node.chain.events import (
     Attested,
     Committed,
@@ -43,51 +40,18 @@ from node.chain.reverts import (
     ZeroHash,
     ZeroSamples,
 )
-from node.chain.tx import Transaction
 
 pytestmark = pytest.mark.integration
 
-HOUR = 3600
 STAKE = 1_000
-PARAMS = SwarmParams(
-    task_spec_cid="bafkreitaskspec",
-    task_spec_hash="0x" + "ab" * 32,
-    quorum_bps=6667,
-    slash_bps=1000,
-    commit_duration_s=HOUR,
-    reveal_duration_s=HOUR,
-    attest_duration_s=HOUR,
-    unbonding_delay_s=2 * HOUR,
-    min_stake=100,
-    reward_per_round=1_000,
-    reward_pool=1_000_000,
-    token_supply=10**9,
-)
-
-
-@pytest.fixture(scope="module")
-def harness(anvil: Anvil) -> SwarmHarness:
-    return SwarmHarness.deploy(anvil, PARAMS)
-
-
-@pytest.fixture(scope="module")
-def members(harness: SwarmHarness) -> list[HarnessMember]:
-    joined = harness.join_new(4, STAKE)
-    harness.open_round()
-    return joined
+MEMBERS = 4  # joined by the `members` fixture
+PARAMS = swarm_params()
 
 
 @pytest.fixture(scope="module")
 def stranger(harness: SwarmHarness, members: list[HarnessMember]) -> HarnessMember:
     """Funded, never joined."""
     return harness.new_member(STAKE, "stranger")
-
-
-def raw(member: HarnessMember, function: str, *args: Any) -> Transaction:
-    """Send a call without the client's look-before-send, so the contract itself decides."""
-    client = member.client
-    assert client.sender is not None
-    return client.sender.send(client.contract.functions[function](*args), function)
 
 
 def committed_round(

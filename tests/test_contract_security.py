@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import HOUR, raw, swarm_params
 from eth_account import Account
 from web3 import Web3
 from web3.contract import Contract
@@ -23,7 +24,6 @@ from web3.exceptions import Web3RPCError
 from node.chain.abis import abi_of
 from node.chain.anvil import Anvil
 from node.chain.deploy import deploy_swarm
-from node.chain.deployment import SwarmParams
 from node.chain.harness import HarnessMember, SwarmHarness, sample_outcome, sample_reveal
 from node.chain.protocol import MemberStatus, Outcome, Phase, Reveal, SubmissionState
 from node.chain.reverts import (
@@ -56,22 +56,9 @@ from node.chain.tx import Sender, Transaction
 pytestmark = pytest.mark.integration
 
 TEST_CONTRACTS = Path(__file__).parent / "contracts" / "src"
-HOUR = 3600
 STAKE = 1_000
-PARAMS = SwarmParams(
-    task_spec_cid="bafkreitaskspec",
-    task_spec_hash="0x" + "ab" * 32,
-    quorum_bps=6667,
-    slash_bps=1000,
-    commit_duration_s=HOUR,
-    reveal_duration_s=HOUR,
-    attest_duration_s=HOUR,
-    unbonding_delay_s=2 * HOUR,
-    min_stake=100,
-    reward_per_round=1_000,
-    reward_pool=1_000_000,
-    token_supply=10**9,
-)
+MEMBERS = 4  # joined by the `members` fixture
+PARAMS = swarm_params()
 # The coordinator's whole write surface. There is no owner, admin, pause or upgrade function:
 # adding any write function makes this test fail until its attack tests exist.
 WRITE_FUNCTIONS = {
@@ -90,13 +77,6 @@ WRITE_FUNCTIONS = {
 }
 
 
-def _raw(member: HarnessMember, function: str, *args: Any) -> Transaction:
-    """Send a call without the client's look-before-send, so the contract itself decides."""
-    client = member.client
-    assert client.sender is not None
-    return client.sender.send(client.contract.functions[function](*args), function)
-
-
 def _assert_books_balance(harness: SwarmHarness) -> None:
     """The coordinator holds exactly the tokens its ledgers account for."""
     totals = harness.deployer.totals()
@@ -105,18 +85,6 @@ def _assert_books_balance(harness: SwarmHarness) -> None:
 
 
 # ---- a swarm over the real SwarmToken ------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def harness(anvil: Anvil) -> SwarmHarness:
-    return SwarmHarness.deploy(anvil, PARAMS)
-
-
-@pytest.fixture(scope="module")
-def members(harness: SwarmHarness) -> list[HarnessMember]:
-    joined = harness.join_new(4, STAKE)
-    harness.open_round()
-    return joined
 
 
 @pytest.fixture(scope="module")
@@ -163,23 +131,23 @@ UNAUTHORISED: list[
         str, Callable[[SwarmHarness, list[HarnessMember], HarnessMember], Any], type[ContractRevert]
     ]
 ] = [
-    ("stranger commits", lambda h, m, s: _raw(s, "commit", 2, b"\x11" * 32), NotMember),
+    ("stranger commits", lambda h, m, s: raw(s, "commit", 2, b"\x11" * 32), NotMember),
     ("stranger attests", lambda h, m, s: _attest_as(h, m, s), NotMember),
     ("stranger reveals a member's update", lambda h, m, s: _reveal_as(h, m, s), NotCommitted),
-    ("stranger exits", lambda h, m, s: _raw(s, "exit"), NotActive),
-    ("stranger withdraws", lambda h, m, s: _raw(s, "withdraw"), NotExiting),
-    ("member withdraws without exiting", lambda h, m, s: _raw(m[0], "withdraw"), NotExiting),
+    ("stranger exits", lambda h, m, s: raw(s, "exit"), NotActive),
+    ("stranger withdraws", lambda h, m, s: raw(s, "withdraw"), NotExiting),
+    ("member withdraws without exiting", lambda h, m, s: raw(m[0], "withdraw"), NotExiting),
     ("newcomer commits in its joining round", lambda h, m, s: _newcomer_commits(h, s), NotEligible),
     (
         "anyone finalizes without quorum",
         lambda h, m, s: _finalize_unattested(h, m, s),
         QuorumNotReached,
     ),
-    ("anyone fails a round early", lambda h, m, s: _raw(s, "failRound", 2), RoundNotExpired),
+    ("anyone fails a round early", lambda h, m, s: raw(s, "failRound", 2), RoundNotExpired),
     ("anyone fails a round at quorum", lambda h, m, s: _fail_at_quorum(h, m, s), QuorumReached),
     (
         "anyone slashes in an open round",
-        lambda h, m, s: _raw(s, "slash", 2, m[0].address),
+        lambda h, m, s: raw(s, "slash", 2, m[0].address),
         RoundNotClosed,
     ),
     ("anyone slashes an accepted member", lambda h, m, s: _slash_accepted(h, m, s), NotSlashable),
@@ -189,7 +157,7 @@ UNAUTHORISED: list[
         RejectionBelowQuorum,
     ),
     ("stranger claims a member's reward", lambda h, m, s: _claim_stolen(h, m, s), InvalidProof),
-    ("stranger funds nothing", lambda h, m, s: _raw(s, "fundRewards", 0), ZeroAmount),
+    ("stranger funds nothing", lambda h, m, s: raw(s, "fundRewards", 0), ZeroAmount),
     (
         "stranger pulls a member's tokens",
         lambda h, m, s: _pull_tokens(h, m, s),
@@ -203,19 +171,19 @@ def _attest_as(harness: SwarmHarness, members: list[HarnessMember], who: Harness
     reveals = harness.commit_all(members, round_id)
     harness.reveal_all(members, reveals, round_id)
     outcome, _ = sample_outcome([0], {who.address: 1_000})
-    return _raw(who, "attest", round_id, outcome.as_abi())
+    return raw(who, "attest", round_id, outcome.as_abi())
 
 
 def _reveal_as(harness: SwarmHarness, members: list[HarnessMember], who: HarnessMember) -> Any:
     round_id = harness.deployer.current_round()
     reveals = harness.commit_all(members, round_id)
     r = reveals[members[0].address]
-    return _raw(who, "reveal", round_id, r.cid, r.content_hash, r.num_samples, r.salt)
+    return raw(who, "reveal", round_id, r.cid, r.content_hash, r.num_samples, r.salt)
 
 
 def _newcomer_commits(harness: SwarmHarness, who: HarnessMember) -> Any:
     who.client.join(STAKE, who.ed25519_key, who.x25519_key)
-    return _raw(who, "commit", harness.deployer.current_round(), b"\x11" * 32)
+    return raw(who, "commit", harness.deployer.current_round(), b"\x11" * 32)
 
 
 def _finalize_unattested(
@@ -226,7 +194,7 @@ def _finalize_unattested(
     harness.reveal_all(members, reveals, round_id)
     outcome, _ = sample_outcome([0, 1, 2, 3], {who.address: 1_000})
     harness.attest_all(members[:2], outcome, round_id)  # half the stake: below the 2/3 quorum
-    return _raw(who, "finalize", round_id, outcome.as_abi())
+    return raw(who, "finalize", round_id, outcome.as_abi())
 
 
 def _fail_at_quorum(harness: SwarmHarness, members: list[HarnessMember], who: HarnessMember) -> Any:
@@ -236,12 +204,12 @@ def _fail_at_quorum(harness: SwarmHarness, members: list[HarnessMember], who: Ha
     outcome, _ = sample_outcome([0, 1, 2, 3], {})
     harness.attest_all(members[:3], outcome, round_id)
     harness.advance_to_phase(Phase.ENDED)
-    return _raw(who, "failRound", round_id)
+    return raw(who, "failRound", round_id)
 
 
 def _slash_accepted(harness: SwarmHarness, members: list[HarnessMember], who: HarnessMember) -> Any:
     round_id, _, _ = _finalize_round(harness, members, {})
-    return _raw(who, "slash", round_id, members[0].address)
+    return raw(who, "slash", round_id, members[0].address)
 
 
 def _slash_by_minority(
@@ -254,13 +222,13 @@ def _slash_by_minority(
     harness.attest_all(members[1:2], outcome, round_id)  # a quarter of the stake
     harness.advance_to_phase(Phase.ENDED)
     harness.deployer.fail_round(round_id)
-    return _raw(who, "slashRejected", round_id, members[0].address, [outcome.as_abi()])
+    return raw(who, "slashRejected", round_id, members[0].address, [outcome.as_abi()])
 
 
 def _claim_stolen(harness: SwarmHarness, members: list[HarnessMember], who: HarnessMember) -> Any:
     round_id, _, tree = _finalize_round(harness, members, {members[0].address: 600})
     # The victim's proof, but paid to the thief: the leaf names the account, so it fails.
-    return _raw(who, "claim", round_id, who.address, 600, tree.proof(members[0].address))
+    return raw(who, "claim", round_id, who.address, 600, tree.proof(members[0].address))
 
 
 def _pull_tokens(harness: SwarmHarness, members: list[HarnessMember], who: HarnessMember) -> Any:
@@ -293,11 +261,11 @@ def test_a_stolen_proof_still_pays_only_its_owner(
     victim = members[0]
     round_id, _, tree = _finalize_round(harness, members, {victim.address: 600})
     before = harness.deployer.token.balance_of(stranger.address)
-    _raw(stranger, "claim", round_id, victim.address, 600, tree.proof(victim.address))
+    raw(stranger, "claim", round_id, victim.address, 600, tree.proof(victim.address))
     assert harness.deployer.token.balance_of(victim.address) == 600
     assert harness.deployer.token.balance_of(stranger.address) == before
     with pytest.raises(AlreadyClaimed):
-        _raw(victim, "claim", round_id, victim.address, 600, tree.proof(victim.address))
+        raw(victim, "claim", round_id, victim.address, 600, tree.proof(victim.address))
 
 
 # ---- front-running -------------------------------------------------------------------------------
@@ -318,7 +286,7 @@ def test_a_copied_reveal_from_a_committed_member_reverts(
     r = reveals[victim.address]
     # The copier saw the victim's reveal in the mempool and sends it first, from its account.
     with pytest.raises(CommitmentMismatch):
-        _raw(copier, "reveal", round_id, r.cid, r.content_hash, r.num_samples, r.salt)
+        raw(copier, "reveal", round_id, r.cid, r.content_hash, r.num_samples, r.salt)
     victim.client.reveal(round_id, r)
     assert harness.deployer.submission(round_id, victim.address).state == SubmissionState.REVEALED
     assert harness.deployer.submission(round_id, copier.address).state == SubmissionState.COMMITTED
@@ -333,7 +301,7 @@ def test_a_copied_reveal_from_a_non_committer_reverts(
     harness.advance_to_phase(Phase.REVEAL)
     r = reveals[victim.address]
     with pytest.raises(NotCommitted):
-        _raw(copier, "reveal", round_id, r.cid, r.content_hash, r.num_samples, r.salt)
+        raw(copier, "reveal", round_id, r.cid, r.content_hash, r.num_samples, r.salt)
 
 
 def test_a_copied_commitment_cannot_be_revealed_and_is_slashed(
@@ -349,7 +317,7 @@ def test_a_copied_commitment_cannot_be_revealed_and_is_slashed(
     r = reveals[victim.address]
     # ... but it binds the victim's address, so the free-rider can never open it.
     with pytest.raises(CommitmentMismatch):
-        _raw(copier, "reveal", round_id, r.cid, r.content_hash, r.num_samples, r.salt)
+        raw(copier, "reveal", round_id, r.cid, r.content_hash, r.num_samples, r.salt)
     harness.reveal_all(honest, reveals, round_id)
     harness.advance_to_phase(Phase.ATTEST)
     outcome, _ = sample_outcome([0, 2, 3], {})
@@ -369,9 +337,9 @@ def test_a_reveal_replayed_into_the_next_round_reverts(
     second, _ = _committed(harness, members)
     args = (old.cid, old.content_hash, old.num_samples, old.salt)
     with pytest.raises(CommitmentMismatch):  # the commitment binds the round
-        _raw(members[0], "reveal", second, *args)
+        raw(members[0], "reveal", second, *args)
     with pytest.raises(WrongRound):
-        _raw(members[0], "reveal", first, *args)
+        raw(members[0], "reveal", first, *args)
 
 
 def test_a_commitment_copied_from_another_swarm_cannot_be_revealed(
@@ -389,7 +357,7 @@ def test_a_commitment_copied_from_another_swarm_cannot_be_revealed(
     harness.commit_all(honest, round_id)
     copier.client.commit(round_id, foreign)
     with pytest.raises(CommitmentMismatch):  # the commitment binds the coordinator too
-        _raw(copier, "reveal", round_id, r.cid, r.content_hash, r.num_samples, r.salt)
+        raw(copier, "reveal", round_id, r.cid, r.content_hash, r.num_samples, r.salt)
 
 
 # ---- replayed attestations -----------------------------------------------------------------------
@@ -408,7 +376,7 @@ def test_an_attestation_replayed_in_the_same_round_reverts(
     round_id, outcome = _attest_phase(harness, members)
     members[0].client.attest(round_id, outcome)
     with pytest.raises(AlreadyAttested):
-        _raw(members[0], "attest", round_id, outcome.as_abi())
+        raw(members[0], "attest", round_id, outcome.as_abi())
     assert harness.deployer.outcome_stake(round_id, outcome) == STAKE
 
 
@@ -439,15 +407,15 @@ def test_an_attestation_replayed_into_a_later_round_counts_nothing(
 ) -> None:
     first, outcome, _ = _finalize_round(harness, members, {})
     with pytest.raises(RoundAlreadyFinalized):
-        _raw(members[0], "finalize", first, outcome.as_abi())
+        raw(members[0], "finalize", first, outcome.as_abi())
     with pytest.raises(WrongRound):
-        _raw(members[0], "attest", first, outcome.as_abi())
+        raw(members[0], "attest", first, outcome.as_abi())
     second, _ = _attest_phase(harness, members)
     # The same tuple in the next round starts from zero stake: last round's votes do not carry.
     assert harness.deployer.outcome_stake(second, outcome) == 0
     members[0].client.attest(second, outcome)
     with pytest.raises(QuorumNotReached):
-        _raw(members[0], "finalize", second, outcome.as_abi())
+        raw(members[0], "finalize", second, outcome.as_abi())
 
 
 # ---- reentrancy through a hostile token ----------------------------------------------------------

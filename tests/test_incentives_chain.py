@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import swarm_params
 
 from incentives.claims import ClaimStatus, claim_all, save_reward_tree
 from incentives.freeriders import free_riders
@@ -19,7 +20,7 @@ from incentives.game import round_utility
 from incentives.merkle import RewardTree
 from incentives.settlement import RoundRewards, settle_round
 from node.chain.anvil import Anvil
-from node.chain.deployment import SwarmParams, save_deployment
+from node.chain.deployment import save_deployment
 from node.chain.harness import HarnessMember, SwarmHarness
 from node.chain.protocol import Outcome, Phase, content_hash, encode_bitmap
 from node.learning.data import task_splits
@@ -29,20 +30,13 @@ from node.task import ValuationSpec, default_task
 
 pytestmark = pytest.mark.integration
 
-HOUR = 3600
 STAKE = 1_000
 REWARD = 1_000_003  # not a multiple of anything, so rounding has work to do
-PARAMS = SwarmParams(
-    task_spec_cid="bafkreitaskspec",
+PARAMS = swarm_params(
     task_spec_hash="0x" + "cd" * 32,
-    slash_bps=1000,
-    commit_duration_s=HOUR,
-    reveal_duration_s=HOUR,
-    attest_duration_s=HOUR,
     min_stake=STAKE,
     reward_per_round=REWARD,
     reward_pool=10 * REWARD,
-    token_supply=10**9,
 )
 SWARM = Path(sys.executable).parent / "swarm"
 

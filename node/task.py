@@ -23,7 +23,7 @@ from typing import Any, Final, get_type_hints
 import torch
 
 from node import safejson
-from node.aggregation.fixed_point import COORD_BOUND, MAX_DIM, MAX_FRAC_BITS
+from node.aggregation.limits import COORD_BOUND, MAX_DIM, MAX_FRAC_BITS
 from node.aggregation.registry import RULES, STEPS, ParamValue, resolve_params
 from node.errors import ConfigError
 from node.learning.models import build_model

@@ -16,7 +16,6 @@ from node.aggregation.bucketing import bucketing
 from node.aggregation.bulyan import bulyan, mean_around_median
 from node.aggregation.centered_clipping import centered_clipping, centered_clipping_coalitions
 from node.aggregation.fixed_point import (
-    COORD_BOUND,
     Batch,
     dequantise,
     div_round,
@@ -27,6 +26,7 @@ from node.aggregation.fixed_point import (
 )
 from node.aggregation.geometric_median import geometric_median
 from node.aggregation.krum import krum, multi_krum
+from node.aggregation.limits import COORD_BOUND
 from node.aggregation.mean import mean, weighted_mean
 from node.aggregation.median import median, trimmed_mean
 from node.aggregation.nnm import nearest_neighbour_mixing

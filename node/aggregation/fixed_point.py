@@ -46,9 +46,7 @@ Overflow proof (every bound below is checked where the value enters):
 from __future__ import annotations
 
 import hashlib
-import os
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Final
@@ -57,50 +55,25 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-COORD_BITS: Final = 30
-COORD_BOUND: Final = 1 << COORD_BITS  # |q| <= 2**30 for every quantised coordinate
-MAX_TOTAL_WEIGHT: Final = 1 << 32  # bound on the sum of |coefficients| of any weighted sum
-MAX_DIM: Final = 1 << 23  # most coordinates for which exact float64 inner products are proven
-MAX_INPUTS: Final = 1 << 11  # most updates one aggregation accepts
-MAX_FRAC_BITS: Final = 30  # finest grid: 2**-30
-SPLIT_BITS: Final = 15  # q = hi * 2**15 + lo for exact float64 products
-DIRECT_WEIGHT: Final = 1 << 23  # weighted sums with sum |c| <= 2**23 need no split
-MIN_DIRECT_BLOCK: Final = 256  # fewest columns per block worth an unsplit float64 product
+from node.aggregation.limits import (
+    COORD_BITS,
+    COORD_BOUND,
+    DIRECT_WEIGHT,
+    MAX_DIM,
+    MAX_FRAC_BITS,
+    MAX_INPUTS,
+    MAX_TOTAL_WEIGHT,
+    MIN_DIRECT_BLOCK,
+    SPLIT_BITS,
+)
+from node.aggregation.parallel import in_parallel
+
 _LO_MASK: Final = (1 << SPLIT_BITS) - 1
 # From n * d values on, quantising runs compiled on every core (kernels.py). Below, NumPy takes
 # a few ms, less than loading the kernels (0.7 s, once per process), and a node's rounds (8
 # updates of 5K coordinates) never import Numba.
 COMPILED_MIN: Final = 1 << 20
 _DIV_BLOCK: Final = 1 << 16  # coordinates per block of div_round (512 KiB of int64)
-MIN_PART: Final = 1 << 18  # fewest values (rows x coordinates) worth a thread of their own
-
-
-def _new_pool() -> ThreadPoolExecutor:
-    """One thread per core (started on first use) for work split over coordinate ranges."""
-    return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="aggregation")
-
-
-def _renew_pool() -> None:
-    """A fresh pool in a forked child: the parent's threads do not exist there."""
-    global _pool
-    _pool = _new_pool()
-
-
-_pool = _new_pool()
-os.register_at_fork(after_in_child=_renew_pool)
-_threads = os.cpu_count() or 1  # most ranges `in_parallel` splits into; see `set_threads`
-
-
-def set_threads(count: int) -> None:
-    """Bound the threads `in_parallel` uses, as ``torch.set_num_threads`` bounds torch's.
-
-    A node given ``--threads`` shares the machine with others: its aggregation must not start
-    a thread per core either.
-    """
-    global _threads
-    if count < 1:
-        raise ValueError(f"thread count must be at least 1, not {count}")
-    _threads = count
 
 
 IntArray = npt.NDArray[np.int64]
@@ -566,40 +539,6 @@ def div_round(num: IntArray, den: int, *, in_place: bool = False) -> IntArray:
 
     in_parallel(blocks, flat.size, flat.size)
     return out.reshape(num.shape)
-
-
-def in_parallel(
-    fn: Callable[[int, int], None], size: int, work: int, workers: int | None = None
-) -> None:
-    """Run ``fn(lo, hi)`` over disjoint ranges that cover ``[0, size)``, one per thread.
-
-    Parameters
-    ----------
-    fn
-        Handles one range; it must release the GIL to gain anything (NumPy, Numba ``nogil``).
-    size
-        Length of the range to cover.
-    work
-        Values the whole call reads: each thread gets at least ``MIN_PART`` of them.
-    workers
-        Most threads to use (default: the `set_threads` count, one per CPU unless set).
-    """
-    count = max(1, min(workers or _threads, work // MIN_PART))
-    step = max(1, -(-size // count))
-    parts = [(lo, min(size, lo + step)) for lo in range(0, size, step)]
-    if len(parts) <= 1:
-        fn(0, size)
-        return
-    # The calling thread takes the first range itself: it is running already, a pool thread
-    # must first be woken (and on a busy machine, wait for a core).
-    jobs = [_pool.submit(fn, lo, hi) for lo, hi in parts[1:]]
-    try:
-        fn(*parts[0])
-    finally:
-        # Every job ends before this returns or raises: jobs read the caller's arrays by address.
-        wait(jobs)
-    for job in jobs:
-        job.result()
 
 
 def _div_round(num: IntArray, den: int) -> IntArray:

@@ -55,6 +55,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from node.aggregation.errors import AggregationBoundError
 from node.aggregation.limits import (
     COORD_BITS,
     COORD_BOUND,
@@ -278,12 +279,13 @@ class Batch:
 
 
 def check_weights(weights: IntArray) -> None:
-    """Raise ValueError unless 1 to MAX_INPUTS weights, each >= 1, sum to <= MAX_TOTAL_WEIGHT."""
+    """Raise AggregationBoundError unless 1 to MAX_INPUTS weights, each >= 1, sum to <=
+    MAX_TOTAL_WEIGHT."""
     n = len(weights)
     if not 1 <= n <= MAX_INPUTS:
-        raise ValueError(f"aggregation needs 1 <= n <= {MAX_INPUTS} updates, got n={n}")
+        raise AggregationBoundError(f"aggregation needs 1 <= n <= {MAX_INPUTS} updates, got n={n}")
     if int(weights.min()) < 1 or int(weights.sum()) > MAX_TOTAL_WEIGHT:
-        raise ValueError(
+        raise AggregationBoundError(
             f"sample counts must be >= 1 and sum to <= {MAX_TOTAL_WEIGHT}, "
             f"got min={int(weights.min())} sum={int(weights.sum())}"
         )

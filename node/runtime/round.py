@@ -37,6 +37,7 @@ from incentives.game import round_utility
 from incentives.merkle import RewardTree
 from incentives.settlement import settle_round
 from incentives.shapley import ValuationConfig
+from node.aggregation.errors import AggregationBoundError
 from node.aggregation.pipeline import aggregate
 from node.aggregation.randomness import derive_seed
 from node.aggregation.registry import RULES
@@ -262,7 +263,14 @@ def combine_round(
     Returns
     -------
     RoundResult
-        The outcome, verdicts (rejected ones included), checkpoint and rewards.
+        The outcome, verdicts (rejected ones included), checkpoint and rewards; a round whose
+        updates miss a bound of the rule (`AggregationBoundError`, e.g. a `ByzantineBoundError`)
+        keeps its base, pays nothing and accepts every valid update as "not aggregated".
+
+    Raises
+    ------
+    Exception
+        Whatever else the rule raises: a bug, never recorded as a round.
     """
     spec = inputs.spec
     players = sorted(contributions, key=lambda c: c.index)
@@ -280,9 +288,9 @@ def combine_round(
     if players:
         try:
             result = aggregate(spec, [c.delta for c in players], samples, seed=seed, center=center)
-        except ValueError as err:
-            # A rule's Byzantine bound (e.g. Krum's n >= 2f + 3) that too few valid updates
-            # cannot meet: nobody is at fault, so the round keeps its base and pays nothing.
+        except AggregationBoundError as err:
+            # A bound the valid updates cannot meet (e.g. Krum's n >= 2f + 3): nobody is at
+            # fault, so the round keeps its base and pays nothing. Anything else is a bug.
             for c in players:
                 verdicts[c.index] = _verdict(c.index, c.node, c.cid, None, f"not aggregated: {err}")
         else:

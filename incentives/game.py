@@ -93,6 +93,46 @@ def round_utility(
     grid_center = (
         None if center is None else quantise_vector(center, batch.layout, spec.fixed_point_bits)
     )
+    return batch_utility(spec, base, batch, reference, seed=seed, center=grid_center, device=device)
+
+
+def batch_utility(
+    spec: TaskSpec,
+    base: Mapping[str, torch.Tensor],
+    batch: Batch,
+    reference: Dataset,
+    *,
+    seed: int,
+    center: IntArray | None = None,
+    device: torch.device | None = None,
+) -> CoalitionUtility:
+    """`round_utility` of updates already quantised: the batch the round aggregated.
+
+    Parameters
+    ----------
+    spec, base, reference, seed, device
+        As for `round_utility`.
+    batch
+        The accepted updates on the task's grid, weighted by their sample counts, as passed to
+        `node.aggregation.pipeline.aggregate_batch`; player ``i`` is row ``i``.
+    center
+        The ``(d,)`` int64 grid centre passed to that aggregation, if any.
+
+    Returns
+    -------
+    CoalitionUtility
+        ``v(S)`` for coalitions of ``range(batch.n)``.
+
+    Raises
+    ------
+    ValueError
+        If the batch is on another grid than the task's, or the base does not fit its layout.
+    """
+    if batch.frac_bits != spec.fixed_point_bits:
+        raise ValueError(
+            f"the batch is on a 2**-{batch.frac_bits} grid, the task's is "
+            f"2**-{spec.fixed_point_bits}"
+        )
     gram = batch.gram if _rule_reads_gram(spec) else None
     base_state = {name: tensor.detach().cpu().float() for name, tensor in base.items()}
     if Layout.of(base_state) != batch.layout:
@@ -104,7 +144,7 @@ def round_utility(
 
     def evaluate_coalition(coalition: frozenset[int]) -> int:
         masked = _zero_filled(batch, coalition, gram)
-        result = aggregate_batch(masked, spec.aggregation, seed=seed, center=grid_center)
+        result = aggregate_batch(masked, spec.aggregation, seed=seed, center=center)
         return utility_of(result.delta)
 
     together = _coalition_batch(spec)
@@ -117,9 +157,7 @@ def round_utility(
         weighed = apply_steps(batch, spec.aggregation.pre, seed=seed)
         flat_base = np.concatenate([base_state[n].reshape(-1).numpy() for n in batch.layout.names])
         for first in range(0, len(coalitions), step):
-            grids = _together(
-                spec, together, weighed, coalitions[first : first + step], grid_center
-            )
+            grids = _together(spec, together, weighed, coalitions[first : first + step], center)
             # base + dequantise(grid) for every coalition at once: the same float32 operations,
             # element by element, as `utility_of(dequantise(...))`, so the same bits.
             states = flat_base + (grids * (1.0 / (1 << batch.frac_bits))).astype(np.float32)

@@ -15,7 +15,8 @@ from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
 from incentives.merkle import EMPTY_ROOT
-from node.aggregation.fixed_point import RuleOutput
+from node.aggregation import fixed_point
+from node.aggregation.fixed_point import RuleOutput, Update
 from node.aggregation.registry import RULES
 from node.chain.events import RewardsFunded, RoundFinalized, RoundOpened, Slashed
 from node.chain.protocol import Outcome, SlashReason, content_hash, encode_bitmap
@@ -467,6 +468,49 @@ def test_too_few_updates_for_the_rule_leave_the_round_unpaid(
     }
     assert result.checkpoint == base
     assert result.outcome.reward_total == 0 and result.outcome.rewards_root == EMPTY_ROOT
+
+
+def test_sample_counts_too_heavy_to_sum_leave_the_round_unpaid(
+    spec: TaskSpec, base: Checkpoint, reference: Dataset
+) -> None:
+    # A revealed count is any uint64: one too heavy for exact sums is nobody's bug here.
+    contributions = [
+        Contribution(i, address_of(i), 2**40 if i == 0 else 40, delta_like(base, i))
+        for i in range(3)
+    ]
+
+    result = combine_round(inputs_without_submissions(spec, base, reference), contributions)
+
+    assert [v.reason for v in result.verdicts] == [None, None, None]
+    assert all(v.detail.startswith("not aggregated: sample counts") for v in result.verdicts)
+    assert result.checkpoint == base and result.outcome.reward_total == 0
+
+
+def test_a_round_quantises_its_updates_once(
+    monkeypatch: pytest.MonkeyPatch, spec: TaskSpec, base: Checkpoint, reference: Dataset
+) -> None:
+    reads: list[int] = []
+    read_updates = fixed_point._read_updates
+
+    def counted(updates: Sequence[Update], *args: object) -> object:
+        reads.append(len(updates))
+        return read_updates(updates, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fixed_point, "_read_updates", counted)
+    contributions = [Contribution(i, address_of(i), 40 + i, delta_like(base, i)) for i in range(4)]
+    contributions.append(Contribution(4, address_of(4), 44, delta_like(base, 0)))  # a copy
+
+    result = combine_round(inputs_without_submissions(spec, base, reference), contributions)
+
+    assert reasons(result) == {
+        0: RejectReason.FREE_RIDER,
+        1: None,
+        2: None,
+        3: None,
+        4: RejectReason.FREE_RIDER,
+    }
+    assert result.outcome.reward_total > 0  # aggregated and valued
+    assert reads == [5]
 
 
 @pytest.mark.parametrize("bug", [ValueError("bug"), ZeroDivisionError("bug")])

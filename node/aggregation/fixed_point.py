@@ -251,6 +251,41 @@ class Batch:
         """A new batch of the same layout and grid (the output of a pre-aggregation step)."""
         return Batch(values, weights, self.layout, self.frac_bits, origin)
 
+    def as_inputs(self, rows: Sequence[int], num_samples: Sequence[int]) -> Batch:
+        """Rows of this batch as the inputs of an aggregation, weighted by their sample counts.
+
+        Lets one quantisation serve checks that ignore the weights (free riders, quantised with
+        unit weights) and the aggregation: the values are the same integers either way.
+
+        Parameters
+        ----------
+        rows
+            Distinct row indices, in the order the new batch should hold them.
+        num_samples
+            Positive sample count of each of those rows.
+
+        Returns
+        -------
+        Batch
+            Row ``k`` is this batch's row ``rows[k]``, weighted ``num_samples[k]``, with origin
+            ``((0,), (1,), ...)``, exactly as `quantise` of those rows' updates gives it.
+
+        Raises
+        ------
+        ValueError
+            Sample counts that are not positive integers, or not one per row.
+        AggregationBoundError
+            Sample counts beyond ``MAX_TOTAL_WEIGHT``.
+        """
+        idx = list(rows)
+        if len(num_samples) != len(idx):
+            raise ValueError(f"got {len(idx)} rows but {len(num_samples)} sample counts")
+        _check_sample_counts(num_samples)
+        weights = _sample_weights(num_samples)
+        kept = self if idx == list(range(self.n)) else self.subset(idx)  # all rows: no copy
+        origin = tuple((k,) for k in range(len(idx)))
+        return Batch(kept.values, weights, self.layout, self.frac_bits, origin, kept._gram)
+
     def subset(self, rows: Sequence[int]) -> Batch:
         """The batch restricted to ``rows``, reusing any inner products already computed.
 
@@ -399,13 +434,11 @@ def _read_updates(
         raise ValueError("aggregation needs at least one update, got none")
     if len(num_samples) != len(updates):
         raise ValueError(f"got {len(updates)} updates but {len(num_samples)} sample counts")
-    if any(isinstance(s, bool) or int(s) != s or s < 1 for s in num_samples):
-        raise ValueError(f"sample counts must be positive integers, got {list(num_samples)}")
+    _check_sample_counts(num_samples)
     layout = Layout.of(updates[0])
     if layout.dim > MAX_DIM:
         raise ValueError(f"updates have {layout.dim} coordinates, more than MAX_DIM={MAX_DIM}")
-    weights = np.array([int(s) for s in num_samples], dtype=np.int64)
-    check_weights(weights)
+    weights = _sample_weights(num_samples)
     rows = []
     for i, update in enumerate(updates):
         if Layout.of(update) != layout:
@@ -427,6 +460,19 @@ def _read_updates(
             row.append(tensor if tensor.is_contiguous() else tensor.contiguous())
         rows.append(row)
     return layout, rows, weights
+
+
+def _check_sample_counts(num_samples: Sequence[int]) -> None:
+    """Raise ValueError unless every sample count is a positive integer."""
+    if any(isinstance(s, bool) or int(s) != s or s < 1 for s in num_samples):
+        raise ValueError(f"sample counts must be positive integers, got {list(num_samples)}")
+
+
+def _sample_weights(num_samples: Sequence[int]) -> IntArray:
+    """Checked positive integer sample counts as int64 weights (see `check_weights`)."""
+    weights = np.array([int(s) for s in num_samples], dtype=np.int64)
+    check_weights(weights)
+    return weights
 
 
 def _quantise_rows(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from node.aggregation.fixed_point import Update, quantise
+from node.aggregation.fixed_point import Batch, Update, quantise
 
 
 def free_riders(updates: Sequence[Update], frac_bits: int) -> dict[int, str]:
@@ -44,7 +44,23 @@ def free_riders(updates: Sequence[Update], frac_bits: int) -> dict[int, str]:
     """
     if not updates:
         return {}
-    batch = quantise(updates, [1] * len(updates), frac_bits)
+    return free_riders_in(quantise(updates, [1] * len(updates), frac_bits))
+
+
+def free_riders_in(batch: Batch) -> dict[int, str]:
+    """`free_riders` of updates already quantised (the round's one quantisation).
+
+    Parameters
+    ----------
+    batch
+        The round's revealed updates on the task's grid, row ``i`` = update ``i``; the weights
+        are not read.
+
+    Returns
+    -------
+    dict[int, str]
+        As for `free_riders`, indexed by row.
+    """
     reasons: dict[int, str] = {}
     first_with: dict[bytes, int] = {}
     for i in range(batch.n):

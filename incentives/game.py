@@ -31,7 +31,6 @@ import numpy.typing as npt
 import torch
 
 from incentives.utility import CoalitionUtility
-from node.aggregation.centered_clipping import centered_clipping_coalitions
 from node.aggregation.fixed_point import (
     Batch,
     IntArray,
@@ -94,6 +93,46 @@ def round_utility(
     grid_center = (
         None if center is None else quantise_vector(center, batch.layout, spec.fixed_point_bits)
     )
+    return batch_utility(spec, base, batch, reference, seed=seed, center=grid_center, device=device)
+
+
+def batch_utility(
+    spec: TaskSpec,
+    base: Mapping[str, torch.Tensor],
+    batch: Batch,
+    reference: Dataset,
+    *,
+    seed: int,
+    center: IntArray | None = None,
+    device: torch.device | None = None,
+) -> CoalitionUtility:
+    """`round_utility` of updates already quantised: the batch the round aggregated.
+
+    Parameters
+    ----------
+    spec, base, reference, seed, device
+        As for `round_utility`.
+    batch
+        The accepted updates on the task's grid, weighted by their sample counts, as passed to
+        `node.aggregation.pipeline.aggregate_batch`; player ``i`` is row ``i``.
+    center
+        The ``(d,)`` int64 grid centre passed to that aggregation, if any.
+
+    Returns
+    -------
+    CoalitionUtility
+        ``v(S)`` for coalitions of ``range(batch.n)``.
+
+    Raises
+    ------
+    ValueError
+        If the batch is on another grid than the task's, or the base does not fit its layout.
+    """
+    if batch.frac_bits != spec.fixed_point_bits:
+        raise ValueError(
+            f"the batch is on a 2**-{batch.frac_bits} grid, the task's is "
+            f"2**-{spec.fixed_point_bits}"
+        )
     gram = batch.gram if _rule_reads_gram(spec) else None
     base_state = {name: tensor.detach().cpu().float() for name, tensor in base.items()}
     if Layout.of(base_state) != batch.layout:
@@ -105,8 +144,12 @@ def round_utility(
 
     def evaluate_coalition(coalition: frozenset[int]) -> int:
         masked = _zero_filled(batch, coalition, gram)
-        result = aggregate_batch(masked, spec.aggregation, seed=seed, center=grid_center)
+        result = aggregate_batch(masked, spec.aggregation, seed=seed, center=center)
         return utility_of(result.delta)
+
+    together = _coalition_batch(spec)
+    if together is None:
+        return CoalitionUtility(batch.n, evaluate_coalition)
 
     def evaluate_coalitions(coalitions: Sequence[frozenset[int]]) -> list[int]:
         values: list[int] = []
@@ -114,9 +157,7 @@ def round_utility(
         weighed = apply_steps(batch, spec.aggregation.pre, seed=seed)
         flat_base = np.concatenate([base_state[n].reshape(-1).numpy() for n in batch.layout.names])
         for first in range(0, len(coalitions), step):
-            grids = _clipped_coalitions(
-                spec, weighed, coalitions[first : first + step], grid_center
-            )
+            grids = _together(spec, together, weighed, coalitions[first : first + step], center)
             # base + dequantise(grid) for every coalition at once: the same float32 operations,
             # element by element, as `utility_of(dequantise(...))`, so the same bits.
             states = flat_base + (grids * (1.0 / (1 << batch.frac_bits))).astype(np.float32)
@@ -124,27 +165,30 @@ def round_utility(
             values.extend(quantised_utility(m, spec.valuation) for m in metrics)
         return values
 
-    if _clips_coalitions_together(spec):
-        return CoalitionUtility(batch.n, evaluate_coalition, evaluate_coalitions)
-    return CoalitionUtility(batch.n, evaluate_coalition)
+    return CoalitionUtility(batch.n, evaluate_coalition, evaluate_coalitions)
 
 
-def _clips_coalitions_together(spec: TaskSpec) -> bool:
-    """Whether many coalitions can be aggregated at once: centered clipping after steps that
-    only reweigh (`centered_clipping_coalitions` gives each coalition's exact zero-filled
-    aggregate, and such steps act the same on every zero-filled coalition)."""
-    rule = spec.aggregation
-    return rule.rule == "centered_clipping" and all(STEPS[p.name].weights_only for p in rule.pre)
+def _coalition_batch(spec: TaskSpec) -> Callable[..., IntArray] | None:
+    """The rule's `coalition_batch`, where many coalitions can be aggregated at once: after
+    steps that only reweigh (they act the same on every zero-filled coalition); else None."""
+    config = spec.aggregation
+    if all(STEPS[p.name].weights_only for p in config.pre):
+        return RULES[config.rule].coalition_batch
+    return None
 
 
-def _clipped_coalitions(
-    spec: TaskSpec, batch: Batch, coalitions: Sequence[frozenset[int]], center: IntArray | None
+def _together(
+    spec: TaskSpec,
+    together: Callable[..., IntArray],
+    batch: Batch,
+    coalitions: Sequence[frozenset[int]],
+    center: IntArray | None,
 ) -> IntArray:
-    """``(len(coalitions), d)`` centered-clipping aggregates of the zero-filled coalitions."""
-    rule = spec.aggregation
-    params = resolve_params(RULES[rule.rule].params, rule.params, f"rule {rule.rule!r}")
-    clip: Callable[..., IntArray] = centered_clipping_coalitions  # the registry's parameters
-    return clip(batch, coalitions, **params, center=center)
+    """``(len(coalitions), d)`` aggregates of the zero-filled coalitions, by ``together``."""
+    config = spec.aggregation
+    rule = RULES[config.rule]
+    params = resolve_params(rule.params, config.params, f"rule {config.rule!r}")
+    return together(batch, coalitions, **params, **({"center": center} if rule.uses_center else {}))
 
 
 def _named(states: npt.NDArray[np.float32], layout: Layout) -> Iterator[dict[str, torch.Tensor]]:
@@ -184,4 +228,4 @@ def _rule_reads_gram(spec: TaskSpec) -> bool:
     Without pre-aggregation steps the rule sees the zero-filled rows themselves, whose inner
     products are the round's with the absent rows and columns zeroed, so they can be reused.
     """
-    return not spec.aggregation.pre and spec.aggregation.rule in {"krum", "multi_krum", "bulyan"}
+    return not spec.aggregation.pre and RULES[spec.aggregation.rule].reads_gram

@@ -23,8 +23,8 @@ from typing import Any, Final, get_type_hints
 import torch
 
 from node import safejson
-from node.aggregation.fixed_point import COORD_BOUND, MAX_DIM, MAX_FRAC_BITS
-from node.aggregation.registry import RULES, STEPS, ParamValue, resolve_params
+from node.aggregation.limits import COORD_BOUND, MAX_DIM, MAX_FRAC_BITS
+from node.aggregation.registry import DEFAULT_RULE, RULES, STEPS, ParamValue, resolve_params
 from node.errors import ConfigError
 from node.learning.models import build_model
 
@@ -127,7 +127,7 @@ class AggregationSpec:
 
     # A task's default pipeline is `default_aggregation()`; these field defaults spell out plain
     # centered clipping, which weighs no self-reported count.
-    rule: str = "centered_clipping"  # a key of node.aggregation.registry.RULES
+    rule: str = DEFAULT_RULE  # a key of node.aggregation.registry.RULES
     params: Mapping[str, ParamValue] = field(  # the rule's parameters (defaults filled in)
         default_factory=lambda: {"tau": 0.2, "iterations": 3}
     )
@@ -161,7 +161,7 @@ def default_aggregation() -> AggregationSpec:
         The rule, its parameters and its pre-aggregation steps.
     """
     return AggregationSpec(
-        "centered_clipping",
+        DEFAULT_RULE,
         {"tau": 0.2, "iterations": 3, "weighted": True, "screen": True},
         (StepSpec("sample_cap", {"factor": 1.5}),),
     )

@@ -53,7 +53,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from node.aggregation.fixed_point import MAX_FRAC_BITS, quantise
+from node.aggregation.fixed_point import quantise
+from node.aggregation.limits import MAX_FRAC_BITS
 from node.aggregation.pipeline import aggregate
 from node.runtime.heap import keep_freed_heap
 from node.task import AggregationSpec, TaskSpec, default_task

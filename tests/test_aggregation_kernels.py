@@ -17,16 +17,14 @@ from hypothesis import strategies as st
 from node.aggregation import kernels
 from node.aggregation.fixed_point import (
     COMPILED_MIN,
-    MIN_PART,
     Layout,
     dequantise,
     div_round,
     exact_combine,
-    in_parallel,
     quantise,
     quantised_mean,
-    set_threads,
 )
+from node.aggregation.parallel import MIN_PART, in_parallel, set_threads
 from node.aggregation.pipeline import aggregate, aggregate_batch
 from node.task import AggregationSpec, TaskSpec
 

@@ -15,8 +15,8 @@ import torch
 from node.aggregation.bucketing import bucketing
 from node.aggregation.bulyan import bulyan, mean_around_median
 from node.aggregation.centered_clipping import centered_clipping, centered_clipping_coalitions
+from node.aggregation.errors import ByzantineBoundError
 from node.aggregation.fixed_point import (
-    COORD_BOUND,
     Batch,
     dequantise,
     div_round,
@@ -27,6 +27,7 @@ from node.aggregation.fixed_point import (
 )
 from node.aggregation.geometric_median import geometric_median
 from node.aggregation.krum import krum, multi_krum
+from node.aggregation.limits import COORD_BOUND
 from node.aggregation.mean import mean, weighted_mean
 from node.aggregation.median import median, trimmed_mean
 from node.aggregation.nnm import nearest_neighbour_mixing
@@ -229,6 +230,17 @@ def test_multi_krum_averages_the_best_m() -> None:
     assert out.selected is not None and out.selected[0] == 1
     with pytest.raises(ValueError, match="Multi-Krum needs 1 <= m <= n - f, got n=4, f=0, m=5"):
         multi_krum(batch, f=0, m=5)
+
+
+def test_a_violated_byzantine_bound_names_the_bound_and_carries_n_and_f() -> None:
+    batch = batch_of([[float(i)] for i in range(7)])
+
+    with pytest.raises(ByzantineBoundError) as caught:
+        bulyan(batch, f=2)
+
+    assert str(caught.value) == "Bulyan needs n >= 4f + 3, got n=7, f=2"
+    assert (caught.value.rule, caught.value.n, caught.value.f) == ("Bulyan", 7, 2)
+    assert isinstance(caught.value, ValueError)
 
 
 def test_bulyan_screens_the_outlier_and_averages_around_the_median() -> None:

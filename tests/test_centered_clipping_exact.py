@@ -19,7 +19,8 @@ from node.aggregation.centered_clipping import (
     _isqrt,
     centered_clipping_coalitions,
 )
-from node.aggregation.fixed_point import COORD_BOUND, Batch, Layout
+from node.aggregation.fixed_point import Batch, Layout
+from node.aggregation.limits import COORD_BOUND
 
 
 def clip_reference(

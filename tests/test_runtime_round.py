@@ -15,6 +15,9 @@ from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
 from incentives.merkle import EMPTY_ROOT
+from node.aggregation import fixed_point
+from node.aggregation.fixed_point import RuleOutput, Update
+from node.aggregation.registry import RULES
 from node.chain.events import RewardsFunded, RoundFinalized, RoundOpened, Slashed
 from node.chain.protocol import Outcome, SlashReason, content_hash, encode_bitmap
 from node.learning.data import Dataset, task_splits
@@ -60,6 +63,11 @@ def address_of(i: int) -> str:
 def delta_like(base: Checkpoint, seed: int, scale: float = 0.01) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     return {k: scale * torch.randn(v.shape, generator=gen) for k, v in base.state.items()}
+
+
+def inputs_without_submissions(spec: TaskSpec, base: Checkpoint, reference: Dataset) -> RoundInputs:
+    """A round's inputs for `combine_round`, which does not read the submissions."""
+    return RoundInputs(CHAIN_ID, COORDINATOR, ROUND, SEED, REWARD, spec, base, None, reference, ())
 
 
 class Round:
@@ -445,6 +453,83 @@ def test_combine_round_matches_compute_round_on_the_same_updates(
     ]
 
     assert combine_round(rnd.inputs(reference), contributions) == rnd.compute(reference)
+
+
+def test_too_few_updates_for_the_rule_leave_the_round_unpaid(
+    spec: TaskSpec, base: Checkpoint, reference: Dataset
+) -> None:
+    krum = replace(spec, aggregation=AggregationSpec("krum", {"f": 1}, ()))
+    contributions = [Contribution(i, address_of(i), 40 + i, delta_like(base, i)) for i in range(3)]
+    result = combine_round(inputs_without_submissions(krum, base, reference), contributions)
+
+    assert [v.reason for v in result.verdicts] == [None, None, None]
+    assert {v.detail for v in result.verdicts} == {
+        "not aggregated: Krum needs n >= 2f + 3, got n=3, f=1"
+    }
+    assert result.checkpoint == base
+    assert result.outcome.reward_total == 0 and result.outcome.rewards_root == EMPTY_ROOT
+
+
+def test_sample_counts_too_heavy_to_sum_leave_the_round_unpaid(
+    spec: TaskSpec, base: Checkpoint, reference: Dataset
+) -> None:
+    # A revealed count is any uint64: one too heavy for exact sums is nobody's bug here.
+    contributions = [
+        Contribution(i, address_of(i), 2**40 if i == 0 else 40, delta_like(base, i))
+        for i in range(3)
+    ]
+
+    result = combine_round(inputs_without_submissions(spec, base, reference), contributions)
+
+    assert [v.reason for v in result.verdicts] == [None, None, None]
+    assert all(v.detail.startswith("not aggregated: sample counts") for v in result.verdicts)
+    assert result.checkpoint == base and result.outcome.reward_total == 0
+
+
+def test_a_round_quantises_its_updates_once(
+    monkeypatch: pytest.MonkeyPatch, spec: TaskSpec, base: Checkpoint, reference: Dataset
+) -> None:
+    reads: list[int] = []
+    read_updates = fixed_point._read_updates
+
+    def counted(updates: Sequence[Update], *args: object) -> object:
+        reads.append(len(updates))
+        return read_updates(updates, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fixed_point, "_read_updates", counted)
+    contributions = [Contribution(i, address_of(i), 40 + i, delta_like(base, i)) for i in range(4)]
+    contributions.append(Contribution(4, address_of(4), 44, delta_like(base, 0)))  # a copy
+
+    result = combine_round(inputs_without_submissions(spec, base, reference), contributions)
+
+    assert reasons(result) == {
+        0: RejectReason.FREE_RIDER,
+        1: None,
+        2: None,
+        3: None,
+        4: RejectReason.FREE_RIDER,
+    }
+    assert result.outcome.reward_total > 0  # aggregated and valued
+    assert reads == [5]
+
+
+@pytest.mark.parametrize("bug", [ValueError("bug"), ZeroDivisionError("bug")])
+def test_a_bug_in_the_rule_is_raised_not_recorded_as_a_round(
+    monkeypatch: pytest.MonkeyPatch,
+    spec: TaskSpec,
+    base: Checkpoint,
+    reference: Dataset,
+    bug: Exception,
+) -> None:
+    def broken(batch: object, **params: object) -> RuleOutput:
+        raise bug
+
+    monkeypatch.setitem(RULES, "krum", replace(RULES["krum"], fn=broken))
+    krum = replace(spec, aggregation=AggregationSpec("krum", {"f": 1}, ()))
+    contributions = [Contribution(i, address_of(i), 40 + i, delta_like(base, i)) for i in range(5)]
+
+    with pytest.raises(type(bug), match=r"^bug$"):
+        combine_round(inputs_without_submissions(krum, base, reference), contributions)
 
 
 def test_reward_is_the_smaller_of_the_per_round_reward_and_the_pool_at_opening() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from node.aggregation.distance_bounds import cheap_bounds
+from node.aggregation.errors import ByzantineBoundError
 from node.aggregation.fixed_point import (
     Batch,
     I32Array,
@@ -101,12 +102,12 @@ def bulyan(batch: Batch, *, f: int) -> RuleOutput:
 
     Raises
     ------
-    ValueError
+    ByzantineBoundError
         Bulyan needs n >= 4f + 3.
     """
     n = batch.n
     if f < 0 or n < 4 * f + 3:
-        raise ValueError(f"Bulyan needs n >= 4f + 3, got n={n}, f={f}")
+        raise ByzantineBoundError("Bulyan", "n >= 4f + 3", n, f)
     chosen = bulyan_selection(batch, f)
     values = np.ascontiguousarray(batch.values[sorted(chosen)])
     return RuleOutput(mean_around_median(values, len(chosen) - 2 * f), tuple(chosen))

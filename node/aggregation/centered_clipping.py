@@ -43,7 +43,6 @@ import numpy as np
 import numpy.typing as npt
 
 from node.aggregation.fixed_point import (
-    COORD_BOUND,
     Batch,
     F64Array,
     I32Array,
@@ -54,6 +53,7 @@ from node.aggregation.fixed_point import (
     exact_inner,
     exact_sq_norms,
 )
+from node.aggregation.limits import COORD_BOUND
 
 CLIP_BITS = 20  # clipping factors are integers out of 2**20
 # With n <= MAX_INPUTS = 2**11 the factors sum to at most 2**31, so sum_i c_i x_i and C * v are

@@ -46,9 +46,7 @@ Overflow proof (every bound below is checked where the value enters):
 from __future__ import annotations
 
 import hashlib
-import os
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Final
@@ -57,50 +55,26 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-COORD_BITS: Final = 30
-COORD_BOUND: Final = 1 << COORD_BITS  # |q| <= 2**30 for every quantised coordinate
-MAX_TOTAL_WEIGHT: Final = 1 << 32  # bound on the sum of |coefficients| of any weighted sum
-MAX_DIM: Final = 1 << 23  # most coordinates for which exact float64 inner products are proven
-MAX_INPUTS: Final = 1 << 11  # most updates one aggregation accepts
-MAX_FRAC_BITS: Final = 30  # finest grid: 2**-30
-SPLIT_BITS: Final = 15  # q = hi * 2**15 + lo for exact float64 products
-DIRECT_WEIGHT: Final = 1 << 23  # weighted sums with sum |c| <= 2**23 need no split
-MIN_DIRECT_BLOCK: Final = 256  # fewest columns per block worth an unsplit float64 product
+from node.aggregation.errors import AggregationBoundError
+from node.aggregation.limits import (
+    COORD_BITS,
+    COORD_BOUND,
+    DIRECT_WEIGHT,
+    MAX_DIM,
+    MAX_FRAC_BITS,
+    MAX_INPUTS,
+    MAX_TOTAL_WEIGHT,
+    MIN_DIRECT_BLOCK,
+    SPLIT_BITS,
+)
+from node.aggregation.parallel import in_parallel
+
 _LO_MASK: Final = (1 << SPLIT_BITS) - 1
 # From n * d values on, quantising runs compiled on every core (kernels.py). Below, NumPy takes
 # a few ms, less than loading the kernels (0.7 s, once per process), and a node's rounds (8
 # updates of 5K coordinates) never import Numba.
 COMPILED_MIN: Final = 1 << 20
 _DIV_BLOCK: Final = 1 << 16  # coordinates per block of div_round (512 KiB of int64)
-MIN_PART: Final = 1 << 18  # fewest values (rows x coordinates) worth a thread of their own
-
-
-def _new_pool() -> ThreadPoolExecutor:
-    """One thread per core (started on first use) for work split over coordinate ranges."""
-    return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="aggregation")
-
-
-def _renew_pool() -> None:
-    """A fresh pool in a forked child: the parent's threads do not exist there."""
-    global _pool
-    _pool = _new_pool()
-
-
-_pool = _new_pool()
-os.register_at_fork(after_in_child=_renew_pool)
-_threads = os.cpu_count() or 1  # most ranges `in_parallel` splits into; see `set_threads`
-
-
-def set_threads(count: int) -> None:
-    """Bound the threads `in_parallel` uses, as ``torch.set_num_threads`` bounds torch's.
-
-    A node given ``--threads`` shares the machine with others: its aggregation must not start
-    a thread per core either.
-    """
-    global _threads
-    if count < 1:
-        raise ValueError(f"thread count must be at least 1, not {count}")
-    _threads = count
 
 
 IntArray = npt.NDArray[np.int64]
@@ -277,6 +251,41 @@ class Batch:
         """A new batch of the same layout and grid (the output of a pre-aggregation step)."""
         return Batch(values, weights, self.layout, self.frac_bits, origin)
 
+    def as_inputs(self, rows: Sequence[int], num_samples: Sequence[int]) -> Batch:
+        """Rows of this batch as the inputs of an aggregation, weighted by their sample counts.
+
+        Lets one quantisation serve checks that ignore the weights (free riders, quantised with
+        unit weights) and the aggregation: the values are the same integers either way.
+
+        Parameters
+        ----------
+        rows
+            Distinct row indices, in the order the new batch should hold them.
+        num_samples
+            Positive sample count of each of those rows.
+
+        Returns
+        -------
+        Batch
+            Row ``k`` is this batch's row ``rows[k]``, weighted ``num_samples[k]``, with origin
+            ``((0,), (1,), ...)``, exactly as `quantise` of those rows' updates gives it.
+
+        Raises
+        ------
+        ValueError
+            Sample counts that are not positive integers, or not one per row.
+        AggregationBoundError
+            Sample counts beyond ``MAX_TOTAL_WEIGHT``.
+        """
+        idx = list(rows)
+        if len(num_samples) != len(idx):
+            raise ValueError(f"got {len(idx)} rows but {len(num_samples)} sample counts")
+        _check_sample_counts(num_samples)
+        weights = _sample_weights(num_samples)
+        kept = self if idx == list(range(self.n)) else self.subset(idx)  # all rows: no copy
+        origin = tuple((k,) for k in range(len(idx)))
+        return Batch(kept.values, weights, self.layout, self.frac_bits, origin, kept._gram)
+
     def subset(self, rows: Sequence[int]) -> Batch:
         """The batch restricted to ``rows``, reusing any inner products already computed.
 
@@ -305,12 +314,13 @@ class Batch:
 
 
 def check_weights(weights: IntArray) -> None:
-    """Raise ValueError unless 1 to MAX_INPUTS weights, each >= 1, sum to <= MAX_TOTAL_WEIGHT."""
+    """Raise AggregationBoundError unless 1 to MAX_INPUTS weights, each >= 1, sum to <=
+    MAX_TOTAL_WEIGHT."""
     n = len(weights)
     if not 1 <= n <= MAX_INPUTS:
-        raise ValueError(f"aggregation needs 1 <= n <= {MAX_INPUTS} updates, got n={n}")
+        raise AggregationBoundError(f"aggregation needs 1 <= n <= {MAX_INPUTS} updates, got n={n}")
     if int(weights.min()) < 1 or int(weights.sum()) > MAX_TOTAL_WEIGHT:
-        raise ValueError(
+        raise AggregationBoundError(
             f"sample counts must be >= 1 and sum to <= {MAX_TOTAL_WEIGHT}, "
             f"got min={int(weights.min())} sum={int(weights.sum())}"
         )
@@ -424,13 +434,11 @@ def _read_updates(
         raise ValueError("aggregation needs at least one update, got none")
     if len(num_samples) != len(updates):
         raise ValueError(f"got {len(updates)} updates but {len(num_samples)} sample counts")
-    if any(isinstance(s, bool) or int(s) != s or s < 1 for s in num_samples):
-        raise ValueError(f"sample counts must be positive integers, got {list(num_samples)}")
+    _check_sample_counts(num_samples)
     layout = Layout.of(updates[0])
     if layout.dim > MAX_DIM:
         raise ValueError(f"updates have {layout.dim} coordinates, more than MAX_DIM={MAX_DIM}")
-    weights = np.array([int(s) for s in num_samples], dtype=np.int64)
-    check_weights(weights)
+    weights = _sample_weights(num_samples)
     rows = []
     for i, update in enumerate(updates):
         if Layout.of(update) != layout:
@@ -452,6 +460,19 @@ def _read_updates(
             row.append(tensor if tensor.is_contiguous() else tensor.contiguous())
         rows.append(row)
     return layout, rows, weights
+
+
+def _check_sample_counts(num_samples: Sequence[int]) -> None:
+    """Raise ValueError unless every sample count is a positive integer."""
+    if any(isinstance(s, bool) or int(s) != s or s < 1 for s in num_samples):
+        raise ValueError(f"sample counts must be positive integers, got {list(num_samples)}")
+
+
+def _sample_weights(num_samples: Sequence[int]) -> IntArray:
+    """Checked positive integer sample counts as int64 weights (see `check_weights`)."""
+    weights = np.array([int(s) for s in num_samples], dtype=np.int64)
+    check_weights(weights)
+    return weights
 
 
 def _quantise_rows(
@@ -566,40 +587,6 @@ def div_round(num: IntArray, den: int, *, in_place: bool = False) -> IntArray:
 
     in_parallel(blocks, flat.size, flat.size)
     return out.reshape(num.shape)
-
-
-def in_parallel(
-    fn: Callable[[int, int], None], size: int, work: int, workers: int | None = None
-) -> None:
-    """Run ``fn(lo, hi)`` over disjoint ranges that cover ``[0, size)``, one per thread.
-
-    Parameters
-    ----------
-    fn
-        Handles one range; it must release the GIL to gain anything (NumPy, Numba ``nogil``).
-    size
-        Length of the range to cover.
-    work
-        Values the whole call reads: each thread gets at least ``MIN_PART`` of them.
-    workers
-        Most threads to use (default: the `set_threads` count, one per CPU unless set).
-    """
-    count = max(1, min(workers or _threads, work // MIN_PART))
-    step = max(1, -(-size // count))
-    parts = [(lo, min(size, lo + step)) for lo in range(0, size, step)]
-    if len(parts) <= 1:
-        fn(0, size)
-        return
-    # The calling thread takes the first range itself: it is running already, a pool thread
-    # must first be woken (and on a busy machine, wait for a core).
-    jobs = [_pool.submit(fn, lo, hi) for lo, hi in parts[1:]]
-    try:
-        fn(*parts[0])
-    finally:
-        # Every job ends before this returns or raises: jobs read the caller's arrays by address.
-        wait(jobs)
-    for job in jobs:
-        job.result()
 
 
 def _div_round(num: IntArray, den: int) -> IntArray:

@@ -1,7 +1,7 @@
 """Compiled kernels that read float32 updates once: quantise, and quantise-and-average (FedAvg).
 
 `fixed_point.quantise` and the mean/FedAvg fast path of `pipeline.aggregate` call these on
-large inputs. Each kernel is serial Numba code that releases the GIL; `fixed_point.in_parallel`
+large inputs. Each kernel is serial Numba code that releases the GIL; `parallel.in_parallel`
 runs it on disjoint coordinate ranges, one thread per core. Numba's own ``parallel=True`` is not
 used: its threading layers clash with torch's OpenMP runtime and abort on concurrent launches
 from several Python threads (a node aggregates on one thread while it trains on another).
@@ -28,7 +28,8 @@ import torch
 from numba import types
 from numba.extending import intrinsic
 
-from node.aggregation.fixed_point import COORD_BOUND, DIRECT_WEIGHT, in_parallel
+from node.aggregation.limits import COORD_BOUND, DIRECT_WEIGHT
+from node.aggregation.parallel import in_parallel
 
 CHUNK: Final = 1 << 13  # coordinates per block of sums: 64 KiB of float64 stays in L2
 

@@ -20,13 +20,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from node.aggregation.distance_bounds import DistanceBounds, certified_krum_order, cheap_bounds
+from node.aggregation.errors import ByzantineBoundError
 from node.aggregation.fixed_point import Batch, RuleOutput, div_round, exact_combine
 
 
 def _check_krum_bound(name: str, n: int, f: int) -> None:
-    """Raise ValueError unless ``f >= 0`` and ``n >= 2f + 3``."""
+    """Raise ByzantineBoundError unless ``f >= 0`` and ``n >= 2f + 3``."""
     if f < 0 or n < 2 * f + 3:
-        raise ValueError(f"{name} needs n >= 2f + 3, got n={n}, f={f}")
+        raise ByzantineBoundError(name, "n >= 2f + 3", n, f)
 
 
 def krum_scores(batch: Batch, f: int, rows: Sequence[int] | None = None) -> dict[int, int]:
@@ -105,7 +106,7 @@ def krum(batch: Batch, *, f: int) -> RuleOutput:
 
     Raises
     ------
-    ValueError
+    ByzantineBoundError
         Krum needs n >= 2f + 3.
     """
     _check_krum_bound("Krum", batch.n, f)
@@ -132,14 +133,14 @@ def multi_krum(batch: Batch, *, f: int, m: int | None = None) -> RuleOutput:
 
     Raises
     ------
-    ValueError
+    ByzantineBoundError
         Multi-Krum needs n >= 2f + 3 and 1 <= m <= n - f.
     """
     n = batch.n
     _check_krum_bound("Multi-Krum", n, f)
     keep = n - f if m is None else m
     if not 1 <= keep <= n - f:
-        raise ValueError(f"Multi-Krum needs 1 <= m <= n - f, got n={n}, f={f}, m={keep}")
+        raise ByzantineBoundError("Multi-Krum", "1 <= m <= n - f", n, f, m=keep)
     chosen = krum_ranking(batch, f, keep, bounds=cheap_bounds(batch))
     coeffs = np.zeros((1, n), dtype=np.int64)
     coeffs[0, chosen] = 1

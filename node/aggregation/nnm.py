@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from node.aggregation.errors import ByzantineBoundError
 from node.aggregation.fixed_point import Batch, div_round, exact_combine
 
 
@@ -32,12 +33,12 @@ def nearest_neighbour_mixing(batch: Batch, *, f: int) -> Batch:
 
     Raises
     ------
-    ValueError
+    ByzantineBoundError
         NNM needs 0 <= f < n.
     """
     n = batch.n
     if not 0 <= f < n:
-        raise ValueError(f"NNM needs 0 <= f < n, got n={n}, f={f}")
+        raise ByzantineBoundError("NNM", "0 <= f < n", n, f)
     keep = n - f
     dists = batch.sq_dists
     coeffs = np.zeros((n, n), dtype=np.int64)

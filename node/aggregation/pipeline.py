@@ -91,10 +91,12 @@ def aggregate(
         "Bulyan needs n >= 4f + 3, got n=7, f=2".
     """
     config = spec.aggregation
-    if config.rule in ("mean", "fedavg") and not config.pre and not config.params:
+    rule = RULES.get(config.rule)
+    streaming = None if rule is None or config.pre or config.params else rule.streaming_mean
+    if streaming is not None:
         # The plain means need no batch: each update is read once and summed on the grid.
         layout, out, delta = mean_of_updates(
-            updates, num_samples, spec.fixed_point_bits, weighted=config.rule == "fedavg"
+            updates, num_samples, spec.fixed_point_bits, weighted=streaming
         )
         if center is not None:  # unused by the means, but checked as on the batch path
             quantise_vector(center, layout, spec.fixed_point_bits)

@@ -2,7 +2,8 @@
 
 A thin table in the style of Flower's strategies: each entry points at a pure function and lists
 the parameters it takes, with their types, defaults and lower bounds, so a task spec can be
-validated before any update arrives.
+validated before any update arrives. It also declares what each rule can do, so that callers
+outside this package ask the table rather than branch on rule names.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any, Final
 
 from node.aggregation.bucketing import bucketing
 from node.aggregation.bulyan import bulyan
-from node.aggregation.centered_clipping import centered_clipping
-from node.aggregation.fixed_point import Batch, RuleOutput
+from node.aggregation.centered_clipping import centered_clipping, centered_clipping_coalitions
+from node.aggregation.fixed_point import Batch, IntArray, RuleOutput
 from node.aggregation.geometric_median import geometric_median
 from node.aggregation.krum import krum, multi_krum
 from node.aggregation.mean import mean, weighted_mean
@@ -46,6 +47,15 @@ class Rule:
     fn: Callable[..., RuleOutput]
     params: Mapping[str, Param]
     uses_center: bool = False  # takes the caller's centre (the previous aggregate)
+    # Works from the rows' pairwise inner products (`Batch.gram`) alone, so a caller that
+    # aggregates many zero-filled copies of one batch can compute them once and mask them.
+    reads_gram: bool = False
+    # ``coalition_batch(batch, coalitions, **params[, center]) -> (K, d)`` grid aggregates of
+    # the batch with each coalition's outsiders zero-filled, all at once; None: one at a time.
+    coalition_batch: Callable[..., IntArray] | None = None
+    # Given no parameters and no steps, `kernels.weighted_mean` computes the rule from the raw
+    # updates in one read: weighted by sample counts (True) or by ones (False); None: no such path.
+    streaming_mean: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -63,8 +73,8 @@ class Step:
 _F = Param(int, None, 0, required=True)  # assumed number of Byzantine inputs
 
 RULES: Final[Mapping[str, Rule]] = {
-    "mean": Rule(mean, {}),
-    "fedavg": Rule(weighted_mean, {}),
+    "mean": Rule(mean, {}, streaming_mean=False),
+    "fedavg": Rule(weighted_mean, {}, streaming_mean=True),
     "median": Rule(median, {}),
     "trimmed_mean": Rule(trimmed_mean, {"beta": Param(float, 0.1, 0.0, maximum=0.5)}),
     "geometric_median": Rule(
@@ -75,9 +85,9 @@ RULES: Final[Mapping[str, Rule]] = {
             "weighted": Param(bool, False, 0.0),
         },
     ),
-    "krum": Rule(krum, {"f": _F}),
-    "multi_krum": Rule(multi_krum, {"f": _F, "m": Param(int, None, 1)}),
-    "bulyan": Rule(bulyan, {"f": _F}),
+    "krum": Rule(krum, {"f": _F}, reads_gram=True),
+    "multi_krum": Rule(multi_krum, {"f": _F, "m": Param(int, None, 1)}, reads_gram=True),
+    "bulyan": Rule(bulyan, {"f": _F}, reads_gram=True),
     "centered_clipping": Rule(
         centered_clipping,
         {
@@ -87,8 +97,10 @@ RULES: Final[Mapping[str, Rule]] = {
             "screen": Param(bool, False, 0.0),
         },
         uses_center=True,
+        coalition_batch=centered_clipping_coalitions,
     ),
 }
+DEFAULT_RULE: Final = "centered_clipping"  # what a task spec gets when it names no rule
 
 STEPS: Final[Mapping[str, Step]] = {
     "norm_clipping": Step(

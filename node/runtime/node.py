@@ -50,7 +50,7 @@ from threadpoolctl import threadpool_limits
 
 from incentives.claims import load_reward_tree, save_reward_tree
 from incentives.merkle import RewardTree
-from node.aggregation.fixed_point import set_threads as set_aggregation_threads
+from node.aggregation.parallel import set_threads as set_aggregation_threads
 from node.aggregation.registry import RULES
 from node.chain.abis import abi_of
 from node.chain.coordinator import Coordinator, RoundInfo

@@ -11,7 +11,7 @@ revealed update, the new checkpoint and the reward tree.
 The steps, in order:
 
 1. verify each revealed update (`node.runtime.verify`), in member-index order;
-2. reject free-riders among the survivors (`incentives.freeriders`);
+2. quantise the survivors once, and reject free-riders among them (`incentives.freeriders`);
 3. aggregate the rest with the task's rule, in fixed point, seeded by the round seed; inputs the
    rule screens out are rejected, inputs it sets aside stay accepted (and are valued as usual);
 4. the checkpoint is ``base + aggregate``, encoded canonically;
@@ -32,12 +32,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from incentives.freeriders import free_riders
-from incentives.game import round_utility
+from incentives.freeriders import free_riders_in
+from incentives.game import batch_utility
 from incentives.merkle import RewardTree
 from incentives.settlement import settle_round
 from incentives.shapley import ValuationConfig
-from node.aggregation.pipeline import aggregate
+from node.aggregation.errors import AggregationBoundError
+from node.aggregation.fixed_point import Batch, IntArray, quantise, quantise_vector
+from node.aggregation.pipeline import aggregate_batch
 from node.aggregation.randomness import derive_seed
 from node.aggregation.registry import RULES
 from node.chain.events import ChainEvent, RewardsFunded, RoundFinalized, RoundOpened, Slashed
@@ -262,31 +264,52 @@ def combine_round(
     Returns
     -------
     RoundResult
-        The outcome, verdicts (rejected ones included), checkpoint and rewards.
+        The outcome, verdicts (rejected ones included), checkpoint and rewards; a round whose
+        updates miss a bound of the rule (`AggregationBoundError`, e.g. a `ByzantineBoundError`)
+        keeps its base, pays nothing and accepts every valid update as "not aggregated".
+
+    Raises
+    ------
+    Exception
+        Whatever else the rule raises: a bug, never recorded as a round.
     """
     spec = inputs.spec
     players = sorted(contributions, key=lambda c: c.index)
     verdicts = {v.index: v for v in rejected}
-    riders = free_riders([c.delta for c in players], spec.fixed_point_bits)
+    # One quantisation serves all: free riders compare its rows, the rule and the valuation
+    # weigh the survivors' rows by their sample counts.
+    quantised = (
+        quantise([c.delta for c in players], [1] * len(players), spec.fixed_point_bits)
+        if players
+        else None
+    )
+    riders = {} if quantised is None else free_riders_in(quantised)
     for position, why in riders.items():
         c = players[position]
         verdicts[c.index] = _verdict(c.index, c.node, c.cid, RejectReason.FREE_RIDER, why)
-    players = [c for position, c in enumerate(players) if position not in riders]
+    kept = [position for position in range(len(players)) if position not in riders]
+    players = [players[position] for position in kept]
 
     step: State | None = None
+    valued: tuple[Batch, IntArray | None] | None = None  # the batch and centre aggregated
     seed = aggregation_seed(inputs.seed)
-    center = inputs.center if RULES[spec.aggregation.rule].uses_center else None
     samples = [c.num_samples for c in players]
-    if players:
+    if players and quantised is not None:
+        center = (
+            quantise_vector(inputs.center, quantised.layout, spec.fixed_point_bits)
+            if inputs.center is not None and RULES[spec.aggregation.rule].uses_center
+            else None
+        )
         try:
-            result = aggregate(spec, [c.delta for c in players], samples, seed=seed, center=center)
-        except ValueError as err:
-            # A rule's Byzantine bound (e.g. Krum's n >= 2f + 3) that too few valid updates
-            # cannot meet: nobody is at fault, so the round keeps its base and pays nothing.
+            batch = quantised.as_inputs(kept, samples)
+            result = aggregate_batch(batch, spec.aggregation, seed=seed, center=center)
+        except AggregationBoundError as err:
+            # A bound the valid updates cannot meet (e.g. Krum's n >= 2f + 3): nobody is at
+            # fault, so the round keeps its base and pays nothing. Anything else is a bug.
             for c in players:
                 verdicts[c.index] = _verdict(c.index, c.node, c.cid, None, f"not aggregated: {err}")
         else:
-            step = result.delta
+            step, valued = result.delta, (batch, center)
             for position in result.screened_out:
                 c = players[position]
                 verdicts[c.index] = _verdict(
@@ -308,13 +331,13 @@ def combine_round(
         inputs.base if step is None else encode_checkpoint(apply_delta(inputs.base.state, step))
     )
     losers = [v.node for v in verdicts.values() if not v.accepted]
-    if step is not None:
+    if valued is not None:
+        batch, center = valued
         with one_thread():
-            utility = round_utility(
+            utility = batch_utility(
                 spec,
                 inputs.base.state,
-                [c.delta for c in players],
-                samples,
+                batch,
                 inputs.reference,
                 seed=seed,
                 center=center,

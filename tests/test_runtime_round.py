@@ -17,6 +17,7 @@ from nacl.signing import SigningKey
 from incentives.merkle import EMPTY_ROOT
 from node.aggregation import fixed_point
 from node.aggregation.fixed_point import RuleOutput, Update
+from node.aggregation.limits import MAX_SAMPLES
 from node.aggregation.registry import RULES
 from node.chain.events import RewardsFunded, RoundFinalized, RoundOpened, Slashed
 from node.chain.protocol import Outcome, SlashReason, content_hash, encode_bitmap
@@ -574,3 +575,20 @@ def test_reward_is_the_smaller_of_the_per_round_reward_and_the_pool_at_opening()
     assert reward_for_round(events, 1, 700) == 0
     with pytest.raises(ValueError, match="round 4"):
         reward_for_round(events, 4, 700)
+
+
+def test_an_update_claiming_more_samples_than_one_may_carry_is_rejected(
+    store: EmbeddedStore, spec: TaskSpec, base: Checkpoint, reference: Dataset
+) -> None:
+    # 2**32 samples alone would push the round past the exact weight bound, and the round would
+    # go unaggregated for everyone: the claim is refused, the others are aggregated.
+    rnd = Round(store, spec, base)
+    for i in range(3):
+        rnd.publish(i)
+    rnd.publish(3, num_samples=MAX_SAMPLES + 1)
+    rnd.subs[-1] = replace(rnd.subs[-1], num_samples=MAX_SAMPLES + 1)
+
+    result = rnd.compute(reference)
+
+    assert reasons(result) == {0: None, 1: None, 2: None, 3: RejectReason.BAD_ENVELOPE}
+    assert result.checkpoint.hash != base.hash

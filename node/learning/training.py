@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from node.aggregation.limits import MAX_SAMPLES
 from node.aggregation.randomness import derive_seed
 from node.learning.data import DataError, Dataset, check_dataset
 from node.learning.models import build_model
@@ -169,7 +170,9 @@ def train_local(
         loss_sum += float(loss.detach()) * len(idx)
         loss_count += len(idx)
     local = _cpu_state(model.state_dict())
-    return LocalUpdate(state_delta(local, base), n, loss_sum / max(1, loss_count))
+    # Peers reject a larger claim (see MAX_SAMPLES); the aggregation weight saturates there.
+    claimed = min(n, MAX_SAMPLES)
+    return LocalUpdate(state_delta(local, base), claimed, loss_sum / max(1, loss_count))
 
 
 def evaluate(

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from node.aggregation.fixed_point import exact_sq_norms, quantise
+from node.aggregation.limits import MAX_SAMPLES
 from node.chain.protocol import content_hash
 from node.errors import StorageError, VerificationError
 from node.runtime.checkpoint import State, codec_spec, max_blob_bytes
@@ -190,6 +191,12 @@ def _open(sub: Submission, frame: RoundFrame, envelope: bytes) -> Manifest:
         raise Rejected(RejectReason.BAD_SIGNATURE, str(err)) from None
     except (MalformedEnvelope, WrongSwarm, WrongRound, WrongNode) as err:
         raise Rejected(RejectReason.BAD_ENVELOPE, str(err)) from None
+    if manifest.num_samples > MAX_SAMPLES:
+        raise Rejected(
+            RejectReason.BAD_ENVELOPE,
+            f"envelope claims {manifest.num_samples} samples, more than the {MAX_SAMPLES} one "
+            "update may carry",
+        )
     if manifest.num_samples != sub.num_samples:
         raise Rejected(
             RejectReason.BAD_ENVELOPE,

@@ -29,7 +29,7 @@ from node.chain.deployment import load_deployment
 from node.chain.harness import SwarmHarness, sample_outcome, sample_reveal
 from node.chain.protocol import Phase
 from storage.cid import CID
-from storage.store import EmbeddedStore
+from storage.embedded import EmbeddedStore
 
 pytestmark = pytest.mark.integration
 

@@ -19,6 +19,7 @@ import pytest
 
 from node.chain.anvil import free_port
 from storage.dag import build_dag
+from storage.embedded import EmbeddedStore
 from storage.errors import (
     ContentTooLarge,
     StoreTimeout,
@@ -27,7 +28,6 @@ from storage.errors import (
 )
 from storage.ipfs_peer import JsIpfsPeer
 from storage.kubo import KuboStore, RetryPolicy
-from storage.store import EmbeddedStore
 
 pytestmark = pytest.mark.integration
 

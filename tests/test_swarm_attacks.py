@@ -47,9 +47,9 @@ from node.runtime.runner import LocalSwarm
 from node.runtime.verify import RejectReason
 from node.task import TaskSpec, default_task
 from storage.codec import encode_update
+from storage.embedded import EmbeddedStore
 from storage.envelope import ENCRYPTED_MAGIC, Manifest, encrypt_blob, sign_manifest
 from storage.keys import NodeKeys
-from storage.store import EmbeddedStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

@@ -53,9 +53,9 @@ from node.runtime.round import Contribution, RoundInputs, combine_round
 from node.runtime.runner import LocalSwarm
 from node.task import AggregationSpec, StepSpec, TaskSpec, default_task
 from storage.cid import CID
+from storage.embedded import EmbeddedStore
 from storage.envelope import is_encrypted
-from storage.gateway import BlockServer
-from storage.store import EmbeddedStore
+from storage.peers import BlockServer
 
 pytestmark = pytest.mark.integration
 

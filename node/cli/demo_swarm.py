@@ -39,7 +39,7 @@ from node.runtime.local import AttackPlan, local_update
 from node.runtime.round import Contribution, RoundInputs, combine_round, one_thread
 from node.runtime.runner import LocalSwarm, Member, NodeProcess, save_npz
 from node.task import DataSpec, ReferenceSpec, TaskSpec, default_task
-from storage.store import EmbeddedStore
+from storage.embedded import EmbeddedStore
 
 MARKER = ".swarm-demo"  # marks a directory this command made, so a rerun may clear it
 REFERENCE_SIZE = 300  # examples of --data held out as the reference set

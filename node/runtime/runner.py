@@ -39,7 +39,7 @@ from node.learning.partition import dirichlet_partition
 from node.runtime.deploy import deploy_task_swarm
 from node.runtime.events import EventKind, NodeEvent, parse_event
 from node.task import TaskSpec
-from storage.store import EmbeddedStore
+from storage.embedded import EmbeddedStore
 
 STAKE = 100 * 10**18  # tokens each local member stakes (the default minimum stake)
 

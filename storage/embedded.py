@@ -19,7 +19,7 @@ Packing a blob's leaves into one file makes `put` and `get` one large write and 
 by its CID for peers. A packed blob is checked on `get` by re-deriving its CID from the bytes
 read, which hashes every leaf and rebuilds every interior node; on a mismatch the DAG is walked
 block by block to name the block that changed. Missing blocks are fetched from a list of peers
-that serve the trustless-gateway subset (`storage.gateway`), checked, and kept as unpinned
+that serve the trustless-gateway subset (`storage.peers`), checked, and kept as unpinned
 blocks; each block's download from a peer, and each blob's in all, ends by a total deadline.
 """
 
@@ -43,8 +43,8 @@ from storage.cid import CID, DAG_PB, RAW
 from storage.dag import CHUNK_SIZE, Block, build_tree, dag_cids, read_file, split
 from storage.deadline import BLOB_DEADLINE_S, BLOCK_DEADLINE_S, deadline_client
 from storage.errors import BlockNotFound, ContentTooLarge, TamperedBlock
-from storage.gateway import fetch_block
 from storage.kubo import KuboStore
+from storage.peers import fetch_block
 
 STORE_ENV = "SWARM_STORE"
 DEFAULT_TIMEOUT_S = 30.0

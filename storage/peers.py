@@ -30,7 +30,7 @@ from storage.deadline import BLOCK_DEADLINE_S, deadline, passed
 from storage.errors import BlockNotFound, DeadlineExceeded, InvalidCID, TamperedBlock
 
 if TYPE_CHECKING:
-    from storage.store import EmbeddedStore
+    from storage.embedded import EmbeddedStore
 
 RAW_MEDIA_TYPE = "application/vnd.ipld.raw"
 MAX_BLOCK_SIZE = 2 * 1024 * 1024  # largest block accepted from a peer (Kubo's bitswap limit)

@@ -1,10 +1,10 @@
-"""Content-addressed stores: the `Store` protocol, the embedded block store, and `open_store`.
+"""The embedded store: a directory of content-addressed blocks, with no external process.
 
-Every store names a blob by the CID that ``ipfs add --cid-version=1 --raw-leaves`` gives it, and
-every `get` checks each block against its CID before returning a byte, so a store (or a peer) can
-lose content but never alter it unnoticed.
+It implements `storage.store.Store`: it names a blob by the CID that ``ipfs add --cid-version=1
+--raw-leaves`` gives it, and every `get` checks each block against its CID before returning a
+byte, so the store (or a peer) can lose content but never alter it unnoticed.
 
-The embedded store is a directory, the default, with no external process::
+Its layout, under the store's directory::
 
     <path>/blocks/<2 hex digits>/<cid>   single blocks: interior nodes, one-chunk blobs, and
                                          blocks fetched from peers, each file its exact bytes
@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self, TypeVar
+from typing import Self, TypeVar
 
 import httpx
 
@@ -43,11 +43,9 @@ from storage.cid import CID, DAG_PB, RAW
 from storage.dag import CHUNK_SIZE, Block, build_tree, dag_cids, read_file, split
 from storage.deadline import BLOB_DEADLINE_S, BLOCK_DEADLINE_S, deadline_client
 from storage.errors import BlockNotFound, ContentTooLarge, TamperedBlock
-from storage.kubo import KuboStore
 from storage.peers import fetch_block
+from storage.store import DEFAULT_TIMEOUT_S
 
-STORE_ENV = "SWARM_STORE"
-DEFAULT_TIMEOUT_S = 30.0
 IO_THREADS = 4  # threads that hash, read and write the blocks of one blob in parallel
 PARALLEL_MIN_BLOCKS = 8  # fewer blocks are processed on the calling thread
 
@@ -63,45 +61,6 @@ CREATE TABLE IF NOT EXISTS packed (
     PRIMARY KEY (digest, pack)
 ) WITHOUT ROWID
 """
-
-
-class Store(Protocol):
-    """What the node needs from a content-addressed store; CIDs are CIDv1 base32 strings."""
-
-    def put(self, data: bytes) -> str:
-        """Store and pin `data`; return its CID."""
-        ...
-
-    def get(self, cid: str, *, max_size: int | None = None) -> bytes:
-        """Return the content of `cid`, every block checked against its CID."""
-        ...
-
-    def has(self, cid: str) -> bool:
-        """Whether this store keeps `cid` (it was put or pinned here)."""
-        ...
-
-    def pin(self, cid: str) -> None:
-        """Keep the whole content of `cid` in this store."""
-        ...
-
-    def close(self) -> None:
-        """Release connections and threads; the store is unusable afterwards."""
-        ...
-
-    def __enter__(self) -> Self: ...
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
-
-
-def default_store_path() -> Path:
-    """The embedded store's directory: ``$SWARM_STORE``, else ``~/.swarmchain/store``."""
-    override = os.environ.get(STORE_ENV)
-    return Path(override) if override else Path.home() / ".swarmchain" / "store"
 
 
 class EmbeddedStore:
@@ -428,50 +387,3 @@ class EmbeddedStore:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def open_store(
-    path: Path | str | None,
-    ipfs_api: str | None = None,
-    *,
-    peers: Sequence[str] = (),
-    timeout: float = DEFAULT_TIMEOUT_S,
-    block_deadline_s: float = BLOCK_DEADLINE_S,
-    blob_deadline_s: float = BLOB_DEADLINE_S,
-) -> Store:
-    """Open the store a node was configured with.
-
-    Parameters
-    ----------
-    path
-        The embedded store's directory; `default_store_path()` when None.
-    ipfs_api
-        A Kubo RPC URL (``http://127.0.0.1:5001``). When given, the daemon is the store and
-        `path` and `peers` are not used.
-    peers
-        Trustless-gateway URLs the embedded store fetches missing blocks from.
-    timeout
-        Seconds to wait on the daemon or a peer for any one connect or read.
-    block_deadline_s, blob_deadline_s
-        Seconds one block's download, and one blob's in all, may take however slowly bytes
-        arrive (see `EmbeddedStore` and `KuboStore`).
-
-    Returns
-    -------
-    Store
-        A `KuboStore` when `ipfs_api` is given, else an `EmbeddedStore`.
-    """
-    if ipfs_api is not None:
-        return KuboStore(
-            ipfs_api,
-            timeout=timeout,
-            block_deadline_s=block_deadline_s,
-            blob_deadline_s=blob_deadline_s,
-        )
-    return EmbeddedStore(
-        path or default_store_path(),
-        peers=peers,
-        timeout=timeout,
-        block_deadline_s=block_deadline_s,
-        blob_deadline_s=blob_deadline_s,
-    )

@@ -34,7 +34,7 @@ from storage.errors import (
     StoreUnavailable,
     TamperedBlock,
 )
-from storage.peers import MAX_BLOCK_SIZE
+from storage.gateway import MAX_BLOCK_SIZE
 
 _TRANSIENT_STATUS = {
     HTTPStatus.TOO_MANY_REQUESTS,

@@ -25,7 +25,7 @@ from storage.embedded import EmbeddedStore
 from storage.envelope import Manifest, sign_manifest
 from storage.errors import BlockNotFound, TamperedBlock
 from storage.keys import NodeKeys
-from storage.peers import BlockServer
+from storage.server import BlockServer
 
 CHAIN_ID = 31337
 COORDINATOR = to_checksum_address("0x" + "ab" * 20)

@@ -18,7 +18,8 @@ from storage.cid import CID
 from storage.dag import build_dag
 from storage.embedded import EmbeddedStore
 from storage.errors import BlockNotFound, TamperedBlock
-from storage.peers import RAW_MEDIA_TYPE, BlockServer
+from storage.gateway import RAW_MEDIA_TYPE
+from storage.server import BlockServer
 
 SWARM = str(Path(sys.executable).parent / "swarm")
 

@@ -55,7 +55,7 @@ from node.task import AggregationSpec, StepSpec, TaskSpec, default_task
 from storage.cid import CID
 from storage.embedded import EmbeddedStore
 from storage.envelope import is_encrypted
-from storage.peers import BlockServer
+from storage.server import BlockServer
 
 pytestmark = pytest.mark.integration
 

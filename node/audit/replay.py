@@ -62,9 +62,9 @@ from node.runtime.round import (
 )
 from node.runtime.verify import ENCRYPTION_OVERHEAD, CannotJudge, RejectReason
 from node.task import TaskSpec
-from storage.embedded import Store
 from storage.envelope import MAX_ENVELOPE_BYTES, Manifest, open_envelope
 from storage.errors import BlockNotFound, TamperedBlock
+from storage.store import Store
 
 Progress = Callable[[int, int], None]  # (rounds done, rounds in the lineage)
 

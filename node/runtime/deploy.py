@@ -12,7 +12,7 @@ from node.chain.deploy import deploy_swarm
 from node.chain.deployment import Deployment, SwarmParams, save_deployment
 from node.runtime.document import publish_task
 from node.task import TaskSpec
-from storage.embedded import Store
+from storage.store import Store
 
 
 def deploy_task_swarm(

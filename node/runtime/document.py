@@ -32,8 +32,8 @@ from node.learning.training import genesis_state
 from node.runtime.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
 from node.task import TaskSpec
 from storage.cid import CID
-from storage.embedded import Store
 from storage.errors import InvalidCID
+from storage.store import Store
 
 DOCUMENT_FORMAT = "swarmchain-task/1"
 MAX_DOCUMENT_BYTES = 1 << 20  # a task document is a few KiB; refuse anything absurd

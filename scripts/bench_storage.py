@@ -26,8 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from node.devtools.ipfs_peer import JsIpfsPeer
 from storage.embedded import EmbeddedStore
-from storage.ipfs_peer import JsIpfsPeer
 from storage.kubo import KuboStore
 
 MIB = 1024 * 1024

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 from web3 import Web3
 
-from node.chain.anvil import Anvil, DevAccount
 from node.chain.deploy import connect
-from storage.ipfs_peer import JsIpfsPeer
+from node.devtools.anvil import Anvil, DevAccount
+from node.devtools.ipfs_peer import JsIpfsPeer
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,6 @@ from hypothesis.stateful import (
 )
 
 from incentives.merkle import RewardTree
-from node.chain.anvil import Anvil
 from node.chain.deployment import SwarmParams
 from node.chain.events import (
     Attested,
@@ -48,7 +47,6 @@ from node.chain.events import (
     Slashed,
     Withdrawn,
 )
-from node.chain.harness import HarnessMember, SwarmHarness, sample_outcome, sample_reveal
 from node.chain.protocol import (
     BPS,
     MemberStatus,
@@ -72,6 +70,8 @@ from node.chain.reverts import (
     UnbondingNotOver,
 )
 from node.chain.tx import Transaction
+from node.devtools.anvil import Anvil
+from node.devtools.harness import HarnessMember, SwarmHarness, sample_outcome, sample_reveal
 
 pytestmark = pytest.mark.integration
 

@@ -7,11 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from node.chain.anvil import Anvil
 from node.chain.deploy import deploy_contract
 from node.chain.deployment import SwarmParams
 from node.chain.events import ExitRequested, Joined, RewardsFunded, Slashed, Transfer, Withdrawn
-from node.chain.harness import HarnessMember, SwarmHarness
 from node.chain.protocol import MemberStatus, Phase, SlashReason
 from node.chain.reverts import (
     AlreadyMember,
@@ -27,6 +25,8 @@ from node.chain.reverts import (
     ZeroAmount,
     ZeroHash,
 )
+from node.devtools.anvil import Anvil
+from node.devtools.harness import HarnessMember, SwarmHarness
 from storage.envelope import valid_x25519_key
 
 pytestmark = pytest.mark.integration

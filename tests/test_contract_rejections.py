@@ -10,10 +10,8 @@ import pytest
 from eth_abi.abi import encode
 from eth_utils.crypto import keccak
 
-from node.chain.anvil import Anvil
 from node.chain.deployment import SwarmParams
 from node.chain.events import Slashed
-from node.chain.harness import HarnessMember, SwarmHarness, sample_outcome
 from node.chain.protocol import (
     Outcome,
     Phase,
@@ -32,6 +30,8 @@ from node.chain.reverts import (
     TupleNotAttested,
     TuplesNotSorted,
 )
+from node.devtools.anvil import Anvil
+from node.devtools.harness import HarnessMember, SwarmHarness, sample_outcome
 from node.runtime.history import ChainHistory
 from node.runtime.slashing import Offence, slash_plan
 

@@ -9,7 +9,6 @@ from dataclasses import replace
 import pytest
 
 from incentives.merkle import RewardTree
-from node.chain.anvil import Anvil
 from node.chain.coordinator import Coordinator
 from node.chain.deployment import SwarmParams
 from node.chain.events import (
@@ -20,7 +19,6 @@ from node.chain.events import (
     Slashed,
     Transfer,
 )
-from node.chain.harness import HarnessMember, SwarmHarness, sample_outcome
 from node.chain.protocol import MemberStatus, Outcome, Phase, SlashReason, SubmissionState
 from node.chain.reverts import (
     AlreadyClaimed,
@@ -33,6 +31,8 @@ from node.chain.reverts import (
     RoundNotFinalized,
     ZeroAmount,
 )
+from node.devtools.anvil import Anvil
+from node.devtools.harness import HarnessMember, SwarmHarness, sample_outcome
 
 pytestmark = pytest.mark.integration
 

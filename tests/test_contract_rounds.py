@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from node.chain.anvil import Anvil
 from node.chain.deployment import SwarmParams
 from node.chain.events import (
     Attested,
@@ -18,7 +17,6 @@ from node.chain.events import (
     RoundFinalized,
     RoundOpened,
 )
-from node.chain.harness import HarnessMember, SwarmHarness, sample_outcome, sample_reveal
 from node.chain.protocol import Outcome, Phase, Reveal, RoundStatus, SubmissionState, round_seed
 from node.chain.reverts import (
     AlreadyAttested,
@@ -44,6 +42,8 @@ from node.chain.reverts import (
     ZeroSamples,
 )
 from node.chain.tx import Transaction
+from node.devtools.anvil import Anvil
+from node.devtools.harness import HarnessMember, SwarmHarness, sample_outcome, sample_reveal
 
 pytestmark = pytest.mark.integration
 

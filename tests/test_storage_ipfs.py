@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from node.chain.anvil import free_port
+from node.devtools.anvil import free_port
+from node.devtools.ipfs_peer import JsIpfsPeer
 from storage.dag import build_dag
 from storage.embedded import EmbeddedStore
 from storage.errors import (
@@ -26,7 +27,6 @@ from storage.errors import (
     StoreUnavailable,
     TamperedBlock,
 )
-from storage.ipfs_peer import JsIpfsPeer
 from storage.kubo import KuboStore, RetryPolicy
 
 pytestmark = pytest.mark.integration

@@ -24,7 +24,7 @@ from typing import Self
 
 import httpx
 
-from node.chain.anvil import free_port
+from node.devtools.anvil import free_port
 from node.errors import ToolchainError
 from node.paths import REPO_ROOT
 

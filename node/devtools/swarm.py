@@ -26,15 +26,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-import numpy as np
-
 from incentives.shapley import ValuationConfig
-from node.chain.anvil import Anvil
 from node.chain.deploy import connect
 from node.chain.deployment import Deployment, SwarmParams
-from node.chain.harness import SwarmHarness
+from node.devtools.anvil import Anvil
+from node.devtools.harness import SwarmHarness
 from node.errors import ToolchainError
-from node.learning.data import Dataset, holdout_split, task_splits
+from node.learning.data import Dataset, holdout_split, save_npz, task_splits
 from node.learning.partition import dirichlet_partition
 from node.runtime.deploy import deploy_task_swarm
 from node.runtime.events import EventKind, NodeEvent, parse_event
@@ -42,11 +40,6 @@ from node.task import TaskSpec
 from storage.embedded import EmbeddedStore
 
 STAKE = 100 * 10**18  # tokens each local member stakes (the default minimum stake)
-
-
-def save_npz(data: Dataset, path: Path) -> None:
-    """Write a dataset as an ``.npz`` with arrays ``x`` and ``y`` (what ``--data`` reads)."""
-    np.savez(path, x=data.x.numpy(), y=data.y.numpy())
 
 
 @dataclass(frozen=True)

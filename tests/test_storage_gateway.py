@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from node.devtools.anvil import free_port
+from node.devtools.process import free_port
 from storage.cid import CID
 from storage.dag import build_dag
 from storage.embedded import EmbeddedStore

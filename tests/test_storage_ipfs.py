@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from node.devtools.anvil import free_port
 from node.devtools.ipfs_peer import JsIpfsPeer
+from node.devtools.process import free_port
 from storage.dag import build_dag
 from storage.embedded import EmbeddedStore
 from storage.errors import (

@@ -42,7 +42,8 @@ from node.chain.events import (
     Slashed,
 )
 from node.chain.protocol import SlashReason, decode_bitmap
-from node.devtools.anvil import Anvil, free_port
+from node.devtools.anvil import Anvil
+from node.devtools.process import free_port
 from node.devtools.swarm import LocalSwarm
 from node.learning.data import load_npz, task_splits
 from node.learning.training import evaluate

@@ -37,7 +37,7 @@ $(STAMPS)/solc: contracts/package.json contracts/package-lock.json
 	npm ci --prefix contracts --no-audit --no-fund --loglevel=error
 	mkdir -p $(STAMPS) && touch $@
 
-# js-ipfs, the real IPFS peer the storage tests and benchmark start (see storage/ipfs_peer.py).
+# js-ipfs, the real IPFS peer the storage tests and benchmark start (see node/devtools/ipfs_peer.py).
 $(STAMPS)/ipfs-peer: tests/ipfs-peer/package.json tests/ipfs-peer/package-lock.json
 	@command -v npm >/dev/null || { echo "npm is missing: install Node.js and npm (apt-get install nodejs npm)"; exit 1; }
 	npm ci --prefix tests/ipfs-peer --no-audit --no-fund --loglevel=error

@@ -21,12 +21,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from node.chain.anvil import Anvil
 from node.chain.deployment import SwarmParams
 from node.chain.events import Joined
-from node.chain.harness import HarnessMember, SwarmHarness, sample_outcome, sample_reveal
 from node.chain.protocol import Phase
 from node.chain.tx import Transaction
+from node.devtools.anvil import Anvil
+from node.devtools.harness import HarnessMember, SwarmHarness, sample_outcome, sample_reveal
 
 PER_NODE_TARGET = 120_000  # gas of any per-node, per-round call, at every size
 FINALIZE_TARGET = 300_000  # gas of finalize at 128 nodes

@@ -49,8 +49,9 @@ from typing import Any
 import torch
 
 from incentives.shapley import ValuationConfig
-from node.chain.anvil import Anvil
 from node.chain.deployment import SwarmParams
+from node.devtools.anvil import Anvil
+from node.devtools.swarm import LocalSwarm, Member, NodeProcess
 from node.learning.data import Dataset, load_npz, task_splits
 from node.learning.training import (
     LocalUpdate,
@@ -61,7 +62,6 @@ from node.learning.training import (
     training_seed,
 )
 from node.runtime.events import EventKind
-from node.runtime.runner import LocalSwarm, Member, NodeProcess
 from node.task import TaskSpec, default_task
 
 WINDOW_S = 300  # windows close early once every node acted; this only bounds a stall

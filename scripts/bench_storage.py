@@ -26,9 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from storage.ipfs_peer import JsIpfsPeer
+from node.devtools.ipfs_peer import JsIpfsPeer
+from storage.embedded import EmbeddedStore
 from storage.kubo import KuboStore
-from storage.store import EmbeddedStore
 
 MIB = 1024 * 1024
 

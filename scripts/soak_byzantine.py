@@ -37,16 +37,16 @@ from pathlib import Path
 from typing import Any
 
 from incentives.merkle import RewardTree
-from node.chain.anvil import Anvil
 from node.chain.coordinator import Coordinator
 from node.chain.deploy import connect
 from node.chain.deployment import SwarmParams
 from node.chain.events import RoundFailed, RoundFinalized
-from node.chain.harness import HarnessMember, SwarmHarness
 from node.chain.protocol import Outcome, Phase, RoundStatus, encode_bitmap
 from node.chain.reverts import ContractRevert
+from node.devtools.anvil import Anvil
+from node.devtools.harness import HarnessMember, SwarmHarness
+from node.devtools.swarm import LocalSwarm
 from node.runtime.events import EventKind
-from node.runtime.runner import LocalSwarm
 from node.task import default_task
 from storage.dag import cid_of
 

@@ -39,16 +39,16 @@ from pathlib import Path
 from typing import Any
 
 from incentives.claims import load_reward_tree
-from node.chain.anvil import Anvil
 from node.chain.coordinator import Coordinator
 from node.chain.deploy import connect
 from node.chain.deployment import SwarmParams
 from node.chain.events import Claimed, RoundFailed, RoundFinalized
 from node.chain.protocol import Phase, RoundStatus
+from node.devtools.anvil import Anvil
+from node.devtools.swarm import LocalSwarm, NodeProcess
 from node.errors import ChainError
 from node.runtime.events import EventKind
 from node.runtime.journal import Journal
-from node.runtime.runner import LocalSwarm, NodeProcess
 from node.task import default_task
 
 NODES = 4

@@ -49,15 +49,16 @@ from typing import Any
 
 import httpx
 
-from node.chain.anvil import Anvil, free_port
 from node.chain.coordinator import Coordinator
 from node.chain.deploy import connect
 from node.chain.deployment import SwarmParams
 from node.chain.events import ChainEvent, Revealed, RoundFailed, RoundFinalized, Slashed
-from node.chain.harness import SwarmHarness
 from node.chain.protocol import RoundStatus, decode_bitmap
+from node.devtools.anvil import Anvil
+from node.devtools.harness import SwarmHarness
+from node.devtools.process import free_port
+from node.devtools.swarm import LocalSwarm, NodeProcess
 from node.runtime.events import EventKind
-from node.runtime.runner import LocalSwarm, NodeProcess
 from node.task import default_task
 
 NODES = 4

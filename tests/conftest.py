@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from web3 import Web3
 
-from node.chain.anvil import Anvil, DevAccount
 from node.chain.deploy import connect
 from node.chain.deployment import SwarmParams
-from node.chain.harness import HarnessMember, SwarmHarness
 from node.chain.tx import Transaction
-from storage.ipfs_peer import JsIpfsPeer
+from node.devtools.anvil import Anvil, DevAccount
+from node.devtools.harness import HarnessMember, SwarmHarness
+from node.devtools.ipfs_peer import JsIpfsPeer
 
 HOUR = 3600
 

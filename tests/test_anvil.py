@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from web3 import Web3
 
-from node.chain import anvil as anvil_module
-from node.chain.anvil import Anvil, DevAccount, find_anvil
+from node.devtools import anvil as anvil_module
+from node.devtools.anvil import Anvil, DevAccount, find_anvil
 from node.errors import ToolchainError
 
 pytestmark = pytest.mark.integration

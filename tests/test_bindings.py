@@ -20,7 +20,6 @@ from eth_utils.abi import event_abi_to_log_topic, function_signature_to_4byte_se
 from web3.types import LogReceipt
 
 from node.chain.abis import abi_of, contract_at
-from node.chain.anvil import Anvil
 from node.chain.coordinator import Coordinator
 from node.chain.deploy import connect
 from node.chain.events import (
@@ -35,7 +34,6 @@ from node.chain.events import (
     RoundFinalized,
     Transfer,
 )
-from node.chain.harness import HarnessMember, SwarmHarness, sample_outcome
 from node.chain.protocol import (
     Outcome,
     Phase,
@@ -59,6 +57,8 @@ from node.chain.reverts import (
     WrongRound,
     decode_revert,
 )
+from node.devtools.anvil import Anvil
+from node.devtools.harness import HarnessMember, SwarmHarness, sample_outcome
 from node.errors import ChainError, ConfigError
 
 STAKE = 1_000

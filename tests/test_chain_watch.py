@@ -14,11 +14,11 @@ from eth_utils.abi import event_abi_to_log_topic
 from web3 import Web3
 
 from node.chain.abis import abi_of
-from node.chain.anvil import Anvil, DevAccount
 from node.chain.coordinator import Token
 from node.chain.deploy import connect, deploy_contract
 from node.chain.tx import Sender
 from node.chain.watch import RECONNECT_S, LogWatch, websocket_url
+from node.devtools.anvil import Anvil, DevAccount
 from node.runtime.node import WAKING_EVENTS
 
 SUPPLY = 10**6

@@ -23,13 +23,13 @@ from browser import load_page, needs_chromium
 from node.audit.record import SwarmRecord
 from node.audit.replay import Auditor
 from node.audit.report import CheckKind, Result
-from node.chain.anvil import Anvil, DevAccount
 from node.chain.coordinator import Coordinator
 from node.chain.deployment import load_deployment
-from node.chain.harness import SwarmHarness, sample_outcome, sample_reveal
 from node.chain.protocol import Phase
+from node.devtools.anvil import Anvil, DevAccount
+from node.devtools.harness import SwarmHarness, sample_outcome, sample_reveal
 from storage.cid import CID
-from storage.store import EmbeddedStore
+from storage.embedded import EmbeddedStore
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from node.cli.app import app
 from storage.dag import cid_of
-from storage.store import EmbeddedStore
+from storage.embedded import EmbeddedStore
 
 SWARM = Path(sys.executable).with_name("swarm")
 DATA = b"one blob, small enough to check by eye\n"

@@ -47,7 +47,6 @@ from node.chain.events import (
     Slashed,
     Withdrawn,
 )
-from node.chain.harness import HarnessMember, SwarmHarness, sample_outcome, sample_reveal
 from node.chain.protocol import (
     BPS,
     MemberStatus,
@@ -71,6 +70,7 @@ from node.chain.reverts import (
     UnbondingNotOver,
 )
 from node.chain.tx import Transaction
+from node.devtools.harness import HarnessMember, SwarmHarness, sample_outcome, sample_reveal
 
 pytestmark = pytest.mark.integration
 

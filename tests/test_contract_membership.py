@@ -10,7 +10,6 @@ from conftest import swarm_params
 
 from node.chain.deploy import deploy_contract
 from node.chain.events import ExitRequested, Joined, RewardsFunded, Slashed, Transfer, Withdrawn
-from node.chain.harness import HarnessMember, SwarmHarness
 from node.chain.protocol import MemberStatus, Phase, SlashReason
 from node.chain.reverts import (
     AlreadyMember,
@@ -26,6 +25,7 @@ from node.chain.reverts import (
     ZeroAmount,
     ZeroHash,
 )
+from node.devtools.harness import HarnessMember, SwarmHarness
 from storage.envelope import valid_x25519_key
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,6 @@ from eth_abi.abi import encode
 from eth_utils.crypto import keccak
 
 from node.chain.events import Slashed
-from node.chain.harness import HarnessMember, SwarmHarness, sample_outcome
 from node.chain.protocol import (
     Outcome,
     Phase,
@@ -31,6 +30,7 @@ from node.chain.reverts import (
     TupleNotAttested,
     TuplesNotSorted,
 )
+from node.devtools.harness import HarnessMember, SwarmHarness, sample_outcome
 from node.runtime.history import ChainHistory
 from node.runtime.slashing import Offence, slash_plan
 

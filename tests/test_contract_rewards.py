@@ -19,7 +19,6 @@ from node.chain.events import (
     Slashed,
     Transfer,
 )
-from node.chain.harness import HarnessMember, SwarmHarness, sample_outcome
 from node.chain.protocol import MemberStatus, Outcome, Phase, SlashReason, SubmissionState
 from node.chain.reverts import (
     AlreadyClaimed,
@@ -32,6 +31,7 @@ from node.chain.reverts import (
     RoundNotFinalized,
     ZeroAmount,
 )
+from node.devtools.harness import HarnessMember, SwarmHarness, sample_outcome
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,6 @@ from node.chain.events import (
     RoundFinalized,
     RoundOpened,
 )
-from node.chain.harness import HarnessMember, SwarmHarness, sample_outcome, sample_reveal
 from node.chain.protocol import Outcome, Phase, Reveal, RoundStatus, SubmissionState, round_seed
 from node.chain.reverts import (
     AlreadyAttested,
@@ -40,6 +39,7 @@ from node.chain.reverts import (
     ZeroHash,
     ZeroSamples,
 )
+from node.devtools.harness import HarnessMember, SwarmHarness, sample_outcome, sample_reveal
 
 pytestmark = pytest.mark.integration
 

@@ -22,9 +22,7 @@ from web3.contract import Contract
 from web3.exceptions import Web3RPCError
 
 from node.chain.abis import abi_of
-from node.chain.anvil import Anvil
 from node.chain.deploy import deploy_swarm
-from node.chain.harness import HarnessMember, SwarmHarness, sample_outcome, sample_reveal
 from node.chain.protocol import MemberStatus, Outcome, Phase, Reveal, SubmissionState
 from node.chain.reverts import (
     AlreadyAttested,
@@ -52,6 +50,8 @@ from node.chain.reverts import (
 )
 from node.chain.solidity import compile_sources
 from node.chain.tx import Sender, Transaction
+from node.devtools.anvil import Anvil
+from node.devtools.harness import HarnessMember, SwarmHarness, sample_outcome, sample_reveal
 
 pytestmark = pytest.mark.integration
 

@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from web3 import Web3
 
-from node.chain.anvil import Anvil, DevAccount
 from node.chain.coordinator import Coordinator
 from node.chain.deploy import connect, deploy_swarm
 from node.chain.deployment import SwarmParams, load_deployment, save_deployment
 from node.chain.events import RewardsFunded, RoundOpened, SwarmConfigured
 from node.chain.solidity import load_artifact
 from node.cli.deploy import ANVIL_DEV_KEY, deployer_key
+from node.devtools.anvil import Anvil, DevAccount
 from node.errors import ChainError, ConfigError
 from node.paths import REPO_ROOT
 

@@ -21,11 +21,11 @@ from node.runtime.verify import Rejected, RejectReason, RoundFrame, Submission, 
 from node.task import TaskSpec, default_task
 from storage.cid import CID
 from storage.codec import encode_update
+from storage.embedded import EmbeddedStore
 from storage.envelope import Manifest, sign_manifest
 from storage.errors import BlockNotFound, TamperedBlock
-from storage.gateway import BlockServer
 from storage.keys import NodeKeys
-from storage.store import EmbeddedStore
+from storage.server import BlockServer
 
 CHAIN_ID = 31337
 COORDINATOR = to_checksum_address("0x" + "ab" * 20)

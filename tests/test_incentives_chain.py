@@ -19,10 +19,10 @@ from incentives.freeriders import free_riders
 from incentives.game import round_utility
 from incentives.merkle import RewardTree
 from incentives.settlement import RoundRewards, settle_round
-from node.chain.anvil import Anvil
 from node.chain.deployment import save_deployment
-from node.chain.harness import HarnessMember, SwarmHarness
 from node.chain.protocol import Outcome, Phase, content_hash, encode_bitmap
+from node.devtools.anvil import Anvil
+from node.devtools.harness import HarnessMember, SwarmHarness
 from node.learning.data import task_splits
 from node.learning.training import State, genesis_state, train_local
 from node.runtime.node import REWARDS_DIR

@@ -27,9 +27,9 @@ from node.runtime.round import RoundInputs, compute_round
 from node.runtime.verify import Submission
 from node.task import TaskSpec, default_task
 from storage.codec import encode_update
+from storage.embedded import EmbeddedStore
 from storage.envelope import Manifest, sign_manifest
 from storage.keys import NodeKeys
-from storage.store import EmbeddedStore
 
 RECORDED = Path(__file__).parent / "data" / "recorded-round"
 CHAIN_ID = 31337

@@ -19,7 +19,7 @@ from node.runtime.events import EventKind, NodeEvent, parse_event
 from node.runtime.journal import Journal, JournalCorrupt
 from node.runtime.local import AttackPlan
 from node.task import default_task
-from storage.store import EmbeddedStore
+from storage.embedded import EmbeddedStore
 
 KEY = "0x" + "11" * 32
 

@@ -36,6 +36,7 @@ from node.runtime.verify import CannotJudge, Fetch, RejectReason, Submission
 from node.task import AggregationSpec, TaskSpec, default_task
 from storage.cid import CID, RAW
 from storage.codec import encode_update
+from storage.embedded import EmbeddedStore
 from storage.envelope import (
     ENCRYPTED_MAGIC,
     Manifest,
@@ -44,7 +45,6 @@ from storage.envelope import (
     sign_manifest,
 )
 from storage.keys import NodeKeys
-from storage.store import EmbeddedStore
 
 CHAIN_ID = 31337
 COORDINATOR = to_checksum_address("0x" + "ab" * 20)

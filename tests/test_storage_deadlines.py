@@ -17,10 +17,11 @@ from node.runtime.verify import Rejected, RejectReason, RoundFrame, Submission, 
 from node.task import default_task
 from storage.cid import CID, RAW
 from storage.deadline import deadline_client
+from storage.embedded import EmbeddedStore
 from storage.errors import DeadlineExceeded, StoreTimeout
-from storage.gateway import RAW_MEDIA_TYPE, fetch_block
+from storage.gateway import RAW_MEDIA_TYPE
 from storage.kubo import KuboStore
-from storage.store import EmbeddedStore
+from storage.peers import fetch_block
 
 BLOCK = bytes(range(40))  # 40 bytes at one per PAUSE_S: 8 s to send in full
 PAUSE_S = 0.2

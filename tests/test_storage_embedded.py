@@ -12,9 +12,10 @@ import pytest
 from node.errors import StorageError, VerificationError
 from storage.cid import CID
 from storage.dag import build_dag, cid_of
+from storage.embedded import EmbeddedStore
 from storage.errors import BlockNotFound, ContentTooLarge, InvalidCID, TamperedBlock
 from storage.kubo import KuboStore
-from storage.store import EmbeddedStore, open_store
+from storage.open import open_store
 
 SWARM = str(Path(sys.executable).parent / "swarm")
 

@@ -13,12 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from node.chain.anvil import free_port
+from node.devtools.process import free_port
 from storage.cid import CID
 from storage.dag import build_dag
+from storage.embedded import EmbeddedStore
 from storage.errors import BlockNotFound, TamperedBlock
-from storage.gateway import RAW_MEDIA_TYPE, BlockServer
-from storage.store import EmbeddedStore
+from storage.gateway import RAW_MEDIA_TYPE
+from storage.server import BlockServer
 
 SWARM = str(Path(sys.executable).parent / "swarm")
 

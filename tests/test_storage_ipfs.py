@@ -17,17 +17,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from node.chain.anvil import free_port
+from node.devtools.ipfs_peer import JsIpfsPeer
+from node.devtools.process import free_port
 from storage.dag import build_dag
+from storage.embedded import EmbeddedStore
 from storage.errors import (
     ContentTooLarge,
     StoreTimeout,
     StoreUnavailable,
     TamperedBlock,
 )
-from storage.ipfs_peer import JsIpfsPeer
 from storage.kubo import KuboStore, RetryPolicy
-from storage.store import EmbeddedStore
 
 pytestmark = pytest.mark.integration
 

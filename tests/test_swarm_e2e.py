@@ -27,7 +27,6 @@ import pytest
 import torch
 
 from incentives.claims import load_reward_tree
-from node.chain.anvil import Anvil, free_port
 from node.chain.coordinator import Coordinator
 from node.chain.deploy import connect
 from node.chain.deployment import SwarmParams
@@ -43,6 +42,9 @@ from node.chain.events import (
     Slashed,
 )
 from node.chain.protocol import SlashReason, decode_bitmap
+from node.devtools.anvil import Anvil
+from node.devtools.process import free_port
+from node.devtools.swarm import LocalSwarm
 from node.learning.data import load_npz, task_splits
 from node.learning.training import evaluate
 from node.runtime.checkpoint import Checkpoint, aggregate_of, decode_checkpoint
@@ -50,12 +52,11 @@ from node.runtime.document import fetch_task
 from node.runtime.events import EventKind, NodeEvent
 from node.runtime.local import local_update
 from node.runtime.round import Contribution, RoundInputs, combine_round
-from node.runtime.runner import LocalSwarm
 from node.task import AggregationSpec, StepSpec, TaskSpec, default_task
 from storage.cid import CID
+from storage.embedded import EmbeddedStore
 from storage.envelope import is_encrypted
-from storage.gateway import BlockServer
-from storage.store import EmbeddedStore
+from storage.server import BlockServer
 
 pytestmark = pytest.mark.integration
 

@@ -33,7 +33,6 @@ import pytest
 
 from incentives.claims import load_reward_tree
 from incentives.shapley import ValuationConfig
-from node.chain.anvil import Anvil
 from node.chain.coordinator import Coordinator
 from node.chain.deploy import connect
 from node.chain.deployment import SwarmParams
@@ -48,8 +47,9 @@ from node.chain.events import (
     Slashed,
 )
 from node.chain.protocol import RoundStatus
+from node.devtools.anvil import Anvil
+from node.devtools.swarm import LocalSwarm, NodeProcess
 from node.runtime.events import EventKind, NodeEvent
-from node.runtime.runner import LocalSwarm, NodeProcess
 from node.task import TaskSpec, default_task
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]

@@ -1,1 +1,1 @@
-"""Chain access: the Anvil launcher, the Solidity build, contract bindings."""
+"""Chain access: the Solidity build, contract bindings, deployment and transactions."""

@@ -24,7 +24,7 @@ from node.chain.deployment import load_deployment
 from node.cli import options
 from node.cli.options import echo_json
 from node.errors import ConfigError
-from storage.store import open_store
+from storage.open import open_store
 
 MISMATCH_EXIT = 3
 

@@ -10,9 +10,9 @@ from typing import Annotated
 
 import typer
 
-from node.chain.anvil import Anvil
 from node.cli import options
 from node.cli.options import echo_json
+from node.devtools.anvil import Anvil
 
 SHOWN_ACCOUNTS = 4  # dev accounts printed (all 20 are funded)
 

@@ -49,10 +49,9 @@ def split(
         swarm data split --from mnist-train.npz --parts 4 --alpha 1.0 --out sites
     """
     # Imported here, not at the top: they pull in torch, which `--help` does not need.
-    from node.learning.data import task_splits
+    from node.learning.data import save_npz, task_splits
     from node.learning.partition import dirichlet_partition
     from node.runtime.config import load_node_data
-    from node.runtime.runner import save_npz
     from node.task import default_task
 
     pool = task_splits(default_task())[0] if source is None else load_node_data(source, labels)

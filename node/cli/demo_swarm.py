@@ -21,14 +21,15 @@ from node.audit.html import render_html
 from node.audit.record import RoundRecord, SwarmRecord
 from node.audit.replay import Auditor
 from node.audit.report import AuditReport, Result, short, tokens
-from node.chain.anvil import Anvil
 from node.chain.coordinator import Coordinator
 from node.chain.deploy import connect
 from node.chain.deployment import SwarmParams
-from node.chain.harness import SwarmHarness
 from node.cli.display import NodeView
+from node.devtools.anvil import Anvil
+from node.devtools.harness import SwarmHarness
+from node.devtools.swarm import LocalSwarm, Member, NodeProcess
 from node.errors import ConfigError, SwarmchainError
-from node.learning.data import Dataset, check_dataset, holdout_split, task_splits
+from node.learning.data import Dataset, check_dataset, holdout_split, save_npz, task_splits
 from node.learning.partition import dirichlet_partition
 from node.learning.training import evaluate
 from node.runtime.checkpoint import Checkpoint, aggregate_of
@@ -37,9 +38,8 @@ from node.runtime.deploy import deploy_task_swarm
 from node.runtime.document import TaskDocument, fetch_task
 from node.runtime.local import AttackPlan, local_update
 from node.runtime.round import Contribution, RoundInputs, combine_round, one_thread
-from node.runtime.runner import LocalSwarm, Member, NodeProcess, save_npz
 from node.task import DataSpec, ReferenceSpec, TaskSpec, default_task
-from storage.store import EmbeddedStore
+from storage.embedded import EmbeddedStore
 
 MARKER = ".swarm-demo"  # marks a directory this command made, so a rerun may clear it
 REFERENCE_SIZE = 300  # examples of --data held out as the reference set

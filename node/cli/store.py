@@ -15,8 +15,10 @@ import typer
 from node.cli.options import Json, echo_json
 from node.errors import ConfigError
 from storage.dag import cid_of
-from storage.gateway import BlockServer
-from storage.store import EmbeddedStore, default_store_path, open_store
+from storage.embedded import EmbeddedStore
+from storage.open import open_store
+from storage.server import BlockServer
+from storage.store import default_store_path
 
 app = typer.Typer(
     name="store",

@@ -14,7 +14,7 @@ import typer
 from node.cli import options
 from node.cli.options import echo_json
 from node.errors import ConfigError
-from storage.store import open_store
+from storage.open import open_store
 
 app = typer.Typer(
     name="task",

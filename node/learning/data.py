@@ -202,6 +202,19 @@ def load_npz(source: Path | bytes, *, max_bytes: int = MAX_DATA_BYTES) -> Datase
     return _as_dataset(x, y, name)
 
 
+def save_npz(data: Dataset, path: Path) -> None:
+    """Write a dataset as an ``.npz`` with arrays ``x`` and ``y``, the layout `load_npz` reads.
+
+    Parameters
+    ----------
+    data
+        The examples to write.
+    path
+        The archive to create (or overwrite).
+    """
+    np.savez(path, x=data.x.numpy(), y=data.y.numpy())
+
+
 def check_dataset(data: Dataset, spec: DataSpec) -> None:
     """Raise DataError unless ``data`` fits the task's input shape and classes.
 

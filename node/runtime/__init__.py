@@ -9,5 +9,5 @@
 - `slashing`: who is slashable for a closed round, and whose turn it is to send the slashes;
 - `document`, `checkpoint`, `history`, `local`: the task document and genesis, checkpoints,
   the chain's event record, and local training (or a simulated attack);
-- `deploy`, `runner`: a ready-to-run swarm and local swarms of real node processes.
+- `deploy`: a ready-to-run swarm (local swarms of node processes live in `node.devtools`).
 """

@@ -100,11 +100,13 @@ from node.runtime.slots import StopWaiting, TrainingSlots
 from node.runtime.verify import CannotJudge
 from storage.codec import encode_update
 from storage.deadline import BLOB_DEADLINE_S, BLOCK_DEADLINE_S
+from storage.embedded import EmbeddedStore
 from storage.envelope import Manifest, decrypt_blob, encrypt_blob, sign_manifest
 from storage.errors import BlockNotFound, StoreTimeout, StoreUnavailable
-from storage.gateway import BlockServer
 from storage.keys import NodeKeys
-from storage.store import EmbeddedStore, Store, open_store
+from storage.open import open_store
+from storage.server import BlockServer
+from storage.store import Store
 
 KEYS_FILE = "node-keys.json"
 # Coordinator events that can end a node's wait: a window closing early (the last commit,

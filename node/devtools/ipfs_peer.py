@@ -6,7 +6,7 @@ the same ``/api/v0`` RPC. ``tests/ipfs-peer/`` pins it with two fixes for Node 2
 ``--require`` polyfill for ``Promise.withResolvers``. `JsIpfsPeer` runs ``npm ci`` there when
 ``node_modules`` is missing, starts ``jsipfs daemon --offline`` on a fresh repository (test
 profile, API on a free loopback port), waits until ``/api/v0/id`` answers, and stops the daemon by
-its own PID.
+its own PID (a `node.devtools.process.ManagedProcess`).
 """
 
 from __future__ import annotations
@@ -14,17 +14,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 import httpx
 
-from node.chain.anvil import free_port
+from node.devtools.process import ManagedProcess, free_port
 from node.errors import ToolchainError
 from node.paths import REPO_ROOT
 
@@ -59,7 +56,7 @@ def install_peer() -> None:
         raise ToolchainError(f"npm ci in {PEER_DIR} failed: {done.stderr.strip()[-500:]}")
 
 
-class JsIpfsPeer:
+class JsIpfsPeer(ManagedProcess):
     """A js-ipfs daemon on 127.0.0.1, offline, started on entry and stopped on exit.
 
     Parameters
@@ -68,12 +65,18 @@ class JsIpfsPeer:
         How long to wait for the RPC API to answer.
     """
 
+    poll_s = 0.1  # each probe may wait up to 2 s on a starting daemon anyway
+
     def __init__(self, *, startup_timeout_s: float = 60.0) -> None:
-        self.startup_timeout_s = startup_timeout_s
         self.port = free_port()
         self.repo = Path(tempfile.mkdtemp(prefix="swarm-ipfs-"))
-        self._log_path = self.repo.parent / f"{self.repo.name}.log"
-        self._process: subprocess.Popen[bytes] | None = None
+        super().__init__(
+            "js-ipfs",
+            self.repo.parent / f"{self.repo.name}.log",
+            startup_timeout_s=startup_timeout_s,
+        )
+        self._node: str | None = None
+        self._config = self.repo / "init-config.json"
 
     @property
     def api_url(self) -> str:
@@ -86,9 +89,9 @@ class JsIpfsPeer:
         return self.repo / "repo" / "blocks"
 
     @property
-    def pid(self) -> int | None:
-        """The daemon's process id while it runs, else None."""
-        return self._process.pid if self._process and self._process.poll() is None else None
+    def address(self) -> str:
+        """Where the daemon answers: its RPC base URL."""
+        return self.api_url
 
     def start(self) -> Self:
         """Install if needed, start the daemon and wait for its API.
@@ -102,8 +105,8 @@ class JsIpfsPeer:
         node = shutil.which("node")
         if node is None:
             raise ToolchainError("node is missing", hint="install Node.js 20")
-        config = self.repo / "init-config.json"
-        config.write_text(
+        self._node = node
+        self._config.write_text(
             json.dumps(
                 {
                     "Addresses": {
@@ -115,69 +118,24 @@ class JsIpfsPeer:
                 }
             )
         )
-        command = [node, "--require", str(_POLYFILL), str(_CLI), "daemon", "--offline"]
-        command += ["--init-profile", "test", "--init-config", str(config)]
-        with self._log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                command,
-                cwd=PEER_DIR,
-                env={**os.environ, "IPFS_PATH": str(self.repo / "repo")},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self._wait_ready()
+        self.launch(cwd=PEER_DIR, env={**os.environ, "IPFS_PATH": str(self.repo / "repo")})
+        self.wait_ready()
         return self
 
-    def _wait_ready(self) -> None:
-        assert self._process is not None
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise ToolchainError(
-                    f"js-ipfs exited with code {self._process.returncode}: {self.log_tail()}"
-                )
-            try:
-                if httpx.post(f"{self.api_url}/api/v0/id", timeout=2.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise ToolchainError(
-            f"js-ipfs did not answer at {self.api_url} within {self.startup_timeout_s}s: "
-            f"{self.log_tail()}"
-        )
+    def command(self) -> list[str]:
+        """``jsipfs daemon --offline`` on a fresh repository, run by the node found at `start`."""
+        if self._node is None:
+            raise ToolchainError("node is missing", hint="install Node.js 20")
+        return [
+            self._node, "--require", str(_POLYFILL), str(_CLI), "daemon", "--offline",
+            "--init-profile", "test", "--init-config", str(self._config),
+        ]  # fmt: skip
 
-    def log_tail(self, lines: int = 5) -> str:
-        """The last lines the daemon printed, for error messages."""
-        if not self._log_path.exists():
-            return "(no output)"
-        text = self._log_path.read_text(errors="replace").strip().splitlines()
-        return " | ".join(text[-lines:]) or "(no output)"
+    def ready(self) -> bool:
+        """Whether the RPC API answers ``/api/v0/id``."""
+        return httpx.post(f"{self.api_url}/api/v0/id", timeout=2.0).status_code == 200
 
-    def stop(self) -> None:
-        """Stop the daemon by its own PID (SIGTERM, then SIGKILL after 10 s)."""
-        process = self._process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def cleanup(self) -> None:
+        """Remove the daemon's repository and its log."""
         shutil.rmtree(self.repo, ignore_errors=True)
-        self._log_path.unlink(missing_ok=True)
+        self.log_path.unlink(missing_ok=True)

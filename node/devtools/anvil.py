@@ -1,8 +1,8 @@
 """Start and stop a local Anvil chain.
 
-`Anvil` is a context manager around one `anvil` process listening on 127.0.0.1 on a free port. It
-waits until the node answers `eth_chainId`, can persist chain state to a file across restarts, and
-stops the process by its own PID, so tests and the demo never leak chains or touch anyone else's.
+`Anvil` is a context manager around one `anvil` process listening on 127.0.0.1 on a free port, a
+`node.devtools.process.ManagedProcess`: it waits until the node answers `eth_chainId`, can
+persist chain state to a file across restarts, and stops the process by its own PID.
 
 The binary is found in this order: the ``SWARM_ANVIL`` environment variable, ``anvil`` on PATH,
 then the platform binary that npm installed under ``anvil/node_modules`` (pinned by
@@ -15,19 +15,15 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
-import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import httpx
 from web3 import Web3
 
+from node.devtools.process import ManagedProcess, free_port
 from node.errors import ToolchainError
 from node.paths import ANVIL_DIR
 
@@ -117,15 +113,7 @@ def find_anvil() -> Path:
     )
 
 
-def free_port() -> int:
-    """Ask the kernel for a free TCP port on the loopback interface."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Anvil:
+class Anvil(ManagedProcess):
     """A local Anvil chain on 127.0.0.1, started on entry and stopped on exit.
 
     Parameters
@@ -153,15 +141,20 @@ class Anvil:
         block_time: float | None = None,
     ) -> None:
         self.settings = settings or ChainSettings.load()
+        self._workdir = Path(tempfile.mkdtemp(prefix="swarm-anvil-"))
+        # A clean stop dumps the state file, which may take a while on a long chain.
+        super().__init__(
+            "anvil",
+            self._workdir / "anvil.log",
+            startup_timeout_s=self.settings.startup_timeout_s,
+            stop_timeout_s=15.0,
+        )
         self.state_file = state_file
         self.port = port or free_port()
         self.state_interval = state_interval
         self.block_time = block_time
         self.binary = find_anvil()
         self.accounts: list[DevAccount] = []
-        self._process: subprocess.Popen[bytes] | None = None
-        self._workdir = Path(tempfile.mkdtemp(prefix="swarm-anvil-"))
-        self._log_path = self._workdir / "anvil.log"
 
     @property
     def rpc_url(self) -> str:
@@ -169,11 +162,12 @@ class Anvil:
         return f"http://127.0.0.1:{self.port}"
 
     @property
-    def pid(self) -> int | None:
-        """The anvil process id while it runs, else None."""
-        return self._process.pid if self._process and self._process.poll() is None else None
+    def address(self) -> str:
+        """Where the chain answers: its RPC URL."""
+        return self.rpc_url
 
-    def _command(self) -> list[str]:
+    def command(self) -> list[str]:
+        """The ``anvil`` command line for these settings, port and state file."""
         s = self.settings
         cmd = [
             str(self.binary),
@@ -211,38 +205,13 @@ class Anvil:
             return self
         if self.state_file is not None:
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        log = self._log_path.open("ab")
-        self._process = subprocess.Popen(
-            self._command(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop anvil ourselves
-        )
-        log.close()
-        self._wait_ready()
+        super().start()
         self.accounts = self._read_accounts()
         return self
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.settings.startup_timeout_s
-        assert self._process is not None
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise ToolchainError(
-                    f"anvil exited with code {self._process.returncode} on port {self.port}: "
-                    f"{self.log_tail()}"
-                )
-            try:
-                if self.rpc("eth_chainId") is not None:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        self.stop()
-        raise ToolchainError(
-            f"anvil did not answer at {self.rpc_url} within {self.settings.startup_timeout_s}s: "
-            f"{self.log_tail()}"
-        )
+    def ready(self) -> bool:
+        """Whether the chain answers ``eth_chainId``."""
+        return self.rpc("eth_chainId") is not None
 
     def _read_accounts(self) -> list[DevAccount]:
         config = json.loads((self._workdir / "config.json").read_text())
@@ -269,45 +238,24 @@ class Anvil:
             raise ToolchainError(f"anvil {method} failed: {reply['error']}")
         return reply["result"]
 
-    def log_tail(self, lines: int = 5) -> str:
-        """The last lines anvil printed, for error messages."""
-        if not self._log_path.exists():
-            return "(no output)"
-        text = self._log_path.read_text(errors="replace").strip().splitlines()
-        return " | ".join(text[-lines:]) or "(no output)"
-
-    def stop(self, *, kill: bool = False) -> None:
+    def stop(self, timeout: float | None = None, *, kill: bool = False) -> None:
         """Stop the chain by its own PID.
 
         Parameters
         ----------
+        timeout
+            Seconds to wait for a clean stop before SIGKILL; 15 when None.
         kill
             Send SIGKILL (a crash: state since the last periodic dump is lost) instead of SIGTERM
             (a clean stop that dumps state).
         """
-        process = self._process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        super().stop(timeout, kill=kill)
 
     def restart(self) -> Self:
         """Stop cleanly and start again on the same port, from the state file if there is one."""
         self.stop()
         return self.start()
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def cleanup(self) -> None:
+        """Remove the chain's scratch directory (its log and config)."""
         shutil.rmtree(self._workdir, ignore_errors=True)

@@ -13,7 +13,6 @@ for local chains only.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -26,27 +25,21 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-import numpy as np
-
 from incentives.shapley import ValuationConfig
-from node.chain.anvil import Anvil
 from node.chain.deploy import connect
 from node.chain.deployment import Deployment, SwarmParams
-from node.chain.harness import SwarmHarness
+from node.devtools.anvil import Anvil
+from node.devtools.harness import SwarmHarness
+from node.devtools.process import ManagedProcess
 from node.errors import ToolchainError
-from node.learning.data import Dataset, holdout_split, task_splits
+from node.learning.data import Dataset, holdout_split, save_npz, task_splits
 from node.learning.partition import dirichlet_partition
 from node.runtime.deploy import deploy_task_swarm
 from node.runtime.events import EventKind, NodeEvent, parse_event
 from node.task import TaskSpec
-from storage.store import EmbeddedStore
+from storage.embedded import EmbeddedStore
 
 STAKE = 100 * 10**18  # tokens each local member stakes (the default minimum stake)
-
-
-def save_npz(data: Dataset, path: Path) -> None:
-    """Write a dataset as an ``.npz`` with arrays ``x`` and ``y`` (what ``--data`` reads)."""
-    np.savez(path, x=data.x.numpy(), y=data.y.numpy())
 
 
 @dataclass(frozen=True)
@@ -60,7 +53,7 @@ class Member:
     journal: Path
 
 
-class NodeProcess:
+class NodeProcess(ManagedProcess):
     """One ``swarm node join`` process, its events collected as they are printed.
 
     Parameters
@@ -73,27 +66,25 @@ class NodeProcess:
         Where its stderr goes.
     """
 
+    tail_lines = 8
+
     def __init__(self, member: Member, command: Sequence[str], log: Path) -> None:
+        super().__init__(f"node {member.index}", log, stop_timeout_s=30.0)
         self.member = member
-        self.command = list(command)
         self.log = log
         self.events: list[NodeEvent] = []
+        self._command = list(command)
         self._lock = threading.Condition()
-        self._process: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
 
+    def command(self) -> list[str]:
+        """The ``swarm node join`` command line."""
+        return list(self._command)
+
     def start(self) -> Self:
-        """Start the process (again, after it exited or was killed)."""
-        with self.log.open("a") as err:
-            self._process = subprocess.Popen(
-                self.command,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                stdin=subprocess.DEVNULL,
-                text=True,
-                start_new_session=True,
-            )
-        self._reader = threading.Thread(target=self._read, args=(self._process,), daemon=True)
+        """Start the process (again, after it exited or was killed); it is not waited on."""
+        process = self.launch(pipe_stdout=True)
+        self._reader = threading.Thread(target=self._read, args=(process,), daemon=True)
         self._reader.start()
         return self
 
@@ -116,16 +107,6 @@ class NodeProcess:
     def _read_all(self) -> bool:
         """Whether the process closed its output and every event in it has been read."""
         return self._reader is not None and not self._reader.is_alive()
-
-    @property
-    def pid(self) -> int | None:
-        """The process id while it runs."""
-        return self._process.pid if self._process and self._process.poll() is None else None
-
-    def signal(self, signum: int) -> None:
-        """Send a signal to the running process (SIGKILL to crash it, SIGSTOP to stall it)."""
-        if self._process is not None and self._process.poll() is None:
-            os.kill(self._process.pid, signum)
 
     def kill(self) -> None:
         """Crash the process with SIGKILL and reap it."""
@@ -150,21 +131,19 @@ class NodeProcess:
             self._reader.join(timeout=5)
         return code
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Ask the node to stop (SIGTERM, SIGCONT in case it is stalled), SIGKILL if it hangs."""
-        if self._process is None or self._process.poll() is not None:
-            return
-        self.signal(signal.SIGTERM)
-        self.signal(signal.SIGCONT)
-        try:
-            self.wait(timeout)
-        except TimeoutError:
-            self.kill()
+    def stop(self, timeout: float | None = None, *, kill: bool = False) -> None:
+        """Ask the node to stop (SIGTERM, SIGCONT in case it is stalled), SIGKILL if it hangs.
 
-    @property
-    def returncode(self) -> int | None:
-        """The exit code, or None while running."""
-        return None if self._process is None else self._process.poll()
+        Parameters
+        ----------
+        timeout
+            Seconds to wait before SIGKILL; 30 when None.
+        kill
+            Send SIGKILL at once.
+        """
+        super().stop(timeout, kill=kill)
+        if self._reader is not None:
+            self._reader.join(timeout=5)
 
     def of_kind(self, kind: EventKind, round_id: int | None = None) -> list[NodeEvent]:
         """Events of one kind (and round) so far."""
@@ -209,13 +188,6 @@ class NodeProcess:
             f"node {self.member.index} ({self.member.address}) {what}; "
             f"last events: {last}; log: {self.log_tail()}"
         )
-
-    def log_tail(self, lines: int = 8) -> str:
-        """The last lines of the node's stderr."""
-        if not self.log.exists():
-            return "(no output)"
-        text = self.log.read_text(errors="replace").strip().splitlines()
-        return " | ".join(text[-lines:]) or "(no output)"
 
 
 def swarm_executable() -> Path:

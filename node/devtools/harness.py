@@ -18,11 +18,11 @@ from web3.contract.contract import ContractFunction
 from web3.types import Nonce, TxParams, Wei
 
 from incentives.merkle import RewardTree
-from node.chain.anvil import Anvil
 from node.chain.coordinator import Coordinator
 from node.chain.deploy import connect, deploy_swarm
 from node.chain.deployment import Deployment, SwarmParams
 from node.chain.protocol import Outcome, Phase, Reveal, content_hash, encode_bitmap
+from node.devtools.anvil import Anvil
 from node.errors import ChainError
 
 GAS_ETHER = 10**20  # wei given to each harness member for gas (100 ether)

@@ -45,9 +45,9 @@ from node.chain.events import RoundFailed, RoundFinalized
 from node.chain.harness import HarnessMember, SwarmHarness
 from node.chain.protocol import Outcome, Phase, RoundStatus, encode_bitmap
 from node.chain.reverts import ContractRevert
+from node.protocol.task import default_task
 from node.runtime.events import EventKind
 from node.runtime.runner import LocalSwarm
-from node.task import default_task
 from storage.dag import cid_of
 
 TOKEN = 10**18

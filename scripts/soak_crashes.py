@@ -46,10 +46,10 @@ from node.chain.deployment import SwarmParams
 from node.chain.events import Claimed, RoundFailed, RoundFinalized
 from node.chain.protocol import Phase, RoundStatus
 from node.errors import ChainError
+from node.protocol.task import default_task
 from node.runtime.events import EventKind
 from node.runtime.journal import Journal
 from node.runtime.runner import LocalSwarm, NodeProcess
-from node.task import default_task
 
 NODES = 4
 FIRST_ROUND = 2  # round 1 opens before anyone joins and is failed to open a counted round

@@ -56,9 +56,9 @@ from node.chain.deployment import SwarmParams
 from node.chain.events import ChainEvent, Revealed, RoundFailed, RoundFinalized, Slashed
 from node.chain.harness import SwarmHarness
 from node.chain.protocol import RoundStatus, decode_bitmap
+from node.protocol.task import default_task
 from node.runtime.events import EventKind
 from node.runtime.runner import LocalSwarm, NodeProcess
-from node.task import default_task
 
 NODES = 4
 LONER = 3

@@ -28,7 +28,7 @@ from node.aggregation.fixed_point import (
     set_threads,
 )
 from node.aggregation.pipeline import aggregate, aggregate_batch
-from node.task import AggregationSpec, TaskSpec
+from node.protocol.task import AggregationSpec, TaskSpec
 
 F32_MAX = float(np.finfo(np.float32).max)
 

@@ -24,8 +24,8 @@ from node.chain.harness import HarnessMember, SwarmHarness
 from node.chain.protocol import Outcome, Phase, content_hash, encode_bitmap
 from node.learning.data import task_splits
 from node.learning.training import State, genesis_state, train_local
+from node.protocol.task import ValuationSpec, default_task
 from node.runtime.node import REWARDS_DIR
-from node.task import ValuationSpec, default_task
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,8 @@ from node.chain.events import RewardsFunded, RoundFinalized, RoundOpened, Slashe
 from node.chain.protocol import Outcome, SlashReason, content_hash, encode_bitmap
 from node.learning.data import Dataset, task_splits
 from node.learning.training import genesis_state
-from node.runtime.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
-from node.runtime.round import (
+from node.protocol.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
+from node.protocol.round import (
     Contribution,
     RoundInputs,
     RoundResult,
@@ -28,8 +28,8 @@ from node.runtime.round import (
     compute_round,
     reward_for_round,
 )
-from node.runtime.verify import CannotJudge, Fetch, RejectReason, Submission
-from node.task import AggregationSpec, TaskSpec, default_task
+from node.protocol.task import AggregationSpec, TaskSpec, default_task
+from node.protocol.verify import CannotJudge, Fetch, RejectReason, Submission
 from storage.cid import CID, RAW
 from storage.codec import encode_update
 from storage.envelope import (

@@ -41,11 +41,11 @@ from node.chain.events import ChainEvent, RoundFinalized, Slashed
 from node.chain.harness import SwarmHarness
 from node.chain.protocol import Phase, Reveal, content_hash, decode_bitmap
 from node.chain.reverts import ContractRevert, InvalidPublicKey
-from node.runtime.document import fetch_task
+from node.protocol.document import fetch_task
+from node.protocol.task import TaskSpec, default_task
+from node.protocol.verify import RejectReason
 from node.runtime.events import EventKind, NodeEvent
 from node.runtime.runner import LocalSwarm
-from node.runtime.verify import RejectReason
-from node.task import TaskSpec, default_task
 from storage.codec import encode_update
 from storage.envelope import ENCRYPTED_MAGIC, Manifest, encrypt_blob, sign_manifest
 from storage.keys import NodeKeys

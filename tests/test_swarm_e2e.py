@@ -45,13 +45,13 @@ from node.chain.events import (
 from node.chain.protocol import SlashReason, decode_bitmap
 from node.learning.data import load_npz, task_splits
 from node.learning.training import evaluate
-from node.runtime.checkpoint import Checkpoint, aggregate_of, decode_checkpoint
-from node.runtime.document import fetch_task
+from node.protocol.checkpoint import Checkpoint, aggregate_of, decode_checkpoint
+from node.protocol.document import fetch_task
+from node.protocol.round import Contribution, RoundInputs, combine_round
+from node.protocol.task import AggregationSpec, StepSpec, TaskSpec, default_task
 from node.runtime.events import EventKind, NodeEvent
 from node.runtime.local import local_update
-from node.runtime.round import Contribution, RoundInputs, combine_round
 from node.runtime.runner import LocalSwarm
-from node.task import AggregationSpec, StepSpec, TaskSpec, default_task
 from storage.cid import CID
 from storage.envelope import is_encrypted
 from storage.gateway import BlockServer

@@ -48,9 +48,9 @@ from node.chain.events import (
     Slashed,
 )
 from node.chain.protocol import RoundStatus
+from node.protocol.task import TaskSpec, default_task
 from node.runtime.events import EventKind, NodeEvent
 from node.runtime.runner import LocalSwarm, NodeProcess
-from node.task import TaskSpec, default_task
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from node.errors import ConfigError
-from node.task import (
+from node.protocol.task import (
     AggregationSpec,
     ModelSpec,
     StepSpec,

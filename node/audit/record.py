@@ -26,7 +26,7 @@ from node.chain.events import (
     SwarmConfigured,
 )
 from node.errors import ConfigError
-from node.runtime.verify import Submission
+from node.protocol.verify import Submission
 
 
 class RoundState(StrEnum):

@@ -9,7 +9,7 @@ checkpoint's lineage, oldest first, it checks:
 2. the envelope and update blobs of every update the round accepted, against the revealed and
    the signed SHA-256 (a rejected update's blobs may be missing or wrong: that is why it was
    rejected, and the re-run confirms it);
-3. the round re-run through `node.runtime.round.compute_round`, the very function every node
+3. the round re-run through `node.protocol.round.compute_round`, the very function every node
    ran before attesting, on the inputs the chain records (base checkpoint, revealed updates,
    seed, reward): its accepted bitmap, checkpoint hash, checkpoint CID, rewards root and reward
    total against the finalized tuple;
@@ -44,15 +44,15 @@ from node.chain.protocol import SlashReason, content_hash, decode_bitmap
 from node.errors import ConfigError, StorageError, VerificationError
 from node.learning.data import MAX_DATA_BYTES, Dataset, load_npz, task_splits
 from node.learning.training import evaluate
-from node.runtime.checkpoint import (
+from node.protocol.checkpoint import (
     Checkpoint,
     State,
     aggregate_of,
     decode_checkpoint,
     max_blob_bytes,
 )
-from node.runtime.document import MAX_DOCUMENT_BYTES, TaskDocument
-from node.runtime.round import (
+from node.protocol.document import MAX_DOCUMENT_BYTES, TaskDocument
+from node.protocol.round import (
     WITHHELD,
     RoundInputs,
     RoundResult,
@@ -60,8 +60,8 @@ from node.runtime.round import (
     one_thread,
     reward_for_round,
 )
-from node.runtime.verify import ENCRYPTION_OVERHEAD, CannotJudge, RejectReason
-from node.task import TaskSpec
+from node.protocol.task import TaskSpec
+from node.protocol.verify import ENCRYPTION_OVERHEAD, CannotJudge, RejectReason
 from storage.envelope import MAX_ENVELOPE_BYTES, Manifest, open_envelope
 from storage.errors import BlockNotFound, TamperedBlock
 from storage.store import Store

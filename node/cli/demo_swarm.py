@@ -31,14 +31,14 @@ from node.errors import ConfigError, SwarmchainError
 from node.learning.data import Dataset, check_dataset, holdout_split, task_splits
 from node.learning.partition import dirichlet_partition
 from node.learning.training import evaluate
-from node.runtime.checkpoint import Checkpoint, aggregate_of
+from node.protocol.checkpoint import Checkpoint, aggregate_of
+from node.protocol.document import TaskDocument, fetch_task
+from node.protocol.round import Contribution, RoundInputs, combine_round, one_thread
+from node.protocol.task import DataSpec, ReferenceSpec, TaskSpec, default_task
 from node.runtime.config import load_node_data
 from node.runtime.deploy import deploy_task_swarm
-from node.runtime.document import TaskDocument, fetch_task
 from node.runtime.local import AttackPlan, local_update
-from node.runtime.round import Contribution, RoundInputs, combine_round, one_thread
 from node.runtime.runner import LocalSwarm, Member, NodeProcess, save_npz
-from node.task import DataSpec, ReferenceSpec, TaskSpec, default_task
 from storage.store import EmbeddedStore
 
 MARKER = ".swarm-demo"  # marks a directory this command made, so a rerun may clear it

@@ -21,7 +21,7 @@ from torch import nn
 from node.aggregation.randomness import derive_seed
 from node.learning.data import DataError, Dataset, check_dataset
 from node.learning.models import build_model
-from node.task import TaskSpec, TrainSpec, ValuationSpec
+from node.protocol.task import TaskSpec, TrainSpec, ValuationSpec
 
 State = dict[str, torch.Tensor]
 

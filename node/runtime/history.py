@@ -23,8 +23,8 @@ from node.chain.events import (
 )
 from node.chain.protocol import Outcome
 from node.chain.tx import json_rpc
-from node.runtime.round import reward_for_round
-from node.runtime.verify import Submission, round_recipients
+from node.protocol.round import reward_for_round
+from node.protocol.verify import Submission, round_recipients
 from storage.envelope import valid_x25519_key
 
 
@@ -168,5 +168,5 @@ class ChainHistory:
         return None
 
     def reward(self, round_id: int, reward_per_round: int) -> int:
-        """The round's reward (`node.runtime.round.reward_for_round`)."""
+        """The round's reward (`node.protocol.round.reward_for_round`)."""
         return reward_for_round(self.events, round_id, reward_per_round)

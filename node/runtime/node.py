@@ -27,7 +27,7 @@ killed at any instant and restarted resumes without sending anything twice or lo
 A phase whose deadline (less a safety margin) has passed is skipped. Chain and store failures
 are retried with backoff, so a restarted chain (or store) only pauses the node.
 
-Every decision about a round's outcome is `node.runtime.round.compute_round`, a pure function
+Every decision about a round's outcome is `node.protocol.round.compute_round`, a pure function
 of public inputs, so every honest node attests the identical tuple.
 """
 
@@ -86,18 +86,18 @@ from node.chain.watch import LogWatch
 from node.errors import ChainError, ConfigError, StorageError
 from node.learning.data import Dataset, check_dataset, load_npz, task_splits
 from node.learning.training import evaluate
-from node.runtime.checkpoint import Checkpoint, State, aggregate_of, decode_checkpoint
+from node.protocol.checkpoint import Checkpoint, State, aggregate_of, decode_checkpoint
+from node.protocol.document import TaskDocument, fetch_task
+from node.protocol.round import RoundInputs, RoundResult, compute_round, one_thread
+from node.protocol.verify import CannotJudge
 from node.runtime.config import NodeConfig, load_node_data
-from node.runtime.document import TaskDocument, fetch_task
 from node.runtime.events import EventKind, EventSink, NodeEvent
 from node.runtime.heap import keep_freed_heap
 from node.runtime.history import ChainHistory
 from node.runtime.journal import Journal, Record
 from node.runtime.local import local_update
-from node.runtime.round import RoundInputs, RoundResult, compute_round, one_thread
 from node.runtime.slashing import slash_plan
 from node.runtime.slots import StopWaiting, TrainingSlots
-from node.runtime.verify import CannotJudge
 from storage.codec import encode_update
 from storage.deadline import BLOB_DEADLINE_S, BLOCK_DEADLINE_S
 from storage.envelope import Manifest, decrypt_blob, encrypt_blob, sign_manifest

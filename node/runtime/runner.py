@@ -36,9 +36,9 @@ from node.chain.harness import SwarmHarness
 from node.errors import ToolchainError
 from node.learning.data import Dataset, holdout_split, task_splits
 from node.learning.partition import dirichlet_partition
+from node.protocol.task import TaskSpec
 from node.runtime.deploy import deploy_task_swarm
 from node.runtime.events import EventKind, NodeEvent, parse_event
-from node.task import TaskSpec
 from storage.store import EmbeddedStore
 
 STAKE = 100 * 10**18  # tokens each local member stakes (the default minimum stake)

@@ -10,7 +10,7 @@ revealed update, the new checkpoint and the reward tree.
 
 The steps, in order:
 
-1. verify each revealed update (`node.runtime.verify`), in member-index order;
+1. verify each revealed update (`node.protocol.verify`), in member-index order;
 2. reject free-riders among the survivors (`incentives.freeriders`);
 3. aggregate the rest with the task's rule, in fixed point, seeded by the round seed; inputs the
    rule screens out are rejected, inputs it sets aside stay accepted (and are valued as usual);
@@ -44,8 +44,9 @@ from node.chain.events import ChainEvent, RewardsFunded, RoundFinalized, RoundOp
 from node.chain.protocol import Outcome, encode_bitmap
 from node.learning.data import Dataset
 from node.learning.training import apply_delta
-from node.runtime.checkpoint import Checkpoint, State, encode_checkpoint
-from node.runtime.verify import (
+from node.protocol.checkpoint import Checkpoint, State, encode_checkpoint
+from node.protocol.task import TaskSpec
+from node.protocol.verify import (
     Decrypt,
     Fetch,
     Rejected,
@@ -54,7 +55,6 @@ from node.runtime.verify import (
     Submission,
     verify_submission,
 )
-from node.task import TaskSpec
 
 WITHHELD = "recorded as unavailable by the finalized round"  # a `withheld` verdict's detail
 

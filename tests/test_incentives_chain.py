@@ -21,9 +21,10 @@ from incentives.settlement import RoundRewards, settle_round
 from node.chain.anvil import Anvil
 from node.chain.deployment import SwarmParams, save_deployment
 from node.chain.harness import HarnessMember, SwarmHarness
-from node.chain.protocol import Outcome, Phase, content_hash, encode_bitmap
+from node.chain.protocol import Outcome, Phase, encode_bitmap
 from node.learning.data import task_splits
 from node.learning.training import State, genesis_state, train_local
+from node.protocol.hashing import content_hash
 from node.protocol.task import ValuationSpec, default_task
 from node.runtime.node import REWARDS_DIR
 

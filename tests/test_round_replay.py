@@ -19,10 +19,10 @@ from eth_utils.address import to_checksum_address
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
-from node.chain.protocol import content_hash
 from node.learning.data import task_splits
 from node.learning.training import genesis_state
 from node.protocol.checkpoint import decode_checkpoint, encode_checkpoint
+from node.protocol.hashing import content_hash
 from node.protocol.round import RoundInputs, compute_round
 from node.protocol.task import TaskSpec, default_task
 from node.protocol.verify import Submission

@@ -16,10 +16,11 @@ from nacl.signing import SigningKey
 
 from incentives.merkle import EMPTY_ROOT
 from node.chain.events import RewardsFunded, RoundFinalized, RoundOpened, Slashed
-from node.chain.protocol import Outcome, SlashReason, content_hash, encode_bitmap
+from node.chain.protocol import Outcome, SlashReason, encode_bitmap
 from node.learning.data import Dataset, task_splits
 from node.learning.training import genesis_state
 from node.protocol.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
+from node.protocol.hashing import content_hash
 from node.protocol.round import (
     Contribution,
     RoundInputs,

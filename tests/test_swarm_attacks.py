@@ -39,9 +39,10 @@ from node.chain.deploy import connect
 from node.chain.deployment import SwarmParams
 from node.chain.events import ChainEvent, RoundFinalized, Slashed
 from node.chain.harness import SwarmHarness
-from node.chain.protocol import Phase, Reveal, content_hash, decode_bitmap
+from node.chain.protocol import Phase, Reveal, decode_bitmap
 from node.chain.reverts import ContractRevert, InvalidPublicKey
 from node.protocol.document import fetch_task
+from node.protocol.hashing import content_hash
 from node.protocol.task import TaskSpec, default_task
 from node.protocol.verify import RejectReason
 from node.runtime.events import EventKind, NodeEvent

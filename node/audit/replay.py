@@ -40,7 +40,7 @@ from node.audit.report import (
     tokens,
 )
 from node.chain.deployment import Deployment
-from node.chain.protocol import SlashReason, content_hash, decode_bitmap
+from node.chain.protocol import SlashReason, decode_bitmap
 from node.errors import ConfigError, StorageError, VerificationError
 from node.learning.data import MAX_DATA_BYTES, Dataset, load_npz, task_splits
 from node.learning.training import evaluate
@@ -52,6 +52,7 @@ from node.protocol.checkpoint import (
     max_blob_bytes,
 )
 from node.protocol.document import MAX_DOCUMENT_BYTES, TaskDocument
+from node.protocol.hashing import content_hash
 from node.protocol.round import (
     WITHHELD,
     RoundInputs,

@@ -13,8 +13,8 @@ from functools import cache
 
 import torch
 
-from node.chain.protocol import content_hash
 from node.errors import VerificationError
+from node.protocol.hashing import content_hash
 from node.protocol.task import TaskSpec, expected_shapes
 from storage.codec import decode_update, encode_update, encoded_size
 from storage.dag import cid_of

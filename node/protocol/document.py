@@ -26,10 +26,10 @@ from typing import Any, get_type_hints
 
 from incentives.shapley import ESTIMATORS, ValuationConfig
 from node import safejson
-from node.chain.protocol import content_hash
 from node.errors import ConfigError, VerificationError
 from node.learning.training import genesis_state
 from node.protocol.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
+from node.protocol.hashing import content_hash
 from node.protocol.task import TaskSpec
 from storage.cid import CID
 from storage.errors import InvalidCID

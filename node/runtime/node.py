@@ -64,7 +64,6 @@ from node.chain.protocol import (
     Reveal,
     RoundStatus,
     SubmissionState,
-    content_hash,
     decode_bitmap,
 )
 from node.chain.reverts import (
@@ -88,6 +87,7 @@ from node.learning.data import Dataset, check_dataset, load_npz, task_splits
 from node.learning.training import evaluate
 from node.protocol.checkpoint import Checkpoint, State, aggregate_of, decode_checkpoint
 from node.protocol.document import TaskDocument, fetch_task
+from node.protocol.hashing import content_hash
 from node.protocol.round import RoundInputs, RoundResult, compute_round, one_thread
 from node.protocol.verify import CannotJudge
 from node.runtime.config import NodeConfig, load_node_data

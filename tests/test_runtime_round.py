@@ -21,13 +21,13 @@ from node.learning.data import Dataset, task_splits
 from node.learning.training import genesis_state
 from node.protocol.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
 from node.protocol.hashing import content_hash
+from node.protocol.record import reward_for_round
 from node.protocol.round import (
     Contribution,
     RoundInputs,
     RoundResult,
     combine_round,
     compute_round,
-    reward_for_round,
 )
 from node.protocol.task import AggregationSpec, TaskSpec, default_task
 from node.protocol.verify import CannotJudge, Fetch, RejectReason, Submission

@@ -40,7 +40,6 @@ from incentives.shapley import ValuationConfig
 from node.aggregation.pipeline import aggregate
 from node.aggregation.randomness import derive_seed
 from node.aggregation.registry import RULES
-from node.chain.events import ChainEvent, RewardsFunded, RoundFinalized, RoundOpened, Slashed
 from node.chain.protocol import Outcome, encode_bitmap
 from node.learning.data import Dataset
 from node.learning.training import apply_delta
@@ -67,7 +66,7 @@ class RoundInputs:
     coordinator: str  # checksummed coordinator address
     round: int  # the round id
     seed: bytes  # the round's public seed (``roundSeed``)
-    reward: int  # tokens the round pays out (`reward_for_round`)
+    reward: int  # tokens the round pays out (`node.protocol.record.reward_for_round`)
     spec: TaskSpec
     base: Checkpoint  # the round's base checkpoint
     center: State | None  # the step that produced `base`, for rules that take a centre
@@ -107,45 +106,6 @@ class RoundResult:
 def aggregation_seed(seed: bytes) -> int:
     """The non-negative integer seed the aggregation rule gets from the round seed."""
     return derive_seed("swarmchain/aggregation", seed)
-
-
-def reward_for_round(events: Sequence[ChainEvent], round_id: int, reward_per_round: int) -> int:
-    """Tokens a round pays: ``min(rewardPerRound, reward pool when the round opened)``.
-
-    The pool only grows between a round's opening and its finalization (slashes and funding add
-    to it; only finalization draws from it, exactly the finalized tree's total), so the pool at
-    finalization always covers a tree that pays at most this amount. Replaying the
-    coordinator's events makes it a pure function of the chain's record, the same for every
-    node and auditor.
-
-    Parameters
-    ----------
-    events
-        The coordinator's events in chain order, at least up to the round's `RoundOpened`.
-    round_id
-        The round.
-    reward_per_round
-        The coordinator's ``rewardPerRound`` parameter.
-
-    Returns
-    -------
-    int
-        The round's reward.
-
-    Raises
-    ------
-    ValueError
-        If the events do not reach the round's opening.
-    """
-    pool = 0
-    for event in events:
-        if isinstance(event, RewardsFunded | Slashed):
-            pool += event.amount
-        elif isinstance(event, RoundFinalized):
-            pool -= event.reward_budget
-        elif isinstance(event, RoundOpened) and event.round == round_id:
-            return min(reward_per_round, pool)
-    raise ValueError(f"the events do not include the opening of round {round_id}")
 
 
 @contextmanager

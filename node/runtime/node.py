@@ -51,7 +51,6 @@ from threadpoolctl import threadpool_limits
 from incentives.claims import load_reward_tree, save_reward_tree
 from incentives.merkle import RewardTree
 from node.aggregation.fixed_point import set_threads as set_aggregation_threads
-from node.aggregation.registry import RULES
 from node.chain.abis import abi_of
 from node.chain.coordinator import Coordinator, RoundInfo
 from node.chain.deploy import connect
@@ -85,9 +84,10 @@ from node.chain.watch import LogWatch
 from node.errors import ChainError, ConfigError, StorageError
 from node.learning.data import Dataset, check_dataset, load_npz, task_splits
 from node.learning.training import evaluate
-from node.protocol.checkpoint import Checkpoint, State, aggregate_of, decode_checkpoint
+from node.protocol.checkpoint import Checkpoint, decode_checkpoint
 from node.protocol.document import TaskDocument, fetch_task
 from node.protocol.hashing import content_hash
+from node.protocol.inputs import round_inputs
 from node.protocol.round import RoundInputs, RoundResult, compute_round, one_thread
 from node.protocol.verify import CannotJudge
 from node.runtime.config import NodeConfig, load_node_data
@@ -843,13 +843,6 @@ class SwarmNode:
     def _base(self, info: RoundInfo) -> Checkpoint:
         return self._checkpoint_of(info.base_round)
 
-    def _center(self, base_round: int) -> State | None:
-        """The step that produced the base checkpoint (None from the genesis)."""
-        if base_round == 0 or not RULES[self.spec.aggregation.rule].uses_center:
-            return None
-        before = self.coordinator.round_info(base_round).base_round
-        return aggregate_of(self._checkpoint_of(base_round), self._checkpoint_of(before))
-
     def _fetch(self, cid: str, max_bytes: int) -> bytes:
         """Read a blob, retrying while a peer may still be writing or serving it.
 
@@ -869,19 +862,14 @@ class SwarmNode:
     def round_inputs(self, info: RoundInfo) -> RoundInputs:
         """The public inputs of a round whose reveal window is over."""
         self.history.refresh()
-        return RoundInputs(
+        return round_inputs(
+            self.history.events,
+            info.round,
             chain_id=self.coordinator.deployment.chain_id,
             coordinator=self.coordinator.address,
-            round=info.round,
-            seed=info.seed,
-            reward=self.history.reward(info.round, self.params.reward_per_round),
-            spec=self.spec,
-            base=self._base(info),
-            center=self._center(info.base_round),
+            document=self.document,
+            checkpoint_of=self._checkpoint_of,
             reference=self.reference,
-            submissions=self.history.submissions(info.round),
-            valuation=self.document.valuation,
-            recipients=self.history.recipients(info.round) if self.spec.encrypted_updates else (),
         )
 
     def _result(self, info: RoundInfo) -> RoundResult:

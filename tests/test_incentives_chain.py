@@ -26,7 +26,7 @@ from node.learning.data import task_splits
 from node.learning.training import State, genesis_state, train_local
 from node.protocol.hashing import content_hash
 from node.protocol.task import ValuationSpec, default_task
-from node.runtime.node import REWARDS_DIR
+from node.runtime.session import REWARDS_DIR
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from node.chain.coordinator import Coordinator
+from node.chain.coordinator import Coordinator, RoundInfo
+from node.chain.protocol import Phase, RoundStatus
 
 
 class ChainClock:
@@ -55,3 +56,14 @@ class RoundClock:
         total = time.monotonic() - self.seen
         busy = {k: round(v, 4) for k, v in sorted(self.parts.items())}
         return {**busy, "round": round(total, 4), "waiting": round(total - sum(busy.values()), 4)}
+
+
+def phase_at(info: RoundInfo, now: int) -> Phase:
+    """The window `now` falls in (the chain's own rule, evaluated at the next block's time)."""
+    if info.status != RoundStatus.OPEN or now >= info.attest_deadline:
+        return Phase.ENDED
+    if now < info.commit_deadline:
+        return Phase.COMMIT
+    if now < info.reveal_deadline:
+        return Phase.REVEAL
+    return Phase.ATTEST

@@ -40,9 +40,6 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
-import torch
-
-from incentives.claims import save_reward_tree
 from node.chain.coordinator import RoundInfo
 from node.chain.events import Attested
 from node.chain.protocol import (
@@ -51,31 +48,27 @@ from node.chain.protocol import (
     Phase,
     RoundStatus,
     SubmissionState,
-    decode_bitmap,
 )
 from node.chain.reverts import ContractRevert, UnknownRound
 from node.errors import ChainError, StorageError
-from node.learning.training import evaluate
 from node.protocol.checkpoint import Checkpoint
-from node.protocol.inputs import round_inputs
-from node.protocol.round import RoundInputs, RoundResult, compute_round, one_thread
+from node.protocol.round import RoundInputs
 from node.protocol.verify import CannotJudge
 from node.runtime.checkpoints import CheckpointCache, PatientFetch
-from node.runtime.clock import ChainClock, RoundClock
+from node.runtime.clock import ChainClock, RoundClock, phase_at
 from node.runtime.config import NodeConfig
 from node.runtime.duty import Duties, Duty
 from node.runtime.events import EventKind, EventSink, NodeEvent
 from node.runtime.journal import Record
+from node.runtime.outcomes import RoundOutcomes
 from node.runtime.publish import journal_update, publish, reveal_of, train
 from node.runtime.session import Handles, open_session
 from node.runtime.settlement import Settlement
 from node.runtime.slots import StopWaiting, TrainingSlots
-from storage.envelope import decrypt_blob
 from storage.errors import BlockNotFound, StoreTimeout, StoreUnavailable
 
 QUIET_WAIT_S = 5.0  # longest wait of a node that only waits for the others' training
 MAX_BACKOFF_S = 5.0
-FETCH_PATIENCE_S = 10.0  # how long a blob a peer may still be serving is retried
 
 
 class NodeStopped(Exception):
@@ -106,7 +99,6 @@ class SwarmNode:
         self._stop = threading.Event()
         self._handles = Handles()
         self._slots = None if config.train_slots is None else TrainingSlots(config.train_slots)
-        self._results: dict[tuple[int, bytes], RoundResult] = {}  # by (round, seed)
         self._clocks: dict[int, RoundClock] = {}
         self._eligibility: dict[int, bool] = {}
         self._announced: set[int] = set()
@@ -187,7 +179,12 @@ class SwarmNode:
             stagger_s=self.config.stagger_s,
             index=s.index,
         )
-        self.settlement = Settlement(s, self.duties, self._result)
+        self.outcomes = RoundOutcomes(
+            s, self.checkpoints, self.fetch, self.chain, self._clock, self._emit
+        )
+        self.settlement = Settlement(
+            s, self.duties, self.outcomes.result, self.checkpoints, self._clock, self._emit
+        )
         closed = s.journal.last("closed")
         self.next_close = s.first_round if closed is None else int(closed["round"]) + 1
         self.next_report = self.next_close
@@ -228,7 +225,7 @@ class SwarmNode:
         """
         current = info.round
         now = self.chain.now()
-        phase = _phase_at(info, now)
+        phase = phase_at(info, now)
         if info.active_at_open == 0:
             self._eligible(current)  # reports this account's exit, if that is why
             if (
@@ -454,16 +451,12 @@ class SwarmNode:
         if self.duties.skipped(r, Duty.ATTEST):
             return
         try:
-            result = self._result(info)
+            result = self.outcomes.result(info)
         except CannotJudge as err:
             # Not a recipient of an encrypted update: it cannot know the tuple, so it abstains.
             self.duties.skip(r, Duty.ATTEST, str(err))
             return
-        fields = _outcome_fields(r, result)
-        last = self.journal.last("outcome", r)
-        if last is None or any(last.get(k) != fields[k] for k in _OUTCOME_KEYS):
-            save_reward_tree(self.session.rewards_dir, r, result.tree)
-            self.journal.append("outcome", **fields)
+        self.outcomes.journal(r, result)
         if not self.duties.in_time(r, Duty.ATTEST, info.attest_deadline):
             return
         tx = self.duties.send(
@@ -497,7 +490,7 @@ class SwarmNode:
 
     def _quorum_outcome(self, info: RoundInfo) -> Outcome | None:
         """The tuple holding quorum: this node's own if it does, else read from attestations."""
-        mine = self._results.get((info.round, info.seed))
+        mine = self.outcomes.known(info)
         if mine is not None and (
             self.coordinator.outcome_stake(info.round, mine.outcome) >= info.required_stake
         ):
@@ -508,51 +501,9 @@ class SwarmNode:
                 return event.outcome
         return None
 
-    # ---- round inputs and outcome -----------------------------------------------------------
-
     def round_inputs(self, info: RoundInfo) -> RoundInputs:
         """The public inputs of a round whose reveal window is over."""
-        self.session.history.refresh()
-        return round_inputs(
-            self.session.history.events,
-            info.round,
-            chain_id=self.coordinator.deployment.chain_id,
-            coordinator=self.coordinator.address,
-            document=self.session.document,
-            checkpoint_of=self.checkpoints,
-            reference=self.session.reference,
-        )
-
-    def _result(self, info: RoundInfo) -> RoundResult:
-        """The round's outcome, computed once per (round, seed)."""
-        key = (info.round, info.seed)
-        if key not in self._results:
-            left = FETCH_PATIENCE_S  # a closed round has no deadline to keep
-            if info.status == RoundStatus.OPEN:
-                margin = self.config.deadline_margin_s + 2
-                left = min(left, info.attest_deadline - self.chain.now() - margin)
-            self.fetch.be_patient(left)
-            inputs = self.round_inputs(info)
-            started = time.monotonic()
-            result = compute_round(
-                inputs, self.fetch, lambda blob, to: decrypt_blob(blob, self.session.keys, to)
-            )
-            seconds = time.monotonic() - started
-            self._clock(info.round).add("verification", seconds)
-            if not self.session.store.has(result.checkpoint.cid):
-                self.session.store.put(result.checkpoint.blob)
-            self._results[key] = result
-            self.checkpoints.computed(info.round, result.checkpoint)
-            self._emit(
-                EventKind.VERIFIED,
-                info.round,
-                accepted=sum(v.accepted for v in result.verdicts),
-                rejected={str(v.index): v.reason.value for v in result.verdicts if v.reason},
-                checkpoint_hash="0x" + result.outcome.checkpoint_hash.hex(),
-                rewards_root="0x" + result.outcome.rewards_root.hex(),
-                seconds=round(seconds, 4),
-            )
-        return self._results[key]
+        return self.outcomes.inputs(info)
 
     # ---- closed rounds -----------------------------------------------------------------------
 
@@ -566,15 +517,7 @@ class SwarmNode:
             self._clock(r).stop()
             info = self.coordinator.round_info(r)
             self._report_missed(info)
-            if info.status == RoundStatus.FINALIZED:
-                self._report_finalized(info)
-            elif info.status == RoundStatus.FAILED:
-                self._emit(
-                    EventKind.FAILED,
-                    r,
-                    leading_stake=str(info.leading_stake),
-                    required_stake=str(info.required_stake),
-                )
+            self.settlement.report(info)
             self.next_report = r + 1
 
     def _report_missed(self, info: RoundInfo) -> None:
@@ -597,79 +540,12 @@ class SwarmNode:
         self.next_close = min(self.next_close, self.next_report, current)
         while self.next_close < min(self.next_report, current):
             r = self.next_close
-            info = self.coordinator.round_info(r)
-            if info.status == RoundStatus.FINALIZED:
-                outcome = self.coordinator.finalized_outcome(r)
-                self.settlement.claim(info, outcome)
-                self.settlement.slash(info, outcome)
-            elif info.status == RoundStatus.FAILED:
-                self.settlement.slash(info, None)
-            self.journal.append("closed", round=r, status=info.status.name.lower())
+            self.settlement.settle(self.coordinator.round_info(r))
             self._clocks.pop(r, None)
             self.next_close = r + 1
             self._forget(r)
 
     def _forget(self, closed: int) -> None:
         """Drop what a long run no longer needs: results of closed rounds, old checkpoints."""
-        self._results = {k: v for k, v in self._results.items() if k[0] > closed}
+        self.outcomes.forget(closed)
         self.checkpoints.forget(closed)
-
-    def _report_finalized(self, info: RoundInfo) -> None:
-        r = info.round
-        outcome = self.coordinator.finalized_outcome(r)
-        checkpoint = self.checkpoints(r)
-        tree = self.settlement.reward_tree(info, outcome)
-        reward = 0 if tree is None else tree.amount_of(self.session.address)
-        with one_thread():
-            accuracy = evaluate(
-                self.session.spec,
-                checkpoint.state,
-                self.session.reference,
-                device=torch.device("cpu"),
-            ).accuracy
-        self._emit(
-            EventKind.FINALIZED,
-            r,
-            checkpoint_hash="0x" + outcome.checkpoint_hash.hex(),
-            checkpoint_cid=outcome.checkpoint_cid,
-            accepted=len(decode_bitmap(outcome.accepted_bitmap)),
-            accuracy=accuracy,
-            reward=str(reward),
-            timings=self._clock(r).summary(),
-        )
-
-
-def _phase_at(info: RoundInfo, now: int) -> Phase:
-    """The window `now` falls in (the chain's own rule, evaluated at the next block's time)."""
-    if info.status != RoundStatus.OPEN or now >= info.attest_deadline:
-        return Phase.ENDED
-    if now < info.commit_deadline:
-        return Phase.COMMIT
-    if now < info.reveal_deadline:
-        return Phase.REVEAL
-    return Phase.ATTEST
-
-
-_OUTCOME_KEYS = ("checkpoint_hash", "checkpoint_cid", "bitmap", "rewards_root", "reward_total")
-
-
-def _outcome_fields(round_id: int, result: RoundResult) -> dict[str, Any]:
-    outcome = result.outcome
-    return {
-        "round": round_id,
-        "checkpoint_hash": "0x" + outcome.checkpoint_hash.hex(),
-        "checkpoint_cid": outcome.checkpoint_cid,
-        "bitmap": "0x" + outcome.accepted_bitmap.hex(),
-        "rewards_root": "0x" + outcome.rewards_root.hex(),
-        "reward_total": str(outcome.reward_total),
-        "verdicts": [
-            {
-                "index": v.index,
-                "node": v.node,
-                "cid": v.cid,
-                "reason": None if v.reason is None else v.reason.value,
-                "detail": v.detail,
-            }
-            for v in result.verdicts
-        ],
-    }

@@ -1,4 +1,4 @@
-"""Settling a closed round: claim this node's reward, and slash offenders in this node's turn.
+"""Settling a closed round: report it, claim this node's reward, slash offenders in its turn.
 
 A finalized round's reward tree is the one this node saved when it attested, or recomputed
 (and saved) when it did not; only a tree matching the finalized root is claimed against.
@@ -10,15 +10,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+import torch
+
 from incentives.claims import claim_due, load_reward_tree, save_reward_tree
 from incentives.merkle import RewardTree
 from node.chain.coordinator import RoundInfo
-from node.chain.protocol import Outcome, SubmissionState, decode_bitmap
-from node.protocol.round import RoundResult
+from node.chain.protocol import Outcome, RoundStatus, SubmissionState, decode_bitmap
+from node.learning.training import evaluate
+from node.protocol.round import RoundResult, one_thread
 from node.protocol.verify import CannotJudge
+from node.runtime.checkpoints import CheckpointCache
+from node.runtime.clock import RoundClock
 from node.runtime.duty import Duties, Duty
-from node.runtime.session import Session
+from node.runtime.events import EventKind
+from node.runtime.session import Emit, Session
 from node.runtime.slashing import slash_plan
+
+CPU = torch.device("cpu")  # reported accuracy is evaluated on the CPU, like valuation
 
 
 class Settlement:
@@ -32,14 +40,70 @@ class Settlement:
         Sends the transactions and records skips.
     result
         The round's outcome as this node computes it (for a round it did not attest).
+    checkpoints
+        Finalized checkpoints by round (a finalized round's is evaluated when reported).
+    clock, emit
+        Each round's clock (its timings are reported) and the node's event sink.
     """
 
     def __init__(
-        self, session: Session, duties: Duties, result: Callable[[RoundInfo], RoundResult]
+        self,
+        session: Session,
+        duties: Duties,
+        result: Callable[[RoundInfo], RoundResult],
+        checkpoints: CheckpointCache,
+        clock: Callable[[int], RoundClock],
+        emit: Emit,
     ) -> None:
         self.session = session
         self.duties = duties
         self.result = result
+        self.checkpoints = checkpoints
+        self.clock = clock
+        self.emit = emit
+
+    def report(self, info: RoundInfo) -> None:
+        """Report a closed round: a finalized one's checkpoint, accuracy and this node's reward
+        (loaded and evaluated here), or a failed one's stakes."""
+        r = info.round
+        if info.status == RoundStatus.FAILED:
+            self.emit(
+                EventKind.FAILED,
+                r,
+                leading_stake=str(info.leading_stake),
+                required_stake=str(info.required_stake),
+            )
+        if info.status != RoundStatus.FINALIZED:
+            return
+        outcome = self.session.coordinator.finalized_outcome(r)
+        checkpoint = self.checkpoints(r)
+        tree = self.reward_tree(info, outcome)
+        reward = 0 if tree is None else tree.amount_of(self.session.address)
+        with one_thread():
+            accuracy = evaluate(
+                self.session.spec, checkpoint.state, self.session.reference, device=CPU
+            ).accuracy
+        self.emit(
+            EventKind.FINALIZED,
+            r,
+            checkpoint_hash="0x" + outcome.checkpoint_hash.hex(),
+            checkpoint_cid=outcome.checkpoint_cid,
+            accepted=len(decode_bitmap(outcome.accepted_bitmap)),
+            accuracy=accuracy,
+            reward=str(reward),
+            timings=self.clock(r).summary(),
+        )
+
+    def settle(self, info: RoundInfo) -> None:
+        """Claim and slash what a reported round owes, then journal it closed."""
+        r = info.round
+        if info.status == RoundStatus.FINALIZED:
+            outcome = self.session.coordinator.finalized_outcome(r)
+            self.claim(info, outcome)
+            self.slash(info, outcome)
+        elif info.status == RoundStatus.FAILED:
+            self.slash(info, None)
+        self.session.journal.append("closed", round=r, status=info.status.name.lower())
 
     def reward_tree(self, info: RoundInfo, outcome: Outcome) -> RewardTree | None:
         """The finalized round's reward tree, if this node was accepted in it (recomputed and

@@ -2,7 +2,10 @@
 
 What every party computes identically lives in `node.protocol`.
 
-- `node`: `SwarmNode`, the resumable state machine one member runs;
+- `node`: `SwarmNode`, the resumable loop one member runs, with its units: `session` (set up
+  once), `duty` (skips, turns, sending), `publish` (train and publish an update), `outcomes`
+  (a round's result), `checkpoints` (patient fetches, finalized checkpoints), `settlement`
+  (report, claim, slash) and `clock` (chain time, round timings);
 - `journal`: the append-only, fsync'd local journal that makes restarts safe;
 - `events`: the `NodeEvent`s a node reports to displays and logs;
 - `slashing`: who is slashable for a closed round, and whose turn it is to send the slashes;

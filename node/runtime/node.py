@@ -29,6 +29,11 @@ are retried with backoff, so a restarted chain (or store) only pauses the node.
 
 Every decision about a round's outcome is `node.protocol.round.compute_round`, a pure function
 of public inputs, so every honest node attests the identical tuple.
+
+`SwarmNode` is the loop; its units live beside it: `session` (set up once), `duty` (skips,
+turns, sending), `publish` (train, encode, encrypt, store, sign), `outcomes` (compute and
+journal a round's result), `checkpoints` (patient fetches, finalized checkpoints) and
+`settlement` (report, claim, slash).
 """
 
 from __future__ import annotations
@@ -42,13 +47,7 @@ from typing import Any
 
 from node.chain.coordinator import RoundInfo
 from node.chain.events import Attested
-from node.chain.protocol import (
-    MemberStatus,
-    Outcome,
-    Phase,
-    RoundStatus,
-    SubmissionState,
-)
+from node.chain.protocol import MemberStatus, Phase, RoundStatus, SubmissionState
 from node.chain.reverts import ContractRevert, UnknownRound
 from node.errors import ChainError, StorageError
 from node.protocol.checkpoint import Checkpoint
@@ -61,7 +60,7 @@ from node.runtime.duty import Duties, Duty
 from node.runtime.events import EventKind, EventSink, NodeEvent
 from node.runtime.journal import Record
 from node.runtime.outcomes import RoundOutcomes
-from node.runtime.publish import journal_update, publish, reveal_of, train
+from node.runtime.publish import Publisher, reveal_of
 from node.runtime.session import Handles, open_session
 from node.runtime.settlement import Settlement
 from node.runtime.slots import StopWaiting, TrainingSlots
@@ -179,6 +178,7 @@ class SwarmNode:
             stagger_s=self.config.stagger_s,
             index=s.index,
         )
+        self.publisher = Publisher(s, self._clock, self._emit)
         self.outcomes = RoundOutcomes(
             s, self.checkpoints, self.fetch, self.chain, self._clock, self._emit
         )
@@ -347,37 +347,14 @@ class SwarmNode:
         """Train, publish and journal this node's update for the round (None: the commit
         window closed while the node waited for a training slot)."""
         r = info.round
-        clock = self._clock(r)
         with self._settling_beside(r), self._training_slot() as waited:
             if self._slots is not None and not self.duties.in_time(
                 r, Duty.COMMIT, info.commit_deadline
             ):
                 return None
-            started = time.monotonic()
-            update = train(self.session, r, base, info.active_at_open)
-            trained = time.monotonic()
-        clock.add("training", trained - started)
-        self._emit(
-            EventKind.TRAINED,
-            r,
-            num_samples=update.num_samples,
-            train_loss=round(update.train_loss, 6),
-            seconds=round(trained - started, 4),
-            **waited,
-            attack=None if self.config.attack is None else self.config.attack.name,
-        )
-        published = publish(self.session, r, base, update)
-        stored = time.monotonic()
-        clock.add("storage", stored - trained)
-        self._emit(
-            EventKind.STORED,
-            r,
-            cid=published.reveal.cid,
-            update_cid=published.update_cid,
-            seconds=round(stored - trained, 4),
-            unreachable=published.unreachable,
-        )
-        return journal_update(self.session, r, base, published)
+            update, seconds = self.publisher.train(r, base, info.active_at_open)
+        self.publisher.trained(r, update, seconds, waited)
+        return self.publisher.publish(r, base, update)
 
     @contextlib.contextmanager
     def _training_slot(self) -> Iterator[dict[str, float]]:
@@ -482,24 +459,11 @@ class SwarmNode:
         if info.status != RoundStatus.OPEN:
             return
         if info.leading_stake >= info.required_stake:
-            outcome = self._quorum_outcome(info)
+            outcome = self.outcomes.at_quorum(info)
             if outcome is not None and self.duties.due(info.round, Duty.FINALIZE):
                 self.duties.send(Duty.FINALIZE, r, lambda: self.coordinator.finalize(r, outcome))
         elif phase == Phase.ENDED and self.duties.due(info.round, Duty.FAIL):
             self.duties.send(Duty.FAIL, r, lambda: self.coordinator.fail_round(r))
-
-    def _quorum_outcome(self, info: RoundInfo) -> Outcome | None:
-        """The tuple holding quorum: this node's own if it does, else read from attestations."""
-        mine = self.outcomes.known(info)
-        if mine is not None and (
-            self.coordinator.outcome_stake(info.round, mine.outcome) >= info.required_stake
-        ):
-            return mine.outcome
-        self.session.history.refresh()
-        for event in self.session.history.attestations(info.round):
-            if event.outcome_stake >= info.required_stake:
-                return event.outcome
-        return None
 
     def round_inputs(self, info: RoundInfo) -> RoundInputs:
         """The public inputs of a round whose reveal window is over."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from incentives.claims import save_reward_tree
 from node.chain.coordinator import RoundInfo
-from node.chain.protocol import RoundStatus
+from node.chain.protocol import Outcome, RoundStatus
 from node.protocol.inputs import round_inputs
 from node.protocol.round import RoundInputs, RoundResult, compute_round
 from node.runtime.checkpoints import CheckpointCache, PatientFetch
@@ -63,6 +63,20 @@ class RoundOutcomes:
     def known(self, info: RoundInfo) -> RoundResult | None:
         """The round's result if this node computed it already."""
         return self._results.get((info.round, info.seed))
+
+    def at_quorum(self, info: RoundInfo) -> Outcome | None:
+        """The tuple holding quorum: this node's own if it does, else read from attestations."""
+        s = self.session
+        mine = self.known(info)
+        if mine is not None and (
+            s.coordinator.outcome_stake(info.round, mine.outcome) >= info.required_stake
+        ):
+            return mine.outcome
+        s.history.refresh()
+        for event in s.history.attestations(info.round):
+            if event.outcome_stake >= info.required_stake:
+                return event.outcome
+        return None
 
     def inputs(self, info: RoundInfo) -> RoundInputs:
         """The public inputs of a round whose reveal window is over."""

@@ -7,15 +7,19 @@ be sent, so a node restarted between the two reveals what it committed.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from node.chain.protocol import Reveal
 from node.learning.training import LocalUpdate
 from node.protocol.checkpoint import Checkpoint
 from node.protocol.hashing import content_hash
+from node.runtime.clock import RoundClock
+from node.runtime.events import EventKind
 from node.runtime.journal import Record
 from node.runtime.local import local_update
-from node.runtime.session import Session
+from node.runtime.session import Emit, Session
 from storage.codec import encode_update
 from storage.envelope import Manifest, encrypt_blob, sign_manifest
 
@@ -123,6 +127,61 @@ def journal_update(
         salt="0x" + reveal.salt.hex(),
         commitment="0x" + session.coordinator.commitment_for(reveal, round_id).hex(),
     )
+
+
+class Publisher:
+    """Trains and publishes this node's updates, timing each part and reporting it.
+
+    Parameters
+    ----------
+    session
+        The node's session.
+    clock, emit
+        Each round's clock and the node's event sink.
+    """
+
+    def __init__(self, session: Session, clock: Callable[[int], RoundClock], emit: Emit) -> None:
+        self.session = session
+        self.clock = clock
+        self.emit = emit
+
+    def train(self, round_id: int, base: Checkpoint, members: int) -> tuple[LocalUpdate, float]:
+        """Train the round's update (`train`); the update and the seconds it took."""
+        started = time.monotonic()
+        update = train(self.session, round_id, base, members)
+        return update, time.monotonic() - started
+
+    def trained(
+        self, round_id: int, update: LocalUpdate, seconds: float, waited: dict[str, float]
+    ) -> None:
+        """Count and report a trained update (`waited`: the TRAINED event's slot wait)."""
+        attack = self.session.config.attack
+        self.clock(round_id).add("training", seconds)
+        self.emit(
+            EventKind.TRAINED,
+            round_id,
+            num_samples=update.num_samples,
+            train_loss=round(update.train_loss, 6),
+            seconds=round(seconds, 4),
+            **waited,
+            attack=None if attack is None else attack.name,
+        )
+
+    def publish(self, round_id: int, base: Checkpoint, update: LocalUpdate) -> Record:
+        """Store and sign the update (`publish`), report it, and journal its secret."""
+        started = time.monotonic()
+        published = publish(self.session, round_id, base, update)
+        seconds = time.monotonic() - started
+        self.clock(round_id).add("storage", seconds)
+        self.emit(
+            EventKind.STORED,
+            round_id,
+            cid=published.reveal.cid,
+            update_cid=published.update_cid,
+            seconds=round(seconds, 4),
+            unreachable=published.unreachable,
+        )
+        return journal_update(self.session, round_id, base, published)
 
 
 def reveal_of(record: Record) -> Reveal:

@@ -190,6 +190,7 @@ class SwarmNode:
         self.next_report = self.next_close
 
     # ---- the loop ----------------------------------------------------------------------------
+
     def step(self) -> bool:
         """Look at the chain once and do what the current round needs from this node.
 

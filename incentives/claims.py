@@ -112,6 +112,26 @@ def finalized_rounds(coordinator: Coordinator) -> Iterator[int]:
             yield round_id
 
 
+def claim_due(tree: RewardTree, root: bytes, account: str) -> int:
+    """What `account` may claim in a round by a local tree: 0 unless the tree has the root.
+
+    Parameters
+    ----------
+    tree
+        A reward tree this node kept or recomputed for the round.
+    root
+        The round's finalized rewards root.
+    account
+        The checksummed account.
+
+    Returns
+    -------
+    int
+        The amount to claim with ``tree.proof(account)``; 0 when nothing is owed.
+    """
+    return tree.amount_of(account) if tree.root == root else 0
+
+
 def claim_all(
     coordinator: Coordinator, trees: Path, account: str | None = None
 ) -> list[ClaimResult]:
@@ -150,7 +170,7 @@ def claim_all(
             results.append(ClaimResult(round_id, ClaimStatus.NO_TREE, 0, None))
         elif tree.root != root:
             results.append(ClaimResult(round_id, ClaimStatus.ROOT_MISMATCH, 0, None))
-        elif (amount := tree.amount_of(who)) == 0:
+        elif (amount := claim_due(tree, root, who)) == 0:
             results.append(ClaimResult(round_id, ClaimStatus.NOTHING_OWED, 0, None))
         else:
             tx = coordinator.claim(round_id, who, amount, tree.proof(who))

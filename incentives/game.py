@@ -43,7 +43,7 @@ from node.aggregation.pipeline import aggregate_batch, apply_steps
 from node.aggregation.registry import RULES, STEPS, resolve_params
 from node.learning.data import Dataset
 from node.learning.training import apply_delta, evaluate, evaluate_many, quantised_utility
-from node.task import TaskSpec
+from node.protocol.task import TaskSpec
 
 
 def round_utility(

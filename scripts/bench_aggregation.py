@@ -56,8 +56,8 @@ import torch
 from node.aggregation.fixed_point import quantise
 from node.aggregation.limits import MAX_FRAC_BITS
 from node.aggregation.pipeline import aggregate
+from node.protocol.task import AggregationSpec, TaskSpec, default_task
 from node.runtime.heap import keep_freed_heap
-from node.task import AggregationSpec, TaskSpec, default_task
 
 SIZES_N = (10, 50, 100)
 SIZES_D = (100_000, 1_000_000)

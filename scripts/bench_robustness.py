@@ -26,7 +26,7 @@ import torch
 
 from node.learning.attacks import ATTACKS
 from node.learning.simulation import simulate
-from node.task import AggregationSpec, StepSpec, default_task
+from node.protocol.task import AggregationSpec, StepSpec, default_task
 
 NUM_NODES = 10
 NUM_BYZANTINE = 2

@@ -61,8 +61,8 @@ from node.learning.training import (
     train_local,
     training_seed,
 )
+from node.protocol.task import TaskSpec, default_task
 from node.runtime.events import EventKind
-from node.task import TaskSpec, default_task
 
 WINDOW_S = 300  # windows close early once every node acted; this only bounds a stall
 CALIBRATION_STEPS = 100

@@ -51,8 +51,8 @@ from incentives.game import round_utility
 from incentives.settlement import settle_round
 from node.learning.data import Dataset, task_splits
 from node.learning.training import State, apply_delta, genesis_state, train_local
-from node.runtime.round import one_thread
-from node.task import TaskSpec, ValuationSpec, default_task
+from node.protocol.round import one_thread
+from node.protocol.task import TaskSpec, ValuationSpec, default_task
 
 N10_SIZES = (20, 35, 50, 70, 90, 115, 140, 170, 200, 240)
 NOISY = (2, 6)  # indices of the n10 nodes whose labels are half randomised

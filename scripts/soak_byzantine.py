@@ -46,8 +46,8 @@ from node.chain.reverts import ContractRevert
 from node.devtools.anvil import Anvil
 from node.devtools.harness import HarnessMember, SwarmHarness
 from node.devtools.swarm import LocalSwarm
+from node.protocol.task import default_task
 from node.runtime.events import EventKind
-from node.task import default_task
 from storage.dag import cid_of
 
 TOKEN = 10**18

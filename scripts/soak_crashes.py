@@ -47,9 +47,9 @@ from node.chain.protocol import Phase, RoundStatus
 from node.devtools.anvil import Anvil
 from node.devtools.swarm import LocalSwarm, NodeProcess
 from node.errors import ChainError
+from node.protocol.task import default_task
 from node.runtime.events import EventKind
 from node.runtime.journal import Journal
-from node.task import default_task
 
 NODES = 4
 FIRST_ROUND = 2  # round 1 opens before anyone joins and is failed to open a counted round

@@ -58,8 +58,8 @@ from node.devtools.anvil import Anvil
 from node.devtools.harness import SwarmHarness
 from node.devtools.process import free_port
 from node.devtools.swarm import LocalSwarm, NodeProcess
+from node.protocol.task import default_task
 from node.runtime.events import EventKind
-from node.task import default_task
 
 NODES = 4
 LONER = 3

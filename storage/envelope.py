@@ -356,7 +356,7 @@ def encrypt_blob(blob: bytes, recipients: Sequence[bytes]) -> bytes:
         The plaintext (an encoded update).
     recipients
         X25519 public keys of the recipients in the order the round requires
-        (`node.runtime.verify.round_recipients`), the sender included.
+        (`node.protocol.verify.round_recipients`), the sender included.
 
     Returns
     -------

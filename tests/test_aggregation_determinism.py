@@ -26,7 +26,7 @@ threads, shuffle = int(sys.argv[1]), sys.argv[2] == "shuffle"
 torch.set_num_threads(threads)
 from node.aggregation.fixed_point import COMPILED_MIN
 from node.aggregation.pipeline import aggregate
-from node.task import AggregationSpec, StepSpec, TaskSpec
+from node.protocol.task import AggregationSpec, StepSpec, TaskSpec
 
 pipelines = [
     AggregationSpec("mean", {}, ()),

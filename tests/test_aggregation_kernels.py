@@ -26,7 +26,7 @@ from node.aggregation.fixed_point import (
 )
 from node.aggregation.parallel import MIN_PART, in_parallel, set_threads
 from node.aggregation.pipeline import aggregate, aggregate_batch
-from node.task import AggregationSpec, TaskSpec
+from node.protocol.task import AggregationSpec, TaskSpec
 
 F32_MAX = float(np.finfo(np.float32).max)
 

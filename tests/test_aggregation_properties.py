@@ -12,7 +12,7 @@ from node.aggregation.fixed_point import quantise
 from node.aggregation.krum import krum
 from node.aggregation.median import median, trimmed_mean
 from node.aggregation.pipeline import aggregate
-from node.task import AggregationSpec, StepSpec, TaskSpec
+from node.protocol.task import AggregationSpec, StepSpec, TaskSpec
 
 PIPELINES = [
     AggregationSpec("mean", {}, ()),

@@ -36,7 +36,7 @@ from node.aggregation.pipeline import aggregate
 from node.aggregation.randomness import derive_seed, seeded_permutation
 from node.aggregation.registry import RULES, STEPS, resolve_params
 from node.aggregation.sample_cap import sample_cap
-from node.task import AggregationSpec, StepSpec, TaskSpec
+from node.protocol.task import AggregationSpec, StepSpec, TaskSpec
 
 
 def batch_of(

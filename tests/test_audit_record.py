@@ -17,6 +17,7 @@ from node.chain.events import (
 )
 from node.chain.protocol import CoordinatorParams, Outcome, SlashReason
 from node.errors import ConfigError
+from node.protocol.record import members, opened, submissions
 
 ALICE = "0x" + "aa" * 20
 BOB = "0x" + "bb" * 20
@@ -124,6 +125,26 @@ def test_rounds_group_their_events(chain: _Chain) -> None:
     assert [s.amount for s in two.slashes] == [10]  # filed under the round of the offence
     (submission,) = two.submissions()
     assert (submission.index, submission.node, submission.signer) == (1, BOB, bytes([1]) * 32)
+
+
+def test_submissions_carry_the_keys_each_member_had_at_its_reveal(chain: _Chain) -> None:
+    chain.add(
+        Joined,
+        round=5,
+        node=BOB,
+        index=1,
+        stake=100,
+        ed25519_key=bytes([9]) * 32,
+        x25519_key=bytes(32),
+    )
+
+    (submission,) = submissions(chain.events, 2)
+
+    assert submission.signer == bytes([1]) * 32  # not the key registered after the reveal
+    assert members(chain.events)[BOB].ed25519_key == bytes([9]) * 32
+    assert SwarmRecord.of(chain.events).rounds[2].submissions() == (submission,)
+    assert submissions(chain.events, 4) == ()
+    assert opened(chain.events, 4).base_round == 2
 
 
 def test_lineage_runs_from_genesis_through_failed_retries(chain: _Chain) -> None:

@@ -19,7 +19,7 @@ from node.chain.deploy import connect, deploy_contract
 from node.chain.tx import Sender
 from node.chain.watch import RECONNECT_S, LogWatch, websocket_url
 from node.devtools.anvil import Anvil, DevAccount
-from node.runtime.node import WAKING_EVENTS
+from node.runtime.session import WAKING_EVENTS
 
 SUPPLY = 10**6
 LONG_S = 60.0  # a wait this long returning True was ended by a log, not by its timeout

@@ -12,7 +12,7 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +24,17 @@ from node.audit.record import SwarmRecord
 from node.audit.replay import Auditor
 from node.audit.report import CheckKind, Result
 from node.chain.coordinator import Coordinator
+from node.chain.deploy import connect
 from node.chain.deployment import load_deployment
+from node.chain.events import ChainEvent
 from node.chain.protocol import Phase
 from node.devtools.anvil import Anvil, DevAccount
 from node.devtools.harness import SwarmHarness, sample_outcome, sample_reveal
+from node.learning.data import load_npz, task_splits
+from node.protocol.document import fetch_task
+from node.protocol.inputs import round_inputs
+from node.protocol.round import RoundInputs
+from node.runtime.history import ChainHistory
 from storage.cid import CID
 from storage.embedded import EmbeddedStore
 
@@ -143,6 +150,57 @@ def test_two_nodes_finalize_the_same_checkpoint(flow: Flow) -> None:
     assert [len(f) for f in finalized] == [1, 1]
     assert finalized[0][0]["checkpoint_hash"] == finalized[1][0]["checkpoint_hash"]
     assert finalized[0][0]["accepted"] == 2
+
+
+def _public_fields(inputs: RoundInputs) -> tuple[object, ...]:
+    """The inputs' fields, with the checkpoint by its hash (tensors do not compare with ==)."""
+    return (
+        inputs.chain_id,
+        inputs.coordinator,
+        inputs.round,
+        inputs.seed,
+        inputs.reward,
+        inputs.spec,
+        inputs.base.hash,
+        inputs.center is None,
+        inputs.submissions,
+        inputs.valuation,
+        inputs.recipients,
+    )
+
+
+def test_node_and_auditor_build_the_same_round_inputs(flow: Flow) -> None:
+    deployment = load_deployment(flow.deployment)
+    coordinator = Coordinator(connect(flow.anvil.rpc_url), deployment)
+    with EmbeddedStore(flow.store) as store:
+        document, genesis = fetch_task(store, *coordinator.task_spec())
+        spec = document.spec
+        reference = (
+            task_splits(spec)[1]
+            if spec.reference.source == "holdout"
+            else load_npz(store.get(spec.reference.cid))
+        )
+    history = ChainHistory(coordinator)  # the node's view, read incrementally
+    history.refresh()
+    record = SwarmRecord.of(coordinator.events(deployment.deploy_block))  # the auditor's view
+    checkpoints = {0: genesis}  # round 2 starts from the genesis (round 1 failed)
+
+    def build(events: Sequence[ChainEvent]) -> RoundInputs:
+        return round_inputs(
+            events,
+            ROUND,
+            chain_id=deployment.chain_id,
+            coordinator=deployment.coordinator,
+            document=document,
+            checkpoint_of=checkpoints.__getitem__,
+            reference=reference,
+        )
+
+    node_view, auditor_view = build(history.events), build(record.events)
+
+    assert _public_fields(node_view) == _public_fields(auditor_view)
+    assert len(node_view.submissions) == 2
+    assert history.submissions(ROUND) == record.rounds[ROUND].submissions()
 
 
 def test_status_shows_members_round_and_last_checkpoint(flow: Flow) -> None:

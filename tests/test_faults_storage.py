@@ -14,11 +14,11 @@ from eth_utils.address import to_checksum_address
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
-from node.chain.protocol import content_hash
 from node.learning.training import genesis_state
-from node.runtime.checkpoint import Checkpoint, encode_checkpoint
-from node.runtime.verify import Rejected, RejectReason, RoundFrame, Submission, verify_submission
-from node.task import TaskSpec, default_task
+from node.protocol.checkpoint import Checkpoint, encode_checkpoint
+from node.protocol.hashing import content_hash
+from node.protocol.task import TaskSpec, default_task
+from node.protocol.verify import Rejected, RejectReason, RoundFrame, Submission, verify_submission
 from storage.cid import CID
 from storage.codec import encode_update
 from storage.embedded import EmbeddedStore

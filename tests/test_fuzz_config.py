@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from node import safejson
 from node.chain.deployment import load_deployment
 from node.errors import ConfigError, SwarmchainError
-from node.runtime.document import TaskDocument
-from node.task import TaskSpec, default_task, load_task
+from node.protocol.document import TaskDocument
+from node.protocol.task import TaskSpec, default_task, load_task
 from storage.cid import CID, DAG_PB, RAW
 from storage.errors import InvalidCID
 

@@ -18,14 +18,6 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("node", "storage", "incentives")
 
-# Circles other engineers are removing under issue 18; the test fails on any circle not inside one.
-KNOWN_CIRCLES = (
-    # node/task.py names the model classes of node/learning (torch) under TYPE_CHECKING.
-    frozenset({"node.task", "node.learning.models"}),
-    # fixed_point.py imports the fused kernels lazily; kernels.py imports fixed_point's helpers.
-    frozenset({"node.aggregation.fixed_point", "node.aggregation.kernels"}),
-)
-
 
 def _module_name(path: Path) -> str:
     """The dotted name of a source file under the repository root."""
@@ -108,17 +100,13 @@ def test_circle_finder_sees_a_circle_through_three_modules() -> None:
     assert _circles(graph) == [frozenset({"a", "b", "c"})]
 
 
-def test_imports_form_no_circle_beyond_the_known_ones() -> None:
+def test_imports_form_no_circle() -> None:
     modules = _modules()
     graph = {name: _imports(name, path, modules) for name, path in modules.items()}
 
-    new = [
-        sorted(circle)
-        for circle in _circles(graph)
-        if not any(circle <= known for known in KNOWN_CIRCLES)
-    ]
+    circles = [sorted(circle) for circle in _circles(graph)]
 
-    assert not new, f"import circles: {new}"
+    assert not circles, f"import circles: {circles}"
 
 
 def test_storage_has_no_import_circle_at_all() -> None:

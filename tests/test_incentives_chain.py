@@ -20,13 +20,14 @@ from incentives.game import round_utility
 from incentives.merkle import RewardTree
 from incentives.settlement import RoundRewards, settle_round
 from node.chain.deployment import save_deployment
-from node.chain.protocol import Outcome, Phase, content_hash, encode_bitmap
+from node.chain.protocol import Outcome, Phase, encode_bitmap
 from node.devtools.anvil import Anvil
 from node.devtools.harness import HarnessMember, SwarmHarness
 from node.learning.data import task_splits
 from node.learning.training import State, genesis_state, train_local
-from node.runtime.node import REWARDS_DIR
-from node.task import ValuationSpec, default_task
+from node.protocol.hashing import content_hash
+from node.protocol.task import ValuationSpec, default_task
+from node.runtime.session import REWARDS_DIR
 
 pytestmark = pytest.mark.integration
 

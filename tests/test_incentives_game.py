@@ -30,7 +30,7 @@ from node.learning.training import (
     quantised_utility,
     train_local,
 )
-from node.task import (
+from node.protocol.task import (
     AggregationSpec,
     StepSpec,
     TaskSpec,

@@ -28,7 +28,7 @@ from node.learning.partition import (
     quantity_skew_partition,
     shard_partition,
 )
-from node.task import DataSpec, ReferenceSpec, TaskSpec
+from node.protocol.task import DataSpec, ReferenceSpec, TaskSpec
 
 
 def write_idx(path: Path, array: np.ndarray, code: int) -> None:

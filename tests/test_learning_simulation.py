@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from node.learning.simulation import simulate
-from node.task import AggregationSpec, TaskSpec
+from node.protocol.task import AggregationSpec, TaskSpec
 
 CPU = torch.device("cpu")
 

@@ -19,7 +19,7 @@ from node.learning.training import (
     train_local,
     training_seed,
 )
-from node.task import ModelSpec, TaskSpec, TrainSpec, ValuationSpec
+from node.protocol.task import ModelSpec, TaskSpec, TrainSpec, ValuationSpec
 
 CPU = torch.device("cpu")
 

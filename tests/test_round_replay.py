@@ -19,13 +19,13 @@ from eth_utils.address import to_checksum_address
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
-from node.chain.protocol import content_hash
 from node.learning.data import task_splits
 from node.learning.training import genesis_state
-from node.runtime.checkpoint import decode_checkpoint, encode_checkpoint
-from node.runtime.round import RoundInputs, compute_round
-from node.runtime.verify import Submission
-from node.task import TaskSpec, default_task
+from node.protocol.checkpoint import decode_checkpoint, encode_checkpoint
+from node.protocol.hashing import content_hash
+from node.protocol.round import RoundInputs, compute_round
+from node.protocol.task import TaskSpec, default_task
+from node.protocol.verify import Submission
 from storage.codec import encode_update
 from storage.embedded import EmbeddedStore
 from storage.envelope import Manifest, sign_manifest

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 
 from incentives.shapley import ValuationConfig
-from node.chain.protocol import content_hash
 from node.errors import ConfigError
-from node.runtime.checkpoint import CheckpointMismatch, encode_checkpoint
+from node.protocol.checkpoint import CheckpointMismatch, encode_checkpoint
+from node.protocol.document import TaskDocument, TaskDocumentError, fetch_task, publish_task
+from node.protocol.hashing import content_hash
+from node.protocol.task import default_task
 from node.runtime.config import NodeConfig, load_node_data, read_private_key
-from node.runtime.document import TaskDocument, TaskDocumentError, fetch_task, publish_task
 from node.runtime.events import EventKind, NodeEvent, parse_event
 from node.runtime.journal import Journal, JournalCorrupt
 from node.runtime.local import AttackPlan
-from node.task import default_task
 from storage.embedded import EmbeddedStore
 
 KEY = "0x" + "11" * 32

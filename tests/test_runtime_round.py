@@ -20,20 +20,21 @@ from node.aggregation.fixed_point import RuleOutput, Update
 from node.aggregation.limits import MAX_SAMPLES
 from node.aggregation.registry import RULES
 from node.chain.events import RewardsFunded, RoundFinalized, RoundOpened, Slashed
-from node.chain.protocol import Outcome, SlashReason, content_hash, encode_bitmap
+from node.chain.protocol import Outcome, SlashReason, encode_bitmap
 from node.learning.data import Dataset, task_splits
 from node.learning.training import genesis_state
-from node.runtime.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
-from node.runtime.round import (
+from node.protocol.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
+from node.protocol.hashing import content_hash
+from node.protocol.record import reward_for_round
+from node.protocol.round import (
     Contribution,
     RoundInputs,
     RoundResult,
     combine_round,
     compute_round,
-    reward_for_round,
 )
-from node.runtime.verify import CannotJudge, Fetch, RejectReason, Submission
-from node.task import AggregationSpec, TaskSpec, default_task
+from node.protocol.task import AggregationSpec, TaskSpec, default_task
+from node.protocol.verify import CannotJudge, Fetch, RejectReason, Submission
 from storage.cid import CID, RAW
 from storage.codec import encode_update
 from storage.embedded import EmbeddedStore

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from eth_utils.address import to_checksum_address
 
-from node.runtime.verify import (
+from node.protocol.task import default_task
+from node.protocol.verify import (
     Rejected,
     RejectReason,
     RoundFrame,
@@ -14,7 +15,6 @@ from node.runtime.verify import (
     round_recipients,
     verify_submission,
 )
-from node.task import default_task
 from storage.cid import CID, DAG_PB, RAW
 from storage.dag import build_dag
 from storage.keys import NodeKeys

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from eth_utils.address import to_checksum_address
 
-from node.runtime.verify import Rejected, RejectReason, RoundFrame, Submission, verify_submission
-from node.task import default_task
+from node.protocol.task import default_task
+from node.protocol.verify import Rejected, RejectReason, RoundFrame, Submission, verify_submission
 from storage.cid import CID, RAW
 from storage.deadline import deadline_client
 from storage.embedded import EmbeddedStore

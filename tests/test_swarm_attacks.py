@@ -37,15 +37,16 @@ from node.chain.coordinator import Coordinator
 from node.chain.deploy import connect
 from node.chain.deployment import SwarmParams
 from node.chain.events import ChainEvent, RoundFinalized, Slashed
-from node.chain.protocol import Phase, Reveal, content_hash, decode_bitmap
+from node.chain.protocol import Phase, Reveal, decode_bitmap
 from node.chain.reverts import ContractRevert, InvalidPublicKey
 from node.devtools.anvil import Anvil
 from node.devtools.harness import SwarmHarness
 from node.devtools.swarm import LocalSwarm
-from node.runtime.document import fetch_task
+from node.protocol.document import fetch_task
+from node.protocol.hashing import content_hash
+from node.protocol.task import TaskSpec, default_task
+from node.protocol.verify import RejectReason
 from node.runtime.events import EventKind, NodeEvent
-from node.runtime.verify import RejectReason
-from node.task import TaskSpec, default_task
 from storage.codec import encode_update
 from storage.embedded import EmbeddedStore
 from storage.envelope import ENCRYPTED_MAGIC, Manifest, encrypt_blob, sign_manifest

@@ -47,12 +47,12 @@ from node.devtools.process import free_port
 from node.devtools.swarm import LocalSwarm
 from node.learning.data import load_npz, task_splits
 from node.learning.training import evaluate
-from node.runtime.checkpoint import Checkpoint, aggregate_of, decode_checkpoint
-from node.runtime.document import fetch_task
+from node.protocol.checkpoint import Checkpoint, aggregate_of, decode_checkpoint
+from node.protocol.document import fetch_task
+from node.protocol.round import Contribution, RoundInputs, combine_round
+from node.protocol.task import AggregationSpec, StepSpec, TaskSpec, default_task
 from node.runtime.events import EventKind, NodeEvent
 from node.runtime.local import local_update
-from node.runtime.round import Contribution, RoundInputs, combine_round
-from node.task import AggregationSpec, StepSpec, TaskSpec, default_task
 from storage.cid import CID
 from storage.embedded import EmbeddedStore
 from storage.envelope import is_encrypted

@@ -49,8 +49,8 @@ from node.chain.events import (
 from node.chain.protocol import RoundStatus
 from node.devtools.anvil import Anvil
 from node.devtools.swarm import LocalSwarm, NodeProcess
+from node.protocol.task import TaskSpec, default_task
 from node.runtime.events import EventKind, NodeEvent
-from node.task import TaskSpec, default_task
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from node.errors import ConfigError
-from node.task import (
+from node.learning.models import build_model
+from node.protocol.task import (
     AggregationSpec,
+    DataSpec,
     ModelSpec,
     StepSpec,
     TaskSpec,
@@ -130,3 +134,35 @@ def test_spec_is_frozen() -> None:
         spec.name = "other"  # type: ignore[misc]
     with pytest.raises(TypeError):
         spec.aggregation.params["tau"] = 2.0  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("model", "data"),
+    [
+        (ModelSpec(), DataSpec()),
+        (ModelSpec(hidden=(32, 16)), DataSpec(input_shape=(3, 5, 7), num_classes=4)),
+        (ModelSpec(hidden=()), DataSpec(input_shape=(2, 4, 4))),
+        (ModelSpec(arch="cnn"), DataSpec()),
+        (ModelSpec(arch="cnn", channels=(4, 8, 8), hidden=(10,)), DataSpec(input_shape=(3, 9, 5))),
+        (ModelSpec(arch="cnn", channels=(2,), hidden=()), DataSpec(input_shape=(1, 1, 6))),
+    ],
+)
+def test_expected_shapes_match_the_built_models_state_dict(
+    model: ModelSpec, data: DataSpec
+) -> None:
+    spec = TaskSpec(model=model, data=data)
+
+    state = build_model(model, data).state_dict()
+
+    assert expected_shapes(spec) == {
+        name: (tuple(state[name].shape), "F32") for name in sorted(state)
+    }
+
+
+def test_reading_a_task_spec_builds_no_model() -> None:
+    code = (
+        "import sys; from node.protocol.task import default_task, expected_shapes; "
+        "expected_shapes(default_task()); print('node.learning.models' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

@@ -32,7 +32,7 @@ from node.aggregation.mean import mean_of_updates
 from node.aggregation.registry import RULES, STEPS, resolve_params
 
 if TYPE_CHECKING:
-    from node.task import AggregationSpec, StepSpec, TaskSpec
+    from node.protocol.task import AggregationSpec, StepSpec, TaskSpec
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ from node.chain.events import (
     SwarmConfigured,
 )
 from node.errors import ConfigError
-from node.runtime.verify import Submission
+from node.protocol.record import submissions_by_round
+from node.protocol.verify import Submission
 
 
 class RoundState(StrEnum):
@@ -49,7 +50,7 @@ class RoundRecord:
     failed: RoundFailed | None = None
     slashes: list[Slashed] = field(default_factory=list)  # for offences in this round
     claims: list[Claimed] = field(default_factory=list)
-    signers: dict[str, Joined] = field(default_factory=dict)  # each revealer's registration
+    submitted: tuple[Submission, ...] = ()  # the reveals with their keys (`record.submissions`)
 
     @property
     def round(self) -> int:
@@ -72,17 +73,7 @@ class RoundRecord:
 
     def submissions(self) -> tuple[Submission, ...]:
         """The round's revealed updates with the index and signing key each member had."""
-        return tuple(
-            Submission(
-                index=self.signers[e.node].index,
-                node=e.node,
-                cid=e.cid,
-                content_hash=e.content_hash,
-                num_samples=e.num_samples,
-                signer=self.signers[e.node].ed25519_key,
-            )
-            for e in self.reveals
-        )
+        return self.submitted
 
 
 @dataclass(frozen=True)
@@ -115,12 +106,15 @@ class SwarmRecord:
             elif isinstance(e, RoundOpened):
                 rounds[e.round] = RoundRecord(e)
             elif (rec := rounds.get(getattr(e, "round", -1))) is not None:
-                _file(rec, e, members)
+                _file(rec, e)
         if configured is None:
             raise ConfigError(
                 "the coordinator's events hold no SwarmConfigured",
                 hint="check the deployment file's coordinator address and deploy_block",
             )
+        for round_id, subs in submissions_by_round(events).items():
+            if round_id in rounds:
+                rounds[round_id].submitted = subs
         return cls(configured, members, rounds, tuple(events))
 
     def finalized_rounds(self) -> list[int]:
@@ -182,13 +176,12 @@ def _retries_on(rec: RoundRecord, on_path: set[int]) -> bool:
     return rec.base_round == 0 or rec.base_round in on_path
 
 
-def _file(rec: RoundRecord, e: ChainEvent, members: dict[str, Joined]) -> None:
+def _file(rec: RoundRecord, e: ChainEvent) -> None:
     """Add one round-scoped event to its round's record."""
     if isinstance(e, Committed):
         rec.commits.append(e)
     elif isinstance(e, Revealed):
         rec.reveals.append(e)
-        rec.signers[e.node] = members[e.node]
     elif isinstance(e, Attested):
         rec.attestations.append(e)
     elif isinstance(e, RoundFinalized):

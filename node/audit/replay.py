@@ -9,7 +9,7 @@ checkpoint's lineage, oldest first, it checks:
 2. the envelope and update blobs of every update the round accepted, against the revealed and
    the signed SHA-256 (a rejected update's blobs may be missing or wrong: that is why it was
    rejected, and the re-run confirms it);
-3. the round re-run through `node.runtime.round.compute_round`, the very function every node
+3. the round re-run through `node.protocol.round.compute_round`, the very function every node
    ran before attesting, on the inputs the chain records (base checkpoint, revealed updates,
    seed, reward): its accepted bitmap, checkpoint hash, checkpoint CID, rewards root and reward
    total against the finalized tuple;
@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import torch
 
-from node.aggregation.registry import RULES
 from node.audit.record import RoundRecord, RoundState, SwarmRecord
 from node.audit.report import (
     AttestationLine,
@@ -40,28 +39,18 @@ from node.audit.report import (
     tokens,
 )
 from node.chain.deployment import Deployment
-from node.chain.protocol import SlashReason, content_hash, decode_bitmap
+from node.chain.protocol import SlashReason, decode_bitmap
 from node.errors import ConfigError, StorageError, VerificationError
 from node.learning.data import MAX_DATA_BYTES, Dataset, load_npz, task_splits
 from node.learning.training import evaluate
-from node.runtime.checkpoint import (
-    Checkpoint,
-    State,
-    aggregate_of,
-    decode_checkpoint,
-    max_blob_bytes,
-)
-from node.runtime.document import MAX_DOCUMENT_BYTES, TaskDocument
-from node.runtime.round import (
-    WITHHELD,
-    RoundInputs,
-    RoundResult,
-    compute_round,
-    one_thread,
-    reward_for_round,
-)
-from node.runtime.verify import ENCRYPTION_OVERHEAD, CannotJudge, RejectReason
-from node.task import TaskSpec
+from node.protocol.checkpoint import Checkpoint, decode_checkpoint, max_blob_bytes
+from node.protocol.document import MAX_DOCUMENT_BYTES, TaskDocument
+from node.protocol.hashing import content_hash
+from node.protocol.inputs import round_inputs
+from node.protocol.record import reward_for_round
+from node.protocol.round import WITHHELD, RoundResult, compute_round, one_thread
+from node.protocol.task import TaskSpec
+from node.protocol.verify import ENCRYPTION_OVERHEAD, CannotJudge, RejectReason
 from storage.envelope import MAX_ENVELOPE_BYTES, Manifest, open_envelope
 from storage.errors import BlockNotFound, TamperedBlock
 from storage.store import Store
@@ -367,19 +356,14 @@ class Auditor:
                 detail="the task, its reference set or the base checkpoint is unavailable",
             )  # fmt: skip
             return None
-        spec = task.document.spec
-        inputs = RoundInputs(
+        inputs = round_inputs(
+            self.record.events,
+            rec.round,
             chain_id=self.deployment.chain_id,
             coordinator=self.deployment.coordinator,
-            round=rec.round,
-            seed=rec.opened.seed,
-            reward=self._reward(rec),
-            spec=spec,
-            base=base,
-            center=self._center(rec.base_round, spec, checkpoints),
+            document=task.document,
+            checkpoint_of=checkpoints.__getitem__,
             reference=task.reference,
-            submissions=rec.submissions(),
-            valuation=task.document.valuation,
         )
 
         def fetch(cid: str, size: int) -> bytes:
@@ -400,15 +384,6 @@ class Auditor:
             )  # fmt: skip
             return None
         return result
-
-    def _center(
-        self, base_round: int, spec: TaskSpec, checkpoints: dict[int, Checkpoint]
-    ) -> State | None:
-        """The step that produced the base checkpoint, for rules that take a centre."""
-        if base_round == 0 or not RULES[spec.aggregation.rule].uses_center:
-            return None
-        before = self.record.rounds[base_round].base_round
-        return aggregate_of(checkpoints[base_round], checkpoints[before])
 
     def _compare(self, rec: RoundRecord, result: RoundResult | None) -> None:
         """Compare the re-derived tuple with the finalized one, field by field."""

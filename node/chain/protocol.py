@@ -11,10 +11,10 @@ test holds both sides to it:
 - the round seed: ``keccak256(abi.encode(chainid, coordinator, round, baseRound,
   baseCheckpointHash, openedAt))``.
 
-Content hashes are SHA-256 of the exact blob bytes. Accepted sets are bitmaps over member
-indices: bit ``i`` is bit ``i % 8`` (least significant first) of byte ``i // 8``. Reward roots are
-OpenZeppelin StandardMerkleTree roots over ``(address, uint256)``, built by
-`incentives.merkle.RewardTree`; the contract verifies claims against the leaf
+Content hashes are SHA-256 of the exact blob bytes (`node.protocol.hashing`). Accepted sets
+are bitmaps over member indices: bit ``i`` is bit ``i % 8`` (least significant first) of byte
+``i // 8``. Reward roots are OpenZeppelin StandardMerkleTree roots over ``(address, uint256)``,
+built by `incentives.merkle.RewardTree`; the contract verifies claims against the leaf
 ``keccak256(bytes.concat(keccak256(abi.encode(account, amount))))``, and a finalized round reserves
 exactly the tree's total (``rewardTotal``) for them.
 
@@ -24,7 +24,6 @@ hold the round's required stake together (`rejecting_outcomes` picks them).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -144,11 +143,6 @@ class Reveal:
     content_hash: bytes  # SHA-256 of the update blob (32 bytes)
     num_samples: int  # local training samples behind the update (>= 1, < 2**64)
     salt: bytes  # 32 secret random bytes chosen at commit time
-
-
-def content_hash(blob: bytes) -> bytes:
-    """SHA-256 of the exact blob bytes: the content hash recorded on-chain."""
-    return hashlib.sha256(blob).digest()
 
 
 def commitment(reveal: Reveal, node: str, round_id: int, coordinator: str) -> bytes:

@@ -51,8 +51,8 @@ def split(
     # Imported here, not at the top: they pull in torch, which `--help` does not need.
     from node.learning.data import save_npz, task_splits
     from node.learning.partition import dirichlet_partition
+    from node.protocol.task import default_task
     from node.runtime.config import load_node_data
-    from node.task import default_task
 
     pool = task_splits(default_task())[0] if source is None else load_node_data(source, labels)
     if not alpha > 0:

@@ -32,13 +32,14 @@ from node.errors import ConfigError, SwarmchainError
 from node.learning.data import Dataset, check_dataset, holdout_split, save_npz, task_splits
 from node.learning.partition import dirichlet_partition
 from node.learning.training import evaluate
-from node.runtime.checkpoint import Checkpoint, aggregate_of
+from node.protocol.checkpoint import Checkpoint
+from node.protocol.document import TaskDocument, fetch_task
+from node.protocol.inputs import round_inputs
+from node.protocol.round import Contribution, combine_round, one_thread
+from node.protocol.task import DataSpec, ReferenceSpec, TaskSpec, default_task
 from node.runtime.config import load_node_data
 from node.runtime.deploy import deploy_task_swarm
-from node.runtime.document import TaskDocument, fetch_task
 from node.runtime.local import AttackPlan, local_update
-from node.runtime.round import Contribution, RoundInputs, combine_round, one_thread
-from node.task import DataSpec, ReferenceSpec, TaskSpec, default_task
 from storage.embedded import EmbeddedStore
 
 MARKER = ".swarm-demo"  # marks a directory this command made, so a rerun may clear it
@@ -348,20 +349,14 @@ def baseline_accuracy(
                 contributions.append(
                     Contribution(indices[m.address], m.address, update.num_samples, update.delta)
                 )
-            before = record.rounds[rec.base_round].base_round if rec.base_round else 0
-            center = None if rec.base_round == 0 else aggregate_of(base, states[before])
-            inputs = RoundInputs(
+            inputs = round_inputs(
+                record.events,
+                rec.round,
                 chain_id=swarm.deployment.chain_id,
                 coordinator=swarm.deployment.coordinator,
-                round=rec.round,
-                seed=rec.opened.seed,
-                reward=0,
-                spec=spec,
-                base=base,
-                center=center,
+                document=document,
+                checkpoint_of=states.__getitem__,
                 reference=swarm.test_set,
-                submissions=(),
-                valuation=document.valuation,
             )
             states[rec.round] = combine_round(inputs, contributions).checkpoint
             out[rec.round] = evaluate(

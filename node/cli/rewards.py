@@ -73,7 +73,7 @@ def claim(
     """
     # Imported here, not at the top: they pull in torch, which `--help` does not need.
     from node.runtime.config import read_private_key
-    from node.runtime.node import REWARDS_DIR
+    from node.runtime.session import REWARDS_DIR
 
     private_key = read_private_key(key)
     address = str(Account.from_key(private_key).address)
@@ -152,7 +152,7 @@ def list_rewards(
     """
     # Imported here, not at the top: they pull in torch, which `--help` does not need.
     from node.runtime.config import read_private_key
-    from node.runtime.node import REWARDS_DIR
+    from node.runtime.session import REWARDS_DIR
 
     if account is None:
         if key is None:

@@ -1,6 +1,6 @@
 """`swarm task`: write a task spec to edit, and publish it (with its genesis) to the store.
 
-Publishing stores the genesis checkpoint and the task document (`node.runtime.document`) and
+Publishing stores the genesis checkpoint and the task document (`node.protocol.document`) and
 prints the document's CID and SHA-256: the two values `swarm deploy` fixes on-chain.
 """
 
@@ -40,7 +40,10 @@ def init(
 
         swarm task init my-task.json --force
     """
-    from node.task import default_task, dump_task  # here: it pulls in torch, `--help` does not
+    from node.protocol.task import (  # here: it pulls in torch, `--help` does not
+        default_task,
+        dump_task,
+    )
 
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists", hint="pass --force to overwrite it")
@@ -73,8 +76,8 @@ def publish(
         swarm task publish task.json --ipfs-api http://127.0.0.1:5001 --json
     """
     # Imported here, not at the top: they pull in torch, which `--help` does not need.
-    from node.runtime.document import publish_task
-    from node.task import default_task, load_task
+    from node.protocol.document import publish_task
+    from node.protocol.task import default_task, load_task
 
     spec = default_task() if path is None else load_task(path)
     with open_store(store, ipfs_api) as opened:

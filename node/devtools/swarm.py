@@ -34,9 +34,9 @@ from node.devtools.process import ManagedProcess
 from node.errors import ToolchainError
 from node.learning.data import Dataset, holdout_split, save_npz, task_splits
 from node.learning.partition import dirichlet_partition
+from node.protocol.task import TaskSpec
 from node.runtime.deploy import deploy_task_swarm
 from node.runtime.events import EventKind, NodeEvent, parse_event
-from node.task import TaskSpec
 from storage.embedded import EmbeddedStore
 
 STAKE = 100 * 10**18  # tokens each local member stakes (the default minimum stake)

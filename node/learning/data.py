@@ -24,7 +24,7 @@ from node.aggregation.randomness import seeded_permutation
 from node.errors import ConfigError
 
 if TYPE_CHECKING:
-    from node.task import DataSpec, TaskSpec
+    from node.protocol.task import DataSpec, TaskSpec
 
 MAX_DATA_BYTES: Final = 1 << 30  # default bound on one data file, compressed or not
 DIGITS: Final = "digits"

@@ -28,7 +28,7 @@ from node.learning.training import (
     train_local,
     training_seed,
 )
-from node.task import TaskSpec
+from node.protocol.task import TaskSpec
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from node.aggregation.limits import MAX_SAMPLES
 from node.aggregation.randomness import derive_seed
 from node.learning.data import DataError, Dataset, check_dataset
 from node.learning.models import build_model
-from node.task import TaskSpec, TrainSpec, ValuationSpec
+from node.protocol.task import TaskSpec, TrainSpec, ValuationSpec
 
 State = dict[str, torch.Tensor]
 

@@ -10,8 +10,8 @@ from web3 import Web3
 from incentives.shapley import ValuationConfig
 from node.chain.deploy import deploy_swarm
 from node.chain.deployment import Deployment, SwarmParams, save_deployment
-from node.runtime.document import publish_task
-from node.task import TaskSpec
+from node.protocol.document import publish_task
+from node.protocol.task import TaskSpec
 from storage.store import Store
 
 

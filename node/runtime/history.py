@@ -8,34 +8,14 @@ record again from the deployment block, so it never reasons from events the chai
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from node.chain.coordinator import Coordinator
-from node.chain.events import (
-    Attested,
-    ChainEvent,
-    Committed,
-    ExitRequested,
-    Joined,
-    Revealed,
-    RoundFinalized,
-    RoundOpened,
-)
+from node.chain.events import Attested, ChainEvent, Committed, Revealed, RoundFinalized
 from node.chain.protocol import Outcome
 from node.chain.tx import json_rpc
-from node.runtime.round import reward_for_round
-from node.runtime.verify import Submission, round_recipients
+from node.protocol import record
+from node.protocol.record import MemberKeys
+from node.protocol.verify import Submission
 from storage.envelope import valid_x25519_key
-
-
-@dataclass(frozen=True)
-class MemberKeys:
-    """A member's index and registered public keys (its latest `Joined`)."""
-
-    node: str
-    index: int
-    ed25519_key: bytes
-    x25519_key: bytes
 
 
 class ChainHistory:
@@ -82,35 +62,15 @@ class ChainHistory:
 
     def members(self) -> dict[str, MemberKeys]:
         """Every member that ever joined, by address, with its latest keys."""
-        out: dict[str, MemberKeys] = {}
-        for e in self.events:
-            if isinstance(e, Joined):
-                out[e.node] = MemberKeys(e.node, e.index, e.ed25519_key, e.x25519_key)
-        return out
+        return record.members(self.events)
 
     def active_at_open(self, round_id: int) -> list[str]:
-        """Members that were active when the round opened (those whose stake it counts).
-
-        Raises
-        ------
-        ValueError
-            If the record does not reach the round's opening.
-        """
-        active: dict[str, bool] = {}
-        for e in self.events:
-            if isinstance(e, Joined | ExitRequested):
-                active[e.node] = isinstance(e, Joined)
-            elif isinstance(e, RoundOpened) and e.round == round_id:
-                return [node for node, on in active.items() if on]
-        raise ValueError(f"the events do not include the opening of round {round_id}")
+        """Members that were active when the round opened (`record.active_at_open`)."""
+        return record.active_at_open(self.events, round_id)
 
     def recipients(self, round_id: int) -> tuple[bytes, ...]:
-        """Who an encrypted update of the round must be wrapped for (`round_recipients`)."""
-        members = self.members()
-        active = set(self.active_at_open(round_id))
-        return round_recipients(
-            (keys.index, keys.x25519_key, int(node in active)) for node, keys in members.items()
-        )
+        """Who an encrypted update of the round must be wrapped for (`record.recipients`)."""
+        return record.recipients(self.events, round_id)
 
     def unreachable(self, round_id: int) -> list[str]:
         """Members active in the round whose registered X25519 key can receive nothing."""
@@ -130,19 +90,8 @@ class ChainHistory:
         return [e for e in self.events if isinstance(e, Revealed) and e.round == round_id]
 
     def submissions(self, round_id: int) -> tuple[Submission, ...]:
-        """The round's revealed updates with their members' indices and signing keys."""
-        members = self.members()
-        return tuple(
-            Submission(
-                index=members[e.node].index,
-                node=e.node,
-                cid=e.cid,
-                content_hash=e.content_hash,
-                num_samples=e.num_samples,
-                signer=members[e.node].ed25519_key,
-            )
-            for e in self.revealed(round_id)
-        )
+        """The round's revealed updates with their members' keys (`record.submissions`)."""
+        return record.submissions(self.events, round_id)
 
     def attestations(self, round_id: int) -> list[Attested]:
         """The round's attestations, in chain order."""
@@ -166,7 +115,3 @@ class ChainHistory:
             if isinstance(e, RoundFinalized) and e.round == round_id:
                 return e
         return None
-
-    def reward(self, round_id: int, reward_per_round: int) -> int:
-        """The round's reward (`node.runtime.round.reward_for_round`)."""
-        return reward_for_round(self.events, round_id, reward_per_round)

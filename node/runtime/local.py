@@ -35,7 +35,7 @@ from node.learning.attacks import (
 )
 from node.learning.data import Dataset
 from node.learning.training import LocalUpdate, State, train_local, training_seed
-from node.task import TaskSpec
+from node.protocol.task import TaskSpec
 
 ESTIMATE_SHARDS = 4  # shards a model attacker trains on to estimate the honest updates
 CPU = torch.device("cpu")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import math
 import types
@@ -20,13 +21,10 @@ from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Final, get_type_hints
 
-import torch
-
 from node import safejson
 from node.aggregation.limits import COORD_BOUND, MAX_DIM, MAX_FRAC_BITS
 from node.aggregation.registry import DEFAULT_RULE, RULES, STEPS, ParamValue, resolve_params
 from node.errors import ConfigError
-from node.learning.models import build_model
 
 SPEC_VERSION: Final = 1
 ARCHS: Final = ("mlp", "cnn")
@@ -329,6 +327,9 @@ def default_task() -> TaskSpec:
 def expected_shapes(spec: TaskSpec) -> dict[str, tuple[tuple[int, ...], str]]:
     """The parameter names, shapes and dtypes every update of the task must have.
 
+    Computed from the spec alone, without building the model: the names and shapes are those of
+    `node.learning.models.build_model`'s ``state_dict`` (a test holds the two together).
+
     Parameters
     ----------
     spec
@@ -340,10 +341,21 @@ def expected_shapes(spec: TaskSpec) -> dict[str, tuple[tuple[int, ...], str]]:
         Parameter name (the model's ``state_dict`` names, sorted) -> (shape, safetensors dtype,
         always ``"F32"``).
     """
-    with torch.device("meta"):
-        model = build_model(spec.model, spec.data)
-    state = model.state_dict()
-    return {name: (tuple(state[name].shape), "F32") for name in sorted(state)}
+    c, h, w = spec.data.input_shape
+    shapes: dict[str, tuple[int, ...]] = {}
+    prefix = "layers"
+    if spec.model.arch == "cnn":
+        for i, out_c in enumerate(spec.model.channels):
+            shapes[f"convs.{i}.weight"] = (out_c, c, 3, 3)  # (out, in, kernel, kernel)
+            shapes[f"convs.{i}.bias"] = (out_c,)
+            pool = h >= 2 and w >= 2  # the CNN pools 2x2 while the map is at least 2x2
+            c, h, w = out_c, (h // 2 if pool else h), (w // 2 if pool else w)
+        prefix = "head.layers"
+    widths = [c * h * w, *spec.model.hidden, spec.data.num_classes]
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
+        shapes[f"{prefix}.{i}.weight"] = (fan_out, fan_in)
+        shapes[f"{prefix}.{i}.bias"] = (fan_out,)
+    return {name: (shapes[name], "F32") for name in sorted(shapes)}
 
 
 def _resolved(

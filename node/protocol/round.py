@@ -10,7 +10,7 @@ revealed update, the new checkpoint and the reward tree.
 
 The steps, in order:
 
-1. verify each revealed update (`node.runtime.verify`), in member-index order;
+1. verify each revealed update (`node.protocol.verify`), in member-index order;
 2. quantise the survivors once, and reject free-riders among them (`incentives.freeriders`);
 3. aggregate the rest with the task's rule, in fixed point, seeded by the round seed; inputs the
    rule screens out are rejected, inputs it sets aside stay accepted (and are valued as usual);
@@ -42,12 +42,12 @@ from node.aggregation.fixed_point import Batch, IntArray, quantise, quantise_vec
 from node.aggregation.pipeline import aggregate_batch
 from node.aggregation.randomness import derive_seed
 from node.aggregation.registry import RULES
-from node.chain.events import ChainEvent, RewardsFunded, RoundFinalized, RoundOpened, Slashed
 from node.chain.protocol import Outcome, encode_bitmap
 from node.learning.data import Dataset
 from node.learning.training import apply_delta
-from node.runtime.checkpoint import Checkpoint, State, encode_checkpoint
-from node.runtime.verify import (
+from node.protocol.checkpoint import Checkpoint, State, encode_checkpoint
+from node.protocol.task import TaskSpec
+from node.protocol.verify import (
     Decrypt,
     Fetch,
     Rejected,
@@ -56,7 +56,6 @@ from node.runtime.verify import (
     Submission,
     verify_submission,
 )
-from node.task import TaskSpec
 
 WITHHELD = "recorded as unavailable by the finalized round"  # a `withheld` verdict's detail
 
@@ -69,7 +68,7 @@ class RoundInputs:
     coordinator: str  # checksummed coordinator address
     round: int  # the round id
     seed: bytes  # the round's public seed (``roundSeed``)
-    reward: int  # tokens the round pays out (`reward_for_round`)
+    reward: int  # tokens the round pays out (`node.protocol.record.reward_for_round`)
     spec: TaskSpec
     base: Checkpoint  # the round's base checkpoint
     center: State | None  # the step that produced `base`, for rules that take a centre
@@ -109,45 +108,6 @@ class RoundResult:
 def aggregation_seed(seed: bytes) -> int:
     """The non-negative integer seed the aggregation rule gets from the round seed."""
     return derive_seed("swarmchain/aggregation", seed)
-
-
-def reward_for_round(events: Sequence[ChainEvent], round_id: int, reward_per_round: int) -> int:
-    """Tokens a round pays: ``min(rewardPerRound, reward pool when the round opened)``.
-
-    The pool only grows between a round's opening and its finalization (slashes and funding add
-    to it; only finalization draws from it, exactly the finalized tree's total), so the pool at
-    finalization always covers a tree that pays at most this amount. Replaying the
-    coordinator's events makes it a pure function of the chain's record, the same for every
-    node and auditor.
-
-    Parameters
-    ----------
-    events
-        The coordinator's events in chain order, at least up to the round's `RoundOpened`.
-    round_id
-        The round.
-    reward_per_round
-        The coordinator's ``rewardPerRound`` parameter.
-
-    Returns
-    -------
-    int
-        The round's reward.
-
-    Raises
-    ------
-    ValueError
-        If the events do not reach the round's opening.
-    """
-    pool = 0
-    for event in events:
-        if isinstance(event, RewardsFunded | Slashed):
-            pool += event.amount
-        elif isinstance(event, RoundFinalized):
-            pool -= event.reward_budget
-        elif isinstance(event, RoundOpened) and event.round == round_id:
-            return min(reward_per_round, pool)
-    raise ValueError(f"the events do not include the opening of round {round_id}")
 
 
 @contextmanager

@@ -13,16 +13,16 @@ from functools import cache
 
 import torch
 
-from node.chain.protocol import content_hash
 from node.errors import VerificationError
-from node.task import TaskSpec, expected_shapes
+from node.protocol.hashing import content_hash
+from node.protocol.task import TaskSpec, expected_shapes
 from storage.codec import decode_update, encode_update, encoded_size
 from storage.dag import cid_of
 
 State = dict[str, torch.Tensor]
 CodecSpec = dict[str, tuple[tuple[int, ...], str]]
 
-# The safetensors dtype names `node.task.expected_shapes` reports -> the codec's torch names.
+# `node.protocol.task.expected_shapes` dtype names -> the codec's torch names.
 _CODEC_DTYPES = {"F32": "float32", "F64": "float64", "F16": "float16", "BF16": "bfloat16"}
 
 

@@ -8,7 +8,7 @@ train and what to attest::
      "valuation":{"antithetic":true,"method":"auto",...,"truncation":"1/100"}}
 
 The bytes are canonical JSON (sorted keys, no whitespace, ASCII), ``task`` is
-`node.task.TaskSpec.to_dict`, ``genesis`` names the genesis checkpoint: the task's model
+`node.protocol.task.TaskSpec.to_dict`, ``genesis`` names the genesis checkpoint: the task's model
 initialised from ``task.train.seed`` (`node.learning.training.genesis_state`), encoded with the
 update codec, and ``valuation`` holds every field of `incentives.shapley.ValuationConfig`
 (fractions written ``"p/q"``): the estimator and its budget, a trade-off between the precision of
@@ -26,11 +26,11 @@ from typing import Any, get_type_hints
 
 from incentives.shapley import ESTIMATORS, ValuationConfig
 from node import safejson
-from node.chain.protocol import content_hash
 from node.errors import ConfigError, VerificationError
 from node.learning.training import genesis_state
-from node.runtime.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
-from node.task import TaskSpec
+from node.protocol.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
+from node.protocol.hashing import content_hash
+from node.protocol.task import TaskSpec
 from storage.cid import CID
 from storage.errors import InvalidCID
 from storage.store import Store

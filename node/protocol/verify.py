@@ -29,10 +29,10 @@ from enum import StrEnum
 
 from node.aggregation.fixed_point import exact_sq_norms, quantise
 from node.aggregation.limits import MAX_SAMPLES
-from node.chain.protocol import content_hash
 from node.errors import StorageError, VerificationError
-from node.runtime.checkpoint import State, codec_spec, max_blob_bytes
-from node.task import TaskSpec
+from node.protocol.checkpoint import State, codec_spec, max_blob_bytes
+from node.protocol.hashing import content_hash
+from node.protocol.task import TaskSpec
 from storage.cid import CID, RAW
 from storage.codec import decode_update
 from storage.envelope import (

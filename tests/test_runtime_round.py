@@ -16,9 +16,9 @@ from nacl.signing import SigningKey
 
 from incentives.merkle import EMPTY_ROOT
 from node.aggregation import fixed_point
+from node.aggregation import krum as krum_module
 from node.aggregation.fixed_point import RuleOutput, Update
 from node.aggregation.limits import MAX_SAMPLES
-from node.aggregation.registry import RULES
 from node.chain.events import RewardsFunded, RoundFinalized, RoundOpened, Slashed
 from node.chain.protocol import Outcome, SlashReason, encode_bitmap
 from node.learning.data import Dataset, task_splits
@@ -526,7 +526,7 @@ def test_a_bug_in_the_rule_is_raised_not_recorded_as_a_round(
     def broken(batch: object, **params: object) -> RuleOutput:
         raise bug
 
-    monkeypatch.setitem(RULES, "krum", replace(RULES["krum"], fn=broken))
+    monkeypatch.setattr(krum_module, "krum", broken)
     krum = replace(spec, aggregation=AggregationSpec("krum", {"f": 1}, ()))
     contributions = [Contribution(i, address_of(i), 40 + i, delta_like(base, i)) for i in range(5)]
 

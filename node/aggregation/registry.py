@@ -3,27 +3,21 @@
 A thin table in the style of Flower's strategies: each entry points at a pure function and lists
 the parameters it takes, with their types, defaults and lower bounds, so a task spec can be
 validated before any update arrives. It also declares what each rule can do, so that callers
-outside this package ask the table rather than branch on rule names.
+outside this package ask the table rather than branch on rule names. Functions are named by
+import path and imported on first use, so reading the table (a task spec does) imports no
+NumPy or torch.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from node.aggregation.bucketing import bucketing
-from node.aggregation.bulyan import bulyan
-from node.aggregation.centered_clipping import centered_clipping, centered_clipping_coalitions
-from node.aggregation.fixed_point import Batch, IntArray, RuleOutput
-from node.aggregation.geometric_median import geometric_median
-from node.aggregation.krum import krum, multi_krum
-from node.aggregation.mean import mean, weighted_mean
-from node.aggregation.median import median, trimmed_mean
-from node.aggregation.nnm import nearest_neighbour_mixing
-from node.aggregation.norm_clipping import norm_clipping
-from node.aggregation.sample_cap import sample_cap
+if TYPE_CHECKING:
+    from node.aggregation.fixed_point import Batch, IntArray, RuleOutput
 
 ParamValue = bool | int | float | None
 
@@ -40,56 +34,83 @@ class Param:
     maximum: float | None = None  # exclusive upper bound, if any
 
 
+def _load(target: str) -> Callable[..., Any]:
+    """The function a ``"module:name"`` target names, importing its module if needed."""
+    module, _, name = target.partition(":")
+    fn: Callable[..., Any] = getattr(importlib.import_module(module), name)
+    return fn
+
+
 @dataclass(frozen=True)
 class Rule:
     """An aggregation rule: ``fn(batch, **params) -> RuleOutput``."""
 
-    fn: Callable[..., RuleOutput]
+    target: str  # "module:function" of `fn`
     params: Mapping[str, Param]
     uses_center: bool = False  # takes the caller's centre (the previous aggregate)
     # Works from the rows' pairwise inner products (`Batch.gram`) alone, so a caller that
     # aggregates many zero-filled copies of one batch can compute them once and mask them.
     reads_gram: bool = False
-    # ``coalition_batch(batch, coalitions, **params[, center]) -> (K, d)`` grid aggregates of
-    # the batch with each coalition's outsiders zero-filled, all at once; None: one at a time.
-    coalition_batch: Callable[..., IntArray] | None = None
+    # "module:function" of ``coalition_batch(batch, coalitions, **params[, center]) -> (K, d)``:
+    # grid aggregates of the batch with each coalition's outsiders zero-filled, all at once;
+    # None: one at a time.
+    coalition_target: str | None = None
     # Given no parameters and no steps, `kernels.weighted_mean` computes the rule from the raw
     # updates in one read: weighted by sample counts (True) or by ones (False); None: no such path.
     streaming_mean: bool | None = None
+
+    @property
+    def fn(self) -> Callable[..., RuleOutput]:
+        """The rule's function."""
+        return _load(self.target)
+
+    @property
+    def coalition_batch(self) -> Callable[..., IntArray] | None:
+        """The rule's all-coalitions-at-once function, if it has one."""
+        return None if self.coalition_target is None else _load(self.coalition_target)
 
 
 @dataclass(frozen=True)
 class Step:
     """A pre-aggregation step: ``fn(batch, **params) -> Batch``."""
 
-    fn: Callable[..., Batch]
+    target: str  # "module:function" of `fn`
     params: Mapping[str, Param]
     uses_seed: bool = False  # takes the round seed
     # Changes only the weights, as a function of the weights alone: it acts the same on every
     # zero-filled coalition of a batch (they keep every row's weight).
     weights_only: bool = False
 
+    @property
+    def fn(self) -> Callable[..., Batch]:
+        """The step's function."""
+        return _load(self.target)
+
 
 _F = Param(int, None, 0, required=True)  # assumed number of Byzantine inputs
 
 RULES: Final[Mapping[str, Rule]] = {
-    "mean": Rule(mean, {}, streaming_mean=False),
-    "fedavg": Rule(weighted_mean, {}, streaming_mean=True),
-    "median": Rule(median, {}),
-    "trimmed_mean": Rule(trimmed_mean, {"beta": Param(float, 0.1, 0.0, maximum=0.5)}),
+    "mean": Rule("node.aggregation.mean:mean", {}, streaming_mean=False),
+    "fedavg": Rule("node.aggregation.mean:weighted_mean", {}, streaming_mean=True),
+    "median": Rule("node.aggregation.median:median", {}),
+    "trimmed_mean": Rule(
+        "node.aggregation.median:trimmed_mean", {"beta": Param(float, 0.1, 0.0, maximum=0.5)}
+    ),
     "geometric_median": Rule(
-        geometric_median,
+        "node.aggregation.geometric_median:geometric_median",
         {
             "iterations": Param(int, 8, 1),
             "nu": Param(float, 1e-6, 0.0, strict_minimum=True),
             "weighted": Param(bool, False, 0.0),
         },
     ),
-    "krum": Rule(krum, {"f": _F}, reads_gram=True),
-    "multi_krum": Rule(multi_krum, {"f": _F, "m": Param(int, None, 1)}, reads_gram=True),
-    "bulyan": Rule(bulyan, {"f": _F}, reads_gram=True),
+    "krum": Rule("node.aggregation.krum:krum", {"f": _F}, reads_gram=True),
+    "multi_krum": Rule(
+        "node.aggregation.krum:multi_krum", {"f": _F, "m": Param(int, None, 1)}, reads_gram=True
+    ),
+    "bulyan": Rule("node.aggregation.bulyan:bulyan", {"f": _F}, reads_gram=True),
     "centered_clipping": Rule(
-        centered_clipping,
+        "node.aggregation.centered_clipping:centered_clipping",
         {
             "tau": Param(float, None, 0.0, required=True, strict_minimum=True),
             "iterations": Param(int, 3, 1),
@@ -97,18 +118,25 @@ RULES: Final[Mapping[str, Rule]] = {
             "screen": Param(bool, False, 0.0),
         },
         uses_center=True,
-        coalition_batch=centered_clipping_coalitions,
+        coalition_target="node.aggregation.centered_clipping:centered_clipping_coalitions",
     ),
 }
 DEFAULT_RULE: Final = "centered_clipping"  # what a task spec gets when it names no rule
 
 STEPS: Final[Mapping[str, Step]] = {
     "norm_clipping": Step(
-        norm_clipping, {"max_norm": Param(float, None, 0.0, required=True, strict_minimum=True)}
+        "node.aggregation.norm_clipping:norm_clipping",
+        {"max_norm": Param(float, None, 0.0, required=True, strict_minimum=True)},
     ),
-    "bucketing": Step(bucketing, {"s": Param(int, 2, 1)}, uses_seed=True),
-    "nnm": Step(nearest_neighbour_mixing, {"f": _F}),
-    "sample_cap": Step(sample_cap, {"factor": Param(float, 2.0, 1.0)}, weights_only=True),
+    "bucketing": Step(
+        "node.aggregation.bucketing:bucketing", {"s": Param(int, 2, 1)}, uses_seed=True
+    ),
+    "nnm": Step("node.aggregation.nnm:nearest_neighbour_mixing", {"f": _F}),
+    "sample_cap": Step(
+        "node.aggregation.sample_cap:sample_cap",
+        {"factor": Param(float, 2.0, 1.0)},
+        weights_only=True,
+    ),
 }
 
 

@@ -63,7 +63,7 @@ from node.runtime.outcomes import RoundOutcomes
 from node.runtime.publish import Publisher, reveal_of
 from node.runtime.session import Handles, open_session
 from node.runtime.settlement import Settlement
-from node.runtime.slots import StopWaiting, TrainingSlots
+from node.runtime.slots import StopWaiting, TrainingSlots, turn
 from storage.errors import BlockNotFound, StoreTimeout, StoreUnavailable
 
 QUIET_WAIT_S = 5.0  # longest wait of a node that only waits for the others' training
@@ -135,7 +135,7 @@ class SwarmNode:
             # Leaving cleanly settles what was reported: the claims this node is owed go out now.
             self._retrying(partial(self._close_rounds, self.next_report))
             self._emit(EventKind.STOPPED, 0, reason=reason)
-        except NodeStopped:
+        except (NodeStopped, StopWaiting):
             self._emit(EventKind.STOPPED, 0, reason="stopped")
         finally:
             self.close()
@@ -348,7 +348,7 @@ class SwarmNode:
         """Train, publish and journal this node's update for the round (None: the commit
         window closed while the node waited for a training slot)."""
         r = info.round
-        with self._settling_beside(r), self._training_slot() as waited:
+        with self._settling_beside(r), turn(self._slots, self._stop) as waited:
             if self._slots is not None and not self.duties.in_time(
                 r, Duty.COMMIT, info.commit_deadline
             ):
@@ -356,19 +356,6 @@ class SwarmNode:
             update, seconds = self.publisher.train(r, base, info.active_at_open)
         self.publisher.trained(r, update, seconds, waited)
         return self.publisher.publish(r, base, update)
-
-    @contextlib.contextmanager
-    def _training_slot(self) -> Iterator[dict[str, float]]:
-        """Hold one of the machine's training slots if the node takes turns; yields the TRAINED
-        event's ``slot_wait_s`` (nothing when it does not take turns)."""
-        if self._slots is None:
-            yield {}
-            return
-        try:
-            with self._slots.hold(self._stop) as waited:
-                yield {"slot_wait_s": round(waited, 4)}
-        except StopWaiting:
-            raise NodeStopped from None
 
     @contextlib.contextmanager
     def _settling_beside(self, current: int) -> Iterator[None]:

@@ -31,9 +31,10 @@ Every decision about a round's outcome is `node.protocol.round.compute_round`, a
 of public inputs, so every honest node attests the identical tuple.
 
 `SwarmNode` is the loop; its units live beside it: `session` (set up once), `duty` (skips,
-turns, sending), `publish` (train, encode, encrypt, store, sign), `outcomes` (compute and
-journal a round's result), `checkpoints` (patient fetches, finalized checkpoints) and
-`settlement` (report, claim, slash).
+turns, sending), `slots` (turns to train), `publish` (train, encode, encrypt, store, sign),
+`outcomes` (compute and journal a round's result), `checkpoints` (patient fetches, finalized
+checkpoints), `closing` (closed rounds in order, settled beside training), `settlement`
+(report, claim, slash) and `retry` (which failures are retried).
 """
 
 from __future__ import annotations
@@ -41,44 +42,37 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from node.chain.coordinator import RoundInfo
 from node.chain.events import Attested
 from node.chain.protocol import MemberStatus, Phase, RoundStatus, SubmissionState
-from node.chain.reverts import ContractRevert, UnknownRound
+from node.chain.reverts import UnknownRound
 from node.errors import ChainError, StorageError
 from node.protocol.checkpoint import Checkpoint
 from node.protocol.round import RoundInputs
 from node.protocol.verify import CannotJudge
 from node.runtime.checkpoints import CheckpointCache, PatientFetch
 from node.runtime.clock import ChainClock, RoundClock, phase_at
+from node.runtime.closing import ClosedRounds
 from node.runtime.config import NodeConfig
 from node.runtime.duty import Duties, Duty
 from node.runtime.events import EventKind, EventSink, NodeEvent
 from node.runtime.journal import Record
 from node.runtime.outcomes import RoundOutcomes
 from node.runtime.publish import Publisher, reveal_of
+from node.runtime.retry import MAX_BACKOFF_S, transient
 from node.runtime.session import Handles, open_session
 from node.runtime.settlement import Settlement
 from node.runtime.slots import StopWaiting, TrainingSlots, turn
-from storage.errors import BlockNotFound, StoreTimeout, StoreUnavailable
 
 QUIET_WAIT_S = 5.0  # longest wait of a node that only waits for the others' training
-MAX_BACKOFF_S = 5.0
 
 
 class NodeStopped(Exception):
     """Raised inside the loop when the stop event is set during a wait."""
-
-
-def _transient(err: Exception) -> bool:
-    """Whether an error is worth retrying: the chain or the store was unreachable."""
-    if isinstance(err, ContractRevert):
-        return False
-    return isinstance(err, ChainError | StoreUnavailable | StoreTimeout | BlockNotFound)
 
 
 class SwarmNode:
@@ -133,7 +127,7 @@ class SwarmNode:
                     break
                 self._wait()
             # Leaving cleanly settles what was reported: the claims this node is owed go out now.
-            self._retrying(partial(self._close_rounds, self.next_report))
+            self._retrying(partial(self.closed.close, self.closed.next_report))
             self._emit(EventKind.STOPPED, 0, reason=reason)
         except (NodeStopped, StopWaiting):
             self._emit(EventKind.STOPPED, 0, reason="stopped")
@@ -151,7 +145,7 @@ class SwarmNode:
             try:
                 return action()
             except (ChainError, StorageError) as err:
-                if not _transient(err):
+                if not transient(err):
                     raise
                 self._emit(EventKind.RETRYING, 0, error=str(err), delay=round(delay, 3))
                 if self._stop.wait(delay):
@@ -185,9 +179,25 @@ class SwarmNode:
         self.settlement = Settlement(
             s, self.duties, self.outcomes.result, self.checkpoints, self._clock, self._emit
         )
-        closed = s.journal.last("closed")
-        self.next_close = s.first_round if closed is None else int(closed["round"]) + 1
-        self.next_report = self.next_close
+        self.closed = ClosedRounds(
+            s,
+            self.settlement,
+            self.outcomes,
+            self.checkpoints,
+            self._clocks,
+            self._report_missed,
+            self._emit,
+        )
+
+    @property
+    def next_report(self) -> int:
+        """The first closed round not yet reported."""
+        return self.closed.next_report
+
+    @property
+    def next_close(self) -> int:
+        """The first reported round not yet settled."""
+        return self.closed.next_close
 
     # ---- the loop ----------------------------------------------------------------------------
 
@@ -202,17 +212,17 @@ class SwarmNode:
         self._quiet_until = 0.0
         info = self._current_info()
         current = info.round
-        self._report_rounds(current)
+        self.closed.report(current)
         until = self.config.until_round
         if until is not None and current > until:
-            self._close_rounds(current)
-            return self.next_close > until
+            self.closed.close(current)
+            return self.closed.next_close > until
         waiting = self._act(info)
         # Closed rounds are settled (claimed, slashed, journaled) beside this node's training
         # (`_prepare`), else when it only waits for others to train, or at the latest once a
         # second round closed: nothing in the open round depends on that.
-        if waiting or self.next_close < current - 1:
-            self._close_rounds(current)
+        if waiting or self.closed.next_close < current - 1:
+            self.closed.close(current)
         return False
 
     def _act(self, info: RoundInfo) -> bool:
@@ -348,7 +358,7 @@ class SwarmNode:
         """Train, publish and journal this node's update for the round (None: the commit
         window closed while the node waited for a training slot)."""
         r = info.round
-        with self._settling_beside(r), turn(self._slots, self._stop) as waited:
+        with self.closed.beside(r), turn(self._slots, self._stop) as waited:
             if self._slots is not None and not self.duties.in_time(
                 r, Duty.COMMIT, info.commit_deadline
             ):
@@ -356,36 +366,6 @@ class SwarmNode:
             update, seconds = self.publisher.train(r, base, info.active_at_open)
         self.publisher.trained(r, update, seconds, waited)
         return self.publisher.publish(r, base, update)
-
-    @contextlib.contextmanager
-    def _settling_beside(self, current: int) -> Iterator[None]:
-        """Settle the reported rounds before `current` on a second thread while the block runs.
-
-        Training leaves this node's chain client, store and journal idle for seconds, and a
-        claim mostly waits on the chain, so it goes out meanwhile instead of delaying the next
-        phase. A transient failure leaves the rounds for a later step (reported as a retry).
-        """
-        if self.next_close >= min(self.next_report, current):
-            yield
-            return
-        failed: list[Exception] = []
-
-        def settle() -> None:
-            try:
-                self._close_rounds(current)
-            except Exception as err:  # raised on the node's own thread, after the block
-                failed.append(err)
-
-        worker = threading.Thread(target=settle, name="settle", daemon=True)
-        worker.start()
-        try:
-            yield
-        finally:
-            worker.join()
-        for err in failed:
-            if not _transient(err):
-                raise err
-            self._emit(EventKind.RETRYING, current, error=str(err), delay=0.0)
 
     def _reveal(self, info: RoundInfo) -> None:
         r = info.round
@@ -459,19 +439,6 @@ class SwarmNode:
 
     # ---- closed rounds -----------------------------------------------------------------------
 
-    def _report_rounds(self, current: int) -> None:
-        """Report every round that closed since the last look (its clock stops): name a round
-        this node missed, load and evaluate a finalized round's checkpoint and tell what this
-        node is owed, or tell that the round failed."""
-        self.next_report = min(self.next_report, current)
-        while self.next_report < current:
-            r = self.next_report
-            self._clock(r).stop()
-            info = self.coordinator.round_info(r)
-            self._report_missed(info)
-            self.settlement.report(info)
-            self.next_report = r + 1
-
     def _report_missed(self, info: RoundInfo) -> None:
         """Name a round this node took no part in because it did not run through the round's
         commit window (stalled or suspended): it sees such a round only once it closed."""
@@ -486,18 +453,3 @@ class SwarmNode:
             )
         if eligible and not self._submitted(r):
             self.duties.skip(r, Duty.COMMIT, "the round closed before this node committed")
-
-    def _close_rounds(self, current: int) -> None:
-        """Settle every reported round: claim, slash, then journal it closed."""
-        self.next_close = min(self.next_close, self.next_report, current)
-        while self.next_close < min(self.next_report, current):
-            r = self.next_close
-            self.settlement.settle(self.coordinator.round_info(r))
-            self._clocks.pop(r, None)
-            self.next_close = r + 1
-            self._forget(r)
-
-    def _forget(self, closed: int) -> None:
-        """Drop what a long run no longer needs: results of closed rounds, old checkpoints."""
-        self.outcomes.forget(closed)
-        self.checkpoints.forget(closed)

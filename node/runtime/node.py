@@ -31,10 +31,11 @@ Every decision about a round's outcome is `node.protocol.round.compute_round`, a
 of public inputs, so every honest node attests the identical tuple.
 
 `SwarmNode` is the loop; its units live beside it: `session` (set up once), `duty` (skips,
-turns, sending), `slots` (turns to train), `publish` (train, encode, encrypt, store, sign),
-`outcomes` (compute and journal a round's result), `checkpoints` (patient fetches, finalized
-checkpoints), `closing` (closed rounds in order, settled beside training), `settlement`
-(report, claim, slash) and `retry` (which failures are retried).
+turns, sending), `participation` (what this node did in each round), `slots` (turns to train),
+`publish` (train, encode, encrypt, store, sign), `outcomes` (compute and journal a round's
+result), `checkpoints` (patient fetches, finalized checkpoints), `closing` (closed rounds in
+order, settled beside training), `settlement` (report, claim, slash) and `retry` (which
+failures are retried).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from typing import Any
 
 from node.chain.coordinator import RoundInfo
 from node.chain.events import Attested
-from node.chain.protocol import MemberStatus, Phase, RoundStatus, SubmissionState
+from node.chain.protocol import Phase, RoundStatus, SubmissionState
 from node.chain.reverts import UnknownRound
 from node.errors import ChainError, StorageError
 from node.protocol.checkpoint import Checkpoint
@@ -62,6 +63,7 @@ from node.runtime.duty import Duties, Duty
 from node.runtime.events import EventKind, EventSink, NodeEvent
 from node.runtime.journal import Record
 from node.runtime.outcomes import RoundOutcomes
+from node.runtime.participation import Participation
 from node.runtime.publish import Publisher, reveal_of
 from node.runtime.retry import MAX_BACKOFF_S, transient
 from node.runtime.session import Handles, open_session
@@ -93,11 +95,7 @@ class SwarmNode:
         self._handles = Handles()
         self._slots = None if config.train_slots is None else TrainingSlots(config.train_slots)
         self._clocks: dict[int, RoundClock] = {}
-        self._eligibility: dict[int, bool] = {}
         self._announced: set[int] = set()
-        self._committed: set[int] = set()
-        self._revealed: set[int] = set()
-        self._attested: set[int] = set()
         self._round = 0  # the open round last seen
         self._quiet_until = 0.0  # monotonic time the commit window closes, while only waiting
         self.index = -1  # this member's bitmap index, known once it joined
@@ -172,6 +170,7 @@ class SwarmNode:
             stagger_s=self.config.stagger_s,
             index=s.index,
         )
+        self.part = Participation(s.coordinator, self.duties)
         self.publisher = Publisher(s, self._clock, self._emit)
         self.outcomes = RoundOutcomes(
             s, self.checkpoints, self.fetch, self.chain, self._clock, self._emit
@@ -185,7 +184,7 @@ class SwarmNode:
             self.outcomes,
             self.checkpoints,
             self._clocks,
-            self._report_missed,
+            self.part.missed,
             self._emit,
         )
 
@@ -238,7 +237,7 @@ class SwarmNode:
         now = self.chain.now()
         phase = phase_at(info, now)
         if info.active_at_open == 0:
-            self._eligible(current)  # reports this account's exit, if that is why
+            self.part.eligible(current)  # reports this account's exit, if that is why
             if (
                 phase == Phase.ENDED
                 and self._opens_first_round()
@@ -246,25 +245,25 @@ class SwarmNode:
             ):
                 self.duties.send(Duty.FAIL, current, lambda: self.coordinator.fail_round(current))
             return True
-        eligible = self._eligible(current)
+        eligible = self.part.eligible(current)
         self._announce(info, eligible)
         if phase == Phase.COMMIT and eligible:
             self._commit(info)
         elif (
             eligible
             and not self.duties.skipped(current, Duty.COMMIT)
-            and not self._submitted(current)
+            and not self.part.submitted(current)
         ):
             self.duties.skip(
                 current, Duty.COMMIT, "the commit window closed before this node committed"
             )
         if phase == Phase.REVEAL:
             self._reveal(info)
-        elif phase == Phase.ATTEST and eligible and current not in self._attested:
+        elif phase == Phase.ATTEST and eligible and current not in self.part.attested:
             self._attest(info)
         if phase in (Phase.ATTEST, Phase.ENDED):
             self._finish(info, phase)
-        waiting = phase == Phase.COMMIT and (not eligible or current in self._committed)
+        waiting = phase == Phase.COMMIT and (not eligible or current in self.part.committed)
         if waiting:
             # Training may have taken seconds since `now` was read.
             self._quiet_until = time.monotonic() + (info.commit_deadline - self.chain.now())
@@ -298,18 +297,6 @@ class SwarmNode:
         self._round = self.coordinator.current_round()
         return self.coordinator.round_info(self._round)
 
-    def _eligible(self, round_id: int) -> bool:
-        """Whether this node held stake when the round opened (read once per round)."""
-        if round_id not in self._eligibility:
-            me = self.coordinator.member_info()
-            self._eligibility[round_id] = me.stake_at_open > 0
-            if me.last_attest_round == round_id:
-                self._attested.add(round_id)
-            if me.status != MemberStatus.ACTIVE:
-                reason = f"this account is {me.status.name.lower()}, no longer an active member"
-                self.duties.skip(round_id, Duty.MEMBERSHIP, reason)
-        return self._eligibility[round_id]
-
     def _opens_first_round(self) -> bool:
         return self.coordinator.totals().active_members >= self.config.min_members
 
@@ -332,17 +319,9 @@ class SwarmNode:
 
     # ---- commit and reveal -------------------------------------------------------------------
 
-    def _submitted(self, round_id: int) -> bool:
-        """Whether this node committed in the round (remembered once the chain shows it)."""
-        if round_id not in self._committed:
-            if self.coordinator.submission(round_id).state == SubmissionState.NONE:
-                return False
-            self._committed.add(round_id)
-        return True
-
     def _commit(self, info: RoundInfo) -> None:
         r = info.round
-        if self.duties.skipped(r, Duty.COMMIT) or self._submitted(r):
+        if self.duties.skipped(r, Duty.COMMIT) or self.part.submitted(r):
             return
         base = self.checkpoints(info.base_round)
         record = self.journal.last("update", r)
@@ -369,12 +348,12 @@ class SwarmNode:
 
     def _reveal(self, info: RoundInfo) -> None:
         r = info.round
-        if self.duties.skipped(r, Duty.REVEAL) or r in self._revealed:
+        if self.duties.skipped(r, Duty.REVEAL) or r in self.part.revealed:
             return
         mine = self.coordinator.submission(r)
         if mine.state != SubmissionState.COMMITTED or mine.commitment is None:
             if mine.state != SubmissionState.NONE:
-                self._revealed.add(r)
+                self.part.revealed.add(r)
             return
         stored = "0x" + mine.commitment.hex()
         records = [rec for rec in self.journal.of_kind("update", r) if rec["commitment"] == stored]
@@ -387,7 +366,7 @@ class SwarmNode:
             return
         reveal = reveal_of(records[-1])
         self.duties.send(Duty.REVEAL, r, lambda: self.coordinator.reveal(r, reveal))
-        self._revealed.add(r)
+        self.part.revealed.add(r)
 
     # ---- attest and finish ------------------------------------------------------------------
 
@@ -411,7 +390,7 @@ class SwarmNode:
             checkpoint_hash="0x" + result.outcome.checkpoint_hash.hex(),
             accepted=sum(v.accepted for v in result.verdicts),
         )
-        self._attested.add(r)
+        self.part.attested.add(r)
         # The attestation that carried the tuple over the quorum finalizes at once; the others
         # wait their staggered turn, by when it is normally done.
         if tx is not None and any(
@@ -436,20 +415,3 @@ class SwarmNode:
     def round_inputs(self, info: RoundInfo) -> RoundInputs:
         """The public inputs of a round whose reveal window is over."""
         return self.outcomes.inputs(info)
-
-    # ---- closed rounds -----------------------------------------------------------------------
-
-    def _report_missed(self, info: RoundInfo) -> None:
-        """Name a round this node took no part in because it did not run through the round's
-        commit window (stalled or suspended): it sees such a round only once it closed."""
-        r = info.round
-        if self.duties.skipped(r, Duty.COMMIT) or info.active_at_open == 0:
-            return
-        eligible = self._eligibility.get(r)
-        if eligible is None:  # never seen open: a member now, it was one then (no rejoin unseen)
-            eligible = (
-                any(self._eligibility.values())
-                and self.coordinator.member_info().status == MemberStatus.ACTIVE
-            )
-        if eligible and not self._submitted(r):
-            self.duties.skip(r, Duty.COMMIT, "the round closed before this node committed")

@@ -31,9 +31,11 @@ Every decision about a round's outcome is `node.protocol.round.compute_round`, a
 of public inputs, so every honest node attests the identical tuple.
 
 `SwarmNode` is the loop; its units live beside it: `session` (set up once), `duty` (skips,
-turns, sending), `publish` (train, encode, encrypt, store, sign), `outcomes` (compute and
-journal a round's result), `checkpoints` (patient fetches, finalized checkpoints) and
-`settlement` (report, claim, slash).
+turns, sending), `participation` (what this node did in each round), `slots` (turns to train),
+`publish` (train, encode, encrypt, store, sign), `outcomes` (compute and journal a round's
+result), `checkpoints` (patient fetches, finalized checkpoints), `closing` (closed rounds in
+order, settled beside training), `settlement` (report, claim, slash) and `retry` (which
+failures are retried).
 """
 
 from __future__ import annotations
@@ -41,44 +43,38 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from node.chain.coordinator import RoundInfo
 from node.chain.events import Attested
-from node.chain.protocol import MemberStatus, Phase, RoundStatus, SubmissionState
-from node.chain.reverts import ContractRevert, UnknownRound
+from node.chain.protocol import Phase, RoundStatus, SubmissionState
+from node.chain.reverts import UnknownRound
 from node.errors import ChainError, StorageError
 from node.protocol.checkpoint import Checkpoint
 from node.protocol.round import RoundInputs
 from node.protocol.verify import CannotJudge
 from node.runtime.checkpoints import CheckpointCache, PatientFetch
 from node.runtime.clock import ChainClock, RoundClock, phase_at
+from node.runtime.closing import ClosedRounds
 from node.runtime.config import NodeConfig
 from node.runtime.duty import Duties, Duty
 from node.runtime.events import EventKind, EventSink, NodeEvent
 from node.runtime.journal import Record
 from node.runtime.outcomes import RoundOutcomes
+from node.runtime.participation import Participation
 from node.runtime.publish import Publisher, reveal_of
+from node.runtime.retry import MAX_BACKOFF_S, transient
 from node.runtime.session import Handles, open_session
 from node.runtime.settlement import Settlement
-from node.runtime.slots import StopWaiting, TrainingSlots
-from storage.errors import BlockNotFound, StoreTimeout, StoreUnavailable
+from node.runtime.slots import StopWaiting, TrainingSlots, turn
 
 QUIET_WAIT_S = 5.0  # longest wait of a node that only waits for the others' training
-MAX_BACKOFF_S = 5.0
 
 
 class NodeStopped(Exception):
     """Raised inside the loop when the stop event is set during a wait."""
-
-
-def _transient(err: Exception) -> bool:
-    """Whether an error is worth retrying: the chain or the store was unreachable."""
-    if isinstance(err, ContractRevert):
-        return False
-    return isinstance(err, ChainError | StoreUnavailable | StoreTimeout | BlockNotFound)
 
 
 class SwarmNode:
@@ -99,11 +95,7 @@ class SwarmNode:
         self._handles = Handles()
         self._slots = None if config.train_slots is None else TrainingSlots(config.train_slots)
         self._clocks: dict[int, RoundClock] = {}
-        self._eligibility: dict[int, bool] = {}
         self._announced: set[int] = set()
-        self._committed: set[int] = set()
-        self._revealed: set[int] = set()
-        self._attested: set[int] = set()
         self._round = 0  # the open round last seen
         self._quiet_until = 0.0  # monotonic time the commit window closes, while only waiting
         self.index = -1  # this member's bitmap index, known once it joined
@@ -133,9 +125,9 @@ class SwarmNode:
                     break
                 self._wait()
             # Leaving cleanly settles what was reported: the claims this node is owed go out now.
-            self._retrying(partial(self._close_rounds, self.next_report))
+            self._retrying(partial(self.closed.close, self.closed.next_report))
             self._emit(EventKind.STOPPED, 0, reason=reason)
-        except NodeStopped:
+        except (NodeStopped, StopWaiting):
             self._emit(EventKind.STOPPED, 0, reason="stopped")
         finally:
             self.close()
@@ -151,7 +143,7 @@ class SwarmNode:
             try:
                 return action()
             except (ChainError, StorageError) as err:
-                if not _transient(err):
+                if not transient(err):
                     raise
                 self._emit(EventKind.RETRYING, 0, error=str(err), delay=round(delay, 3))
                 if self._stop.wait(delay):
@@ -178,6 +170,7 @@ class SwarmNode:
             stagger_s=self.config.stagger_s,
             index=s.index,
         )
+        self.part = Participation(s.coordinator, self.duties)
         self.publisher = Publisher(s, self._clock, self._emit)
         self.outcomes = RoundOutcomes(
             s, self.checkpoints, self.fetch, self.chain, self._clock, self._emit
@@ -185,9 +178,25 @@ class SwarmNode:
         self.settlement = Settlement(
             s, self.duties, self.outcomes.result, self.checkpoints, self._clock, self._emit
         )
-        closed = s.journal.last("closed")
-        self.next_close = s.first_round if closed is None else int(closed["round"]) + 1
-        self.next_report = self.next_close
+        self.closed = ClosedRounds(
+            s,
+            self.settlement,
+            self.outcomes,
+            self.checkpoints,
+            self._clocks,
+            self.part.missed,
+            self._emit,
+        )
+
+    @property
+    def next_report(self) -> int:
+        """The first closed round not yet reported."""
+        return self.closed.next_report
+
+    @property
+    def next_close(self) -> int:
+        """The first reported round not yet settled."""
+        return self.closed.next_close
 
     # ---- the loop ----------------------------------------------------------------------------
 
@@ -202,17 +211,17 @@ class SwarmNode:
         self._quiet_until = 0.0
         info = self._current_info()
         current = info.round
-        self._report_rounds(current)
+        self.closed.report(current)
         until = self.config.until_round
         if until is not None and current > until:
-            self._close_rounds(current)
-            return self.next_close > until
+            self.closed.close(current)
+            return self.closed.next_close > until
         waiting = self._act(info)
         # Closed rounds are settled (claimed, slashed, journaled) beside this node's training
         # (`_prepare`), else when it only waits for others to train, or at the latest once a
         # second round closed: nothing in the open round depends on that.
-        if waiting or self.next_close < current - 1:
-            self._close_rounds(current)
+        if waiting or self.closed.next_close < current - 1:
+            self.closed.close(current)
         return False
 
     def _act(self, info: RoundInfo) -> bool:
@@ -228,7 +237,7 @@ class SwarmNode:
         now = self.chain.now()
         phase = phase_at(info, now)
         if info.active_at_open == 0:
-            self._eligible(current)  # reports this account's exit, if that is why
+            self.part.eligible(current)  # reports this account's exit, if that is why
             if (
                 phase == Phase.ENDED
                 and self._opens_first_round()
@@ -236,25 +245,25 @@ class SwarmNode:
             ):
                 self.duties.send(Duty.FAIL, current, lambda: self.coordinator.fail_round(current))
             return True
-        eligible = self._eligible(current)
+        eligible = self.part.eligible(current)
         self._announce(info, eligible)
         if phase == Phase.COMMIT and eligible:
             self._commit(info)
         elif (
             eligible
             and not self.duties.skipped(current, Duty.COMMIT)
-            and not self._submitted(current)
+            and not self.part.submitted(current)
         ):
             self.duties.skip(
                 current, Duty.COMMIT, "the commit window closed before this node committed"
             )
         if phase == Phase.REVEAL:
             self._reveal(info)
-        elif phase == Phase.ATTEST and eligible and current not in self._attested:
+        elif phase == Phase.ATTEST and eligible and current not in self.part.attested:
             self._attest(info)
         if phase in (Phase.ATTEST, Phase.ENDED):
             self._finish(info, phase)
-        waiting = phase == Phase.COMMIT and (not eligible or current in self._committed)
+        waiting = phase == Phase.COMMIT and (not eligible or current in self.part.committed)
         if waiting:
             # Training may have taken seconds since `now` was read.
             self._quiet_until = time.monotonic() + (info.commit_deadline - self.chain.now())
@@ -288,18 +297,6 @@ class SwarmNode:
         self._round = self.coordinator.current_round()
         return self.coordinator.round_info(self._round)
 
-    def _eligible(self, round_id: int) -> bool:
-        """Whether this node held stake when the round opened (read once per round)."""
-        if round_id not in self._eligibility:
-            me = self.coordinator.member_info()
-            self._eligibility[round_id] = me.stake_at_open > 0
-            if me.last_attest_round == round_id:
-                self._attested.add(round_id)
-            if me.status != MemberStatus.ACTIVE:
-                reason = f"this account is {me.status.name.lower()}, no longer an active member"
-                self.duties.skip(round_id, Duty.MEMBERSHIP, reason)
-        return self._eligibility[round_id]
-
     def _opens_first_round(self) -> bool:
         return self.coordinator.totals().active_members >= self.config.min_members
 
@@ -322,17 +319,9 @@ class SwarmNode:
 
     # ---- commit and reveal -------------------------------------------------------------------
 
-    def _submitted(self, round_id: int) -> bool:
-        """Whether this node committed in the round (remembered once the chain shows it)."""
-        if round_id not in self._committed:
-            if self.coordinator.submission(round_id).state == SubmissionState.NONE:
-                return False
-            self._committed.add(round_id)
-        return True
-
     def _commit(self, info: RoundInfo) -> None:
         r = info.round
-        if self.duties.skipped(r, Duty.COMMIT) or self._submitted(r):
+        if self.duties.skipped(r, Duty.COMMIT) or self.part.submitted(r):
             return
         base = self.checkpoints(info.base_round)
         record = self.journal.last("update", r)
@@ -348,7 +337,7 @@ class SwarmNode:
         """Train, publish and journal this node's update for the round (None: the commit
         window closed while the node waited for a training slot)."""
         r = info.round
-        with self._settling_beside(r), self._training_slot() as waited:
+        with self.closed.beside(r), turn(self._slots, self._stop) as waited:
             if self._slots is not None and not self.duties.in_time(
                 r, Duty.COMMIT, info.commit_deadline
             ):
@@ -357,57 +346,14 @@ class SwarmNode:
         self.publisher.trained(r, update, seconds, waited)
         return self.publisher.publish(r, base, update)
 
-    @contextlib.contextmanager
-    def _training_slot(self) -> Iterator[dict[str, float]]:
-        """Hold one of the machine's training slots if the node takes turns; yields the TRAINED
-        event's ``slot_wait_s`` (nothing when it does not take turns)."""
-        if self._slots is None:
-            yield {}
-            return
-        try:
-            with self._slots.hold(self._stop) as waited:
-                yield {"slot_wait_s": round(waited, 4)}
-        except StopWaiting:
-            raise NodeStopped from None
-
-    @contextlib.contextmanager
-    def _settling_beside(self, current: int) -> Iterator[None]:
-        """Settle the reported rounds before `current` on a second thread while the block runs.
-
-        Training leaves this node's chain client, store and journal idle for seconds, and a
-        claim mostly waits on the chain, so it goes out meanwhile instead of delaying the next
-        phase. A transient failure leaves the rounds for a later step (reported as a retry).
-        """
-        if self.next_close >= min(self.next_report, current):
-            yield
-            return
-        failed: list[Exception] = []
-
-        def settle() -> None:
-            try:
-                self._close_rounds(current)
-            except Exception as err:  # raised on the node's own thread, after the block
-                failed.append(err)
-
-        worker = threading.Thread(target=settle, name="settle", daemon=True)
-        worker.start()
-        try:
-            yield
-        finally:
-            worker.join()
-        for err in failed:
-            if not _transient(err):
-                raise err
-            self._emit(EventKind.RETRYING, current, error=str(err), delay=0.0)
-
     def _reveal(self, info: RoundInfo) -> None:
         r = info.round
-        if self.duties.skipped(r, Duty.REVEAL) or r in self._revealed:
+        if self.duties.skipped(r, Duty.REVEAL) or r in self.part.revealed:
             return
         mine = self.coordinator.submission(r)
         if mine.state != SubmissionState.COMMITTED or mine.commitment is None:
             if mine.state != SubmissionState.NONE:
-                self._revealed.add(r)
+                self.part.revealed.add(r)
             return
         stored = "0x" + mine.commitment.hex()
         records = [rec for rec in self.journal.of_kind("update", r) if rec["commitment"] == stored]
@@ -420,7 +366,7 @@ class SwarmNode:
             return
         reveal = reveal_of(records[-1])
         self.duties.send(Duty.REVEAL, r, lambda: self.coordinator.reveal(r, reveal))
-        self._revealed.add(r)
+        self.part.revealed.add(r)
 
     # ---- attest and finish ------------------------------------------------------------------
 
@@ -444,7 +390,7 @@ class SwarmNode:
             checkpoint_hash="0x" + result.outcome.checkpoint_hash.hex(),
             accepted=sum(v.accepted for v in result.verdicts),
         )
-        self._attested.add(r)
+        self.part.attested.add(r)
         # The attestation that carried the tuple over the quorum finalizes at once; the others
         # wait their staggered turn, by when it is normally done.
         if tx is not None and any(
@@ -469,48 +415,3 @@ class SwarmNode:
     def round_inputs(self, info: RoundInfo) -> RoundInputs:
         """The public inputs of a round whose reveal window is over."""
         return self.outcomes.inputs(info)
-
-    # ---- closed rounds -----------------------------------------------------------------------
-
-    def _report_rounds(self, current: int) -> None:
-        """Report every round that closed since the last look (its clock stops): name a round
-        this node missed, load and evaluate a finalized round's checkpoint and tell what this
-        node is owed, or tell that the round failed."""
-        self.next_report = min(self.next_report, current)
-        while self.next_report < current:
-            r = self.next_report
-            self._clock(r).stop()
-            info = self.coordinator.round_info(r)
-            self._report_missed(info)
-            self.settlement.report(info)
-            self.next_report = r + 1
-
-    def _report_missed(self, info: RoundInfo) -> None:
-        """Name a round this node took no part in because it did not run through the round's
-        commit window (stalled or suspended): it sees such a round only once it closed."""
-        r = info.round
-        if self.duties.skipped(r, Duty.COMMIT) or info.active_at_open == 0:
-            return
-        eligible = self._eligibility.get(r)
-        if eligible is None:  # never seen open: a member now, it was one then (no rejoin unseen)
-            eligible = (
-                any(self._eligibility.values())
-                and self.coordinator.member_info().status == MemberStatus.ACTIVE
-            )
-        if eligible and not self._submitted(r):
-            self.duties.skip(r, Duty.COMMIT, "the round closed before this node committed")
-
-    def _close_rounds(self, current: int) -> None:
-        """Settle every reported round: claim, slash, then journal it closed."""
-        self.next_close = min(self.next_close, self.next_report, current)
-        while self.next_close < min(self.next_report, current):
-            r = self.next_close
-            self.settlement.settle(self.coordinator.round_info(r))
-            self._clocks.pop(r, None)
-            self.next_close = r + 1
-            self._forget(r)
-
-    def _forget(self, closed: int) -> None:
-        """Drop what a long run no longer needs: results of closed rounds, old checkpoints."""
-        self.outcomes.forget(closed)
-        self.checkpoints.forget(closed)

@@ -120,6 +120,34 @@ class TrainingSlots:
                 os.close(fd)
 
 
+@contextlib.contextmanager
+def turn(slots: TrainingSlots | None, stop: threading.Event) -> Iterator[dict[str, float]]:
+    """Hold one of ``slots`` for the block, if the node takes turns at all.
+
+    Parameters
+    ----------
+    slots
+        The machine's slots, or None for a node that trains whenever it likes.
+    stop
+        Set to give up waiting for a slot.
+
+    Yields
+    ------
+    dict
+        The TRAINED event's ``slot_wait_s`` (empty when the node does not take turns).
+
+    Raises
+    ------
+    StopWaiting
+        If ``stop`` is set before a slot is free.
+    """
+    if slots is None:
+        yield {}
+        return
+    with slots.hold(stop) as waited:
+        yield {"slot_wait_s": round(waited, 4)}
+
+
 def _take_any(fds: list[int], poll_s: float, stop: threading.Event | None) -> None:
     """Take the exclusive lock on one of ``fds`` (the first free), looking every ``poll_s``."""
     while not any(_locked(fd) for fd in fds):

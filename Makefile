@@ -15,10 +15,15 @@ demo: setup
 test: setup lint
 	$(PY) -m pytest
 
-lint: setup
+lint: setup $(VENV)/typecheck/swarmchain
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# mypy reads the packages through links named as they are imported (see pyproject.toml).
+$(VENV)/typecheck/swarmchain:
+	mkdir -p $@
+	for package in node storage incentives; do ln -sfn ../../../$$package $@/$$package; done
 
 setup: $(STAMPS)/python $(STAMPS)/anvil $(STAMPS)/solc $(STAMPS)/contracts $(STAMPS)/ipfs-peer
 
@@ -44,11 +49,11 @@ $(STAMPS)/ipfs-peer: tests/ipfs-peer/package.json tests/ipfs-peer/package-lock.j
 	mkdir -p $(STAMPS) && touch $@
 
 $(STAMPS)/contracts: $(SOL_SOURCES) $(STAMPS)/python $(STAMPS)/solc
-	$(PY) -m node.chain.solidity
+	$(PY) -m swarmchain.node.chain.solidity
 	touch $@
 
 contracts: $(STAMPS)/python $(STAMPS)/solc
-	$(PY) -m node.chain.solidity
+	$(PY) -m swarmchain.node.chain.solidity
 
 clean:
 	rm -rf $(VENV) anvil/node_modules contracts/node_modules tests/ipfs-peer/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -9,8 +9,8 @@ inputs (the round's accepted updates, the reference set, the task spec and the r
    `RewardTree.from_amounts`; its `root` goes into the attestation.
 """
 
-from incentives.allocation import allocate_rewards, canonical_address
-from incentives.merkle import (
+from swarmchain.incentives.allocation import allocate_rewards, canonical_address
+from swarmchain.incentives.merkle import (
     EMPTY_ROOT,
     RewardEntry,
     RewardTree,
@@ -18,8 +18,8 @@ from incentives.merkle import (
     process_proof,
     verify_proof,
 )
-from incentives.prng import RoundRng
-from incentives.shapley import (
+from swarmchain.incentives.prng import RoundRng
+from swarmchain.incentives.shapley import (
     ESTIMATORS,
     MAX_EXACT_PLAYERS,
     ShapleyEstimate,
@@ -31,7 +31,7 @@ from incentives.shapley import (
     leave_one_out,
     tmc_shapley,
 )
-from incentives.utility import UTILITY_SCALE, CoalitionUtility, quantise
+from swarmchain.incentives.utility import UTILITY_SCALE, CoalitionUtility, quantise
 
 __all__ = [
     "EMPTY_ROOT",

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from incentives.allocation import canonical_address
-from incentives.merkle import EMPTY_ROOT, RewardTree
-from node.chain.coordinator import Coordinator
-from node.chain.protocol import RoundStatus
-from node.errors import StorageError, VerificationError
+from swarmchain.incentives.allocation import canonical_address
+from swarmchain.incentives.merkle import EMPTY_ROOT, RewardTree
+from swarmchain.node.chain.coordinator import Coordinator
+from swarmchain.node.chain.protocol import RoundStatus
+from swarmchain.node.errors import StorageError, VerificationError
 
 MAX_TREE_BYTES = 64 << 20  # a tree of a million members is ~200 MiB; refuse anything absurd
 

@@ -7,9 +7,9 @@ pair means the two submitters shared the update before committing, i.e. one owne
 identities. Either way the update adds nothing of its own, so both kinds are rejected; a rejected
 submitter gets no reward and is slashable on chain (`SlashReason.Rejected`).
 
-Zero deltas would earn exactly 0 anyway (see `incentives.game`); rejecting them also costs the
-free-rider its slashed stake. Updates are compared on the task's fixed-point grid, the same
-integers the aggregation uses.
+Zero deltas would earn exactly 0 anyway (see `swarmchain.incentives.game`); rejecting them also
+costs the free-rider its slashed stake. Updates are compared on the task's fixed-point grid, the
+same integers the aggregation uses.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from node.aggregation.fixed_point import Batch, Update, quantise
+from swarmchain.node.aggregation.fixed_point import Batch, Update, quantise
 
 
 def free_riders(updates: Sequence[Update], frac_bits: int) -> dict[int, str]:

@@ -30,8 +30,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from incentives.utility import CoalitionUtility
-from node.aggregation.fixed_point import (
+from swarmchain.incentives.utility import CoalitionUtility
+from swarmchain.node.aggregation.fixed_point import (
     Batch,
     IntArray,
     Layout,
@@ -39,11 +39,16 @@ from node.aggregation.fixed_point import (
     quantise,
     quantise_vector,
 )
-from node.aggregation.pipeline import aggregate_batch, apply_steps
-from node.aggregation.registry import RULES, STEPS, resolve_params
-from node.learning.data import Dataset
-from node.learning.training import apply_delta, evaluate, evaluate_many, quantised_utility
-from node.protocol.task import TaskSpec
+from swarmchain.node.aggregation.pipeline import aggregate_batch, apply_steps
+from swarmchain.node.aggregation.registry import RULES, STEPS, resolve_params
+from swarmchain.node.learning.data import Dataset
+from swarmchain.node.learning.training import (
+    apply_delta,
+    evaluate,
+    evaluate_many,
+    quantised_utility,
+)
+from swarmchain.node.protocol.task import TaskSpec
 
 
 def round_utility(
@@ -73,7 +78,7 @@ def round_utility(
     reference
         The task's reference set.
     seed
-        The round seed, exactly as passed to `node.aggregation.pipeline.aggregate`.
+        The round seed, exactly as passed to `swarmchain.node.aggregation.pipeline.aggregate`.
     center
         The centre passed to that aggregation (centered clipping), if any.
     device
@@ -114,7 +119,7 @@ def batch_utility(
         As for `round_utility`.
     batch
         The accepted updates on the task's grid, weighted by their sample counts, as passed to
-        `node.aggregation.pipeline.aggregate_batch`; player ``i`` is row ``i``.
+        `swarmchain.node.aggregation.pipeline.aggregate_batch`; player ``i`` is row ``i``.
     center
         The ``(d,)`` int64 grid centre passed to that aggregation, if any.
 

@@ -26,8 +26,8 @@ from typing import Any
 from eth_abi.abi import encode
 from eth_utils.crypto import keccak
 
-from incentives.allocation import MAX_UINT256, canonical_address
-from node.errors import VerificationError
+from swarmchain.incentives.allocation import MAX_UINT256, canonical_address
+from swarmchain.node.errors import VerificationError
 
 LEAF_ENCODING = ("address", "uint256")
 EMPTY_ROOT = bytes(32)

@@ -11,10 +11,10 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-from incentives.allocation import allocate_rewards, canonical_address
-from incentives.merkle import RewardTree
-from incentives.shapley import ShapleyEstimate, ValuationConfig, estimate_shapley
-from incentives.utility import CoalitionUtility
+from swarmchain.incentives.allocation import allocate_rewards, canonical_address
+from swarmchain.incentives.merkle import RewardTree
+from swarmchain.incentives.shapley import ShapleyEstimate, ValuationConfig, estimate_shapley
+from swarmchain.incentives.utility import CoalitionUtility
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,8 @@ def settle_round(
     Parameters
     ----------
     utility
-        The round's game over the accepted updates (e.g. `incentives.game.round_utility`);
-        player ``i`` is ``accounts[i]``.
+        The round's game over the accepted updates (e.g.
+        `swarmchain.incentives.game.round_utility`); player ``i`` is ``accounts[i]``.
     accounts
         The accepted contributors' addresses, in the game's player order.
     seed

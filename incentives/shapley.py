@@ -38,8 +38,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-from incentives.prng import RoundRng
-from incentives.utility import CoalitionUtility, mask_members
+from swarmchain.incentives.prng import RoundRng
+from swarmchain.incentives.utility import CoalitionUtility, mask_members
 
 MAX_EXACT_PLAYERS = 12
 """Exact Shapley evaluates every coalition: 2**12 = 4,096 utilities is the most we allow."""

@@ -53,11 +53,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from node.aggregation.fixed_point import quantise
-from node.aggregation.limits import MAX_FRAC_BITS
-from node.aggregation.pipeline import aggregate
-from node.protocol.task import AggregationSpec, TaskSpec, default_task
-from node.runtime.heap import keep_freed_heap
+from swarmchain.node.aggregation.fixed_point import quantise
+from swarmchain.node.aggregation.limits import MAX_FRAC_BITS
+from swarmchain.node.aggregation.pipeline import aggregate
+from swarmchain.node.protocol.task import AggregationSpec, TaskSpec, default_task
+from swarmchain.node.runtime.heap import keep_freed_heap
 
 SIZES_N = (10, 50, 100)
 SIZES_D = (100_000, 1_000_000)

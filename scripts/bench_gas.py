@@ -21,12 +21,17 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from node.chain.deployment import SwarmParams
-from node.chain.events import Joined
-from node.chain.protocol import Phase
-from node.chain.tx import Transaction
-from node.devtools.anvil import Anvil
-from node.devtools.harness import HarnessMember, SwarmHarness, sample_outcome, sample_reveal
+from swarmchain.node.chain.deployment import SwarmParams
+from swarmchain.node.chain.events import Joined
+from swarmchain.node.chain.protocol import Phase
+from swarmchain.node.chain.tx import Transaction
+from swarmchain.node.devtools.anvil import Anvil
+from swarmchain.node.devtools.harness import (
+    HarnessMember,
+    SwarmHarness,
+    sample_outcome,
+    sample_reveal,
+)
 
 PER_NODE_TARGET = 120_000  # gas of any per-node, per-round call, at every size
 FINALIZE_TARGET = 300_000  # gas of finalize at 128 nodes

@@ -1,10 +1,10 @@
 """Final test accuracy of every aggregation rule under every attack, as JSON.
 
-A simulated swarm (node.learning.simulation) of 10 nodes, 2 of them Byzantine, trains the default
-digits task on a Dirichlet(0.5) split for a number of rounds; each (rule, attack) cell is the
-test accuracy after the last round, averaged over seeds. The rule with the best worst case over
-all attacks is reported as ``default_rule``, with whether it reaches the target: under every
-attack at least 97% of what plain mean aggregation reaches with no attack.
+A simulated swarm (swarmchain.node.learning.simulation) of 10 nodes, 2 of them Byzantine, trains the
+default digits task on a Dirichlet(0.5) split for a number of rounds; each (rule, attack) cell is
+the test accuracy after the last round, averaged over seeds. The rule with the best worst case over
+all attacks is reported as ``default_rule``, with whether it reaches the target: under every attack
+at least 97% of what plain mean aggregation reaches with no attack.
 
     nice .venv/bin/python scripts/bench_robustness.py --workers 2   # full table: ~1 h, 2 busy cores
     .venv/bin/python scripts/bench_robustness.py --rules mean centered_clipping+bucketing \
@@ -24,9 +24,9 @@ from typing import Any
 
 import torch
 
-from node.learning.attacks import ATTACKS
-from node.learning.simulation import simulate
-from node.protocol.task import AggregationSpec, StepSpec, default_task
+from swarmchain.node.learning.attacks import ATTACKS
+from swarmchain.node.learning.simulation import simulate
+from swarmchain.node.protocol.task import AggregationSpec, StepSpec, default_task
 
 NUM_NODES = 10
 NUM_BYZANTINE = 2

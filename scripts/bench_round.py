@@ -48,12 +48,12 @@ from typing import Any
 
 import torch
 
-from incentives.shapley import ValuationConfig
-from node.chain.deployment import SwarmParams
-from node.devtools.anvil import Anvil
-from node.devtools.swarm import LocalSwarm, Member, NodeProcess
-from node.learning.data import Dataset, load_npz, task_splits
-from node.learning.training import (
+from swarmchain.incentives.shapley import ValuationConfig
+from swarmchain.node.chain.deployment import SwarmParams
+from swarmchain.node.devtools.anvil import Anvil
+from swarmchain.node.devtools.swarm import LocalSwarm, Member, NodeProcess
+from swarmchain.node.learning.data import Dataset, load_npz, task_splits
+from swarmchain.node.learning.training import (
     LocalUpdate,
     State,
     apply_delta,
@@ -61,8 +61,8 @@ from node.learning.training import (
     train_local,
     training_seed,
 )
-from node.protocol.task import TaskSpec, default_task
-from node.runtime.events import EventKind
+from swarmchain.node.protocol.task import TaskSpec, default_task
+from swarmchain.node.runtime.events import EventKind
 
 WINDOW_S = 300  # windows close early once every node acted; this only bounds a stall
 CALIBRATION_STEPS = 100

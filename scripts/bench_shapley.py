@@ -3,7 +3,7 @@
 The game is one round of the default digits task (MLP, the task's default robust rule, fixed
 point): a base checkpoint after a warm-up round, n nodes that each train locally from it, and
 ``v(S)`` = the task's utility on the 300-example reference set of ``base + aggregate(S)`` (absent
-members count as zero deltas, see `incentives.game`).
+members count as zero deltas, see `swarmchain.incentives.game`).
 
 - ``n10``: 10 nodes with sizes spread from 20 to 240 examples, two of them with half their labels
   randomised (so some values are negative). Exact Shapley (all 1,024 coalitions) beside each
@@ -40,19 +40,19 @@ import torch
 from scipy.stats import spearmanr
 from threadpoolctl import threadpool_limits
 
-from incentives import (
+from swarmchain.incentives import (
     CoalitionUtility,
     ShapleyEstimate,
     ValuationConfig,
     estimate_shapley,
     exact_shapley,
 )
-from incentives.game import round_utility
-from incentives.settlement import settle_round
-from node.learning.data import Dataset, task_splits
-from node.learning.training import State, apply_delta, genesis_state, train_local
-from node.protocol.round import one_thread
-from node.protocol.task import TaskSpec, ValuationSpec, default_task
+from swarmchain.incentives.game import round_utility
+from swarmchain.incentives.settlement import settle_round
+from swarmchain.node.learning.data import Dataset, task_splits
+from swarmchain.node.learning.training import State, apply_delta, genesis_state, train_local
+from swarmchain.node.protocol.round import one_thread
+from swarmchain.node.protocol.task import TaskSpec, ValuationSpec, default_task
 
 N10_SIZES = (20, 35, 50, 70, 90, 115, 140, 170, 200, 240)
 NOISY = (2, 6)  # indices of the n10 nodes whose labels are half randomised

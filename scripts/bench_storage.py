@@ -26,9 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from node.devtools.ipfs_peer import JsIpfsPeer
-from storage.embedded import EmbeddedStore
-from storage.kubo import KuboStore
+from swarmchain.node.devtools.ipfs_peer import JsIpfsPeer
+from swarmchain.storage.embedded import EmbeddedStore
+from swarmchain.storage.kubo import KuboStore
 
 MIB = 1024 * 1024
 

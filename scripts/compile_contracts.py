@@ -1,6 +1,6 @@
 """Compile contracts/src into contracts/artifacts (``--check`` compares instead of writing)."""
 
-from node.chain.solidity import main
+from swarmchain.node.chain.solidity import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

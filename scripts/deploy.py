@@ -3,7 +3,7 @@
 The same command as ``swarm deploy``; run ``python scripts/deploy.py --help`` for the options.
 """
 
-from node.cli.deploy import main
+from swarmchain.node.cli.deploy import main
 
 if __name__ == "__main__":
     main()

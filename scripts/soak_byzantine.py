@@ -36,19 +36,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from incentives.merkle import RewardTree
-from node.chain.coordinator import Coordinator
-from node.chain.deploy import connect
-from node.chain.deployment import SwarmParams
-from node.chain.events import RoundFailed, RoundFinalized
-from node.chain.protocol import Outcome, Phase, RoundStatus, encode_bitmap
-from node.chain.reverts import ContractRevert
-from node.devtools.anvil import Anvil
-from node.devtools.harness import HarnessMember, SwarmHarness
-from node.devtools.swarm import LocalSwarm
-from node.protocol.task import default_task
-from node.runtime.events import EventKind
-from storage.dag import cid_of
+from swarmchain.incentives.merkle import RewardTree
+from swarmchain.node.chain.coordinator import Coordinator
+from swarmchain.node.chain.deploy import connect
+from swarmchain.node.chain.deployment import SwarmParams
+from swarmchain.node.chain.events import RoundFailed, RoundFinalized
+from swarmchain.node.chain.protocol import Outcome, Phase, RoundStatus, encode_bitmap
+from swarmchain.node.chain.reverts import ContractRevert
+from swarmchain.node.devtools.anvil import Anvil
+from swarmchain.node.devtools.harness import HarnessMember, SwarmHarness
+from swarmchain.node.devtools.swarm import LocalSwarm
+from swarmchain.node.protocol.task import default_task
+from swarmchain.node.runtime.events import EventKind
+from swarmchain.storage.dag import cid_of
 
 TOKEN = 10**18
 HONEST_STAKE = 100 * TOKEN  # each honest node's stake

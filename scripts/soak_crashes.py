@@ -38,18 +38,18 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from incentives.claims import load_reward_tree
-from node.chain.coordinator import Coordinator
-from node.chain.deploy import connect
-from node.chain.deployment import SwarmParams
-from node.chain.events import Claimed, RoundFailed, RoundFinalized
-from node.chain.protocol import Phase, RoundStatus
-from node.devtools.anvil import Anvil
-from node.devtools.swarm import LocalSwarm, NodeProcess
-from node.errors import ChainError
-from node.protocol.task import default_task
-from node.runtime.events import EventKind
-from node.runtime.journal import Journal
+from swarmchain.incentives.claims import load_reward_tree
+from swarmchain.node.chain.coordinator import Coordinator
+from swarmchain.node.chain.deploy import connect
+from swarmchain.node.chain.deployment import SwarmParams
+from swarmchain.node.chain.events import Claimed, RoundFailed, RoundFinalized
+from swarmchain.node.chain.protocol import Phase, RoundStatus
+from swarmchain.node.devtools.anvil import Anvil
+from swarmchain.node.devtools.swarm import LocalSwarm, NodeProcess
+from swarmchain.node.errors import ChainError
+from swarmchain.node.protocol.task import default_task
+from swarmchain.node.runtime.events import EventKind
+from swarmchain.node.runtime.journal import Journal
 
 NODES = 4
 FIRST_ROUND = 2  # round 1 opens before anyone joins and is failed to open a counted round

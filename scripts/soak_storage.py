@@ -49,17 +49,17 @@ from typing import Any
 
 import httpx
 
-from node.chain.coordinator import Coordinator
-from node.chain.deploy import connect
-from node.chain.deployment import SwarmParams
-from node.chain.events import ChainEvent, Revealed, RoundFailed, RoundFinalized, Slashed
-from node.chain.protocol import RoundStatus, decode_bitmap
-from node.devtools.anvil import Anvil
-from node.devtools.harness import SwarmHarness
-from node.devtools.process import free_port
-from node.devtools.swarm import LocalSwarm, NodeProcess
-from node.protocol.task import default_task
-from node.runtime.events import EventKind
+from swarmchain.node.chain.coordinator import Coordinator
+from swarmchain.node.chain.deploy import connect
+from swarmchain.node.chain.deployment import SwarmParams
+from swarmchain.node.chain.events import ChainEvent, Revealed, RoundFailed, RoundFinalized, Slashed
+from swarmchain.node.chain.protocol import RoundStatus, decode_bitmap
+from swarmchain.node.devtools.anvil import Anvil
+from swarmchain.node.devtools.harness import SwarmHarness
+from swarmchain.node.devtools.process import free_port
+from swarmchain.node.devtools.swarm import LocalSwarm, NodeProcess
+from swarmchain.node.protocol.task import default_task
+from swarmchain.node.runtime.events import EventKind
 
 NODES = 4
 LONER = 3

@@ -17,7 +17,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Self
 
-from storage.errors import InvalidCID
+from swarmchain.storage.errors import InvalidCID
 
 RAW = 0x55  # multicodec: raw bytes, a file's leaf chunk
 DAG_PB = 0x70  # multicodec: MerkleDAG protobuf, a UnixFS interior node

@@ -29,8 +29,8 @@ from typing import Any
 import torch
 from safetensors.torch import load as load_safetensors  # no pickle: a JSON header, raw bytes
 
-from node import safejson
-from storage.errors import (
+from swarmchain.node import safejson
+from swarmchain.storage.errors import (
     DtypeMismatch,
     MalformedUpdate,
     NonFiniteValues,

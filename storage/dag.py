@@ -45,8 +45,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from storage.cid import CID, DAG_PB, RAW, decode_varint, encode_varint
-from storage.errors import (
+from swarmchain.storage.cid import CID, DAG_PB, RAW, decode_varint, encode_varint
+from swarmchain.storage.errors import (
     ContentTooLarge,
     InvalidCID,
     MalformedBlock,

@@ -1,8 +1,8 @@
 """The embedded store: a directory of content-addressed blocks, with no external process.
 
-It implements `storage.store.Store`: it names a blob by the CID that ``ipfs add --cid-version=1
---raw-leaves`` gives it, and every `get` checks each block against its CID before returning a
-byte, so the store (or a peer) can lose content but never alter it unnoticed.
+It implements `swarmchain.storage.store.Store`: it names a blob by the CID that ``ipfs add
+--cid-version=1 --raw-leaves`` gives it, and every `get` checks each block against its CID before
+returning a byte, so the store (or a peer) can lose content but never alter it unnoticed.
 
 Its layout, under the store's directory::
 
@@ -19,7 +19,7 @@ Packing a blob's leaves into one file makes `put` and `get` one large write and 
 by its CID for peers. A packed blob is checked on `get` by re-deriving its CID from the bytes
 read, which hashes every leaf and rebuilds every interior node; on a mismatch the DAG is walked
 block by block to name the block that changed. Missing blocks are fetched from a list of peers
-that serve the trustless-gateway subset (`storage.peers`), checked, and kept as unpinned
+that serve the trustless-gateway subset (`swarmchain.storage.peers`), checked, and kept as unpinned
 blocks; each block's download from a peer, and each blob's in all, ends by a total deadline.
 """
 
@@ -39,12 +39,12 @@ from typing import Self, TypeVar
 
 import httpx
 
-from storage.cid import CID, DAG_PB, RAW
-from storage.dag import CHUNK_SIZE, Block, build_tree, dag_cids, read_file, split
-from storage.deadline import BLOB_DEADLINE_S, BLOCK_DEADLINE_S, deadline_client
-from storage.errors import BlockNotFound, ContentTooLarge, TamperedBlock
-from storage.peers import fetch_block
-from storage.store import DEFAULT_TIMEOUT_S
+from swarmchain.storage.cid import CID, DAG_PB, RAW
+from swarmchain.storage.dag import CHUNK_SIZE, Block, build_tree, dag_cids, read_file, split
+from swarmchain.storage.deadline import BLOB_DEADLINE_S, BLOCK_DEADLINE_S, deadline_client
+from swarmchain.storage.errors import BlockNotFound, ContentTooLarge, TamperedBlock
+from swarmchain.storage.peers import fetch_block
+from swarmchain.storage.store import DEFAULT_TIMEOUT_S
 
 IO_THREADS = 4  # threads that hash, read and write the blocks of one blob in parallel
 PARALLEL_MIN_BLOCKS = 8  # fewer blocks are processed on the calling thread

@@ -46,9 +46,9 @@ import nacl.utils
 from eth_utils.address import is_address, is_checksum_address, to_checksum_address
 from nacl.signing import VerifyKey
 
-from node import safejson
-from storage.cid import CID
-from storage.errors import (
+from swarmchain.node import safejson
+from swarmchain.storage.cid import CID
+from swarmchain.storage.errors import (
     BadEncryption,
     BadSignature,
     InvalidCID,
@@ -60,7 +60,7 @@ from storage.errors import (
     WrongSigner,
     WrongSwarm,
 )
-from storage.keys import NodeKeys
+from swarmchain.storage.keys import NodeKeys
 
 DOMAIN = b"swarmchain/update-envelope/v1\n"  # prefix of every signed message
 MAX_ENVELOPE_BYTES = 64 * 1024  # larger envelopes are rejected before parsing
@@ -356,7 +356,7 @@ def encrypt_blob(blob: bytes, recipients: Sequence[bytes]) -> bytes:
         The plaintext (an encoded update).
     recipients
         X25519 public keys of the recipients in the order the round requires
-        (`node.protocol.verify.round_recipients`), the sender included.
+        (`swarmchain.node.protocol.verify.round_recipients`), the sender included.
 
     Returns
     -------

@@ -1,14 +1,14 @@
 """Named errors of the storage package.
 
-Each is a subclass of the project's subsystem bases in `node.errors`: reaching a store and finding
-content are `StorageError`s; hostile bytes are `VerificationError`s. A block that does not match
-its CID is both, so a node that rejects bad updates and an operator who fixes a broken store each
-catch it with the base they already handle.
+Each is a subclass of the project's subsystem bases in `swarmchain.node.errors`: reaching a store
+and finding content are `StorageError`s; hostile bytes are `VerificationError`s. A block that does
+not match its CID is both, so a node that rejects bad updates and an operator who fixes a broken
+store each catch it with the base they already handle.
 """
 
 from __future__ import annotations
 
-from node.errors import StorageError, VerificationError
+from swarmchain.node.errors import StorageError, VerificationError
 
 
 class InvalidCID(StorageError):

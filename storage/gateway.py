@@ -1,8 +1,8 @@
 """The trustless-gateway subset that peers speak: block requests by CID, raw bytes back.
 
 A peer answers ``GET /ipfs/{cid}?format=raw`` (or ``Accept: application/vnd.ipld.raw``) with the
-block's exact bytes. `storage.server` serves a store's blocks this way and `storage.peers`
-fetches and checks them; both share the constants here.
+block's exact bytes. `swarmchain.storage.server` serves a store's blocks this way and
+`swarmchain.storage.peers` fetches and checks them; both share the constants here.
 
 Reference: the Trustless Gateway spec (https://specs.ipfs.tech/http-gateways/trustless-gateway/).
 """

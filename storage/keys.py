@@ -26,7 +26,7 @@ from typing import Self
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
-from node.errors import ConfigError
+from swarmchain.node.errors import ConfigError
 
 KEYFILE_FORMAT = "swarmchain-node-keys/1"
 

@@ -22,11 +22,17 @@ from typing import Any, Self
 
 import httpx
 
-from node.errors import StorageError
-from storage.cid import CID
-from storage.dag import CHUNK_SIZE, build_dag, read_file
-from storage.deadline import BLOB_DEADLINE_S, BLOCK_DEADLINE_S, deadline, deadline_client, passed
-from storage.errors import (
+from swarmchain.node.errors import StorageError
+from swarmchain.storage.cid import CID
+from swarmchain.storage.dag import CHUNK_SIZE, build_dag, read_file
+from swarmchain.storage.deadline import (
+    BLOB_DEADLINE_S,
+    BLOCK_DEADLINE_S,
+    deadline,
+    deadline_client,
+    passed,
+)
+from swarmchain.storage.errors import (
     ContentTooLarge,
     DeadlineExceeded,
     MalformedBlock,
@@ -34,7 +40,7 @@ from storage.errors import (
     StoreUnavailable,
     TamperedBlock,
 )
-from storage.gateway import MAX_BLOCK_SIZE
+from swarmchain.storage.gateway import MAX_BLOCK_SIZE
 
 _TRANSIENT_STATUS = {
     HTTPStatus.TOO_MANY_REQUESTS,
@@ -259,7 +265,7 @@ class KuboStore:
         ContentTooLarge
             If the content exceeds `max_size`.
         MalformedBlock
-            If the DAG is malformed or over its read budget (`storage.dag`).
+            If the DAG is malformed or over its read budget (`swarmchain.storage.dag`).
         DeadlineExceeded
             If the download runs past the block or blob deadline.
         StoreUnavailable, StoreTimeout, StorageError

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from storage.deadline import BLOB_DEADLINE_S, BLOCK_DEADLINE_S
-from storage.embedded import EmbeddedStore
-from storage.kubo import KuboStore
-from storage.store import DEFAULT_TIMEOUT_S, Store, default_store_path
+from swarmchain.storage.deadline import BLOB_DEADLINE_S, BLOCK_DEADLINE_S
+from swarmchain.storage.embedded import EmbeddedStore
+from swarmchain.storage.kubo import KuboStore
+from swarmchain.storage.store import DEFAULT_TIMEOUT_S, Store, default_store_path
 
 
 def open_store(

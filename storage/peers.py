@@ -1,9 +1,9 @@
-"""Fetch blocks from peers that serve the trustless-gateway subset (`storage.gateway`).
+"""Fetch blocks from peers that serve the trustless-gateway subset (`swarmchain.storage.gateway`).
 
-A peer is never trusted: `fetch_block` checks every block against the CID it asked for and
-tries the next peer when the bytes do not match. Any IPFS gateway that implements the spec can
-serve as a peer, as can `storage.server.BlockServer`. Each download from a peer ends by a total
-deadline (`storage.deadline`), so a peer trickling bytes costs a bounded wait.
+A peer is never trusted: `fetch_block` checks every block against the CID it asked for and tries the
+next peer when the bytes do not match. Any IPFS gateway that implements the spec can serve as a
+peer, as can `swarmchain.storage.server.BlockServer`. Each download from a peer ends by a total
+deadline (`swarmchain.storage.deadline`), so a peer trickling bytes costs a bounded wait.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from http import HTTPStatus
 
 import httpx
 
-from storage.cid import CID
-from storage.deadline import BLOCK_DEADLINE_S, deadline, passed
-from storage.errors import BlockNotFound, DeadlineExceeded, TamperedBlock
-from storage.gateway import MAX_BLOCK_SIZE, RAW_MEDIA_TYPE
+from swarmchain.storage.cid import CID
+from swarmchain.storage.deadline import BLOCK_DEADLINE_S, deadline, passed
+from swarmchain.storage.errors import BlockNotFound, DeadlineExceeded, TamperedBlock
+from swarmchain.storage.gateway import MAX_BLOCK_SIZE, RAW_MEDIA_TYPE
 
 
 def _download(client: httpx.Client, peer: str, cid: CID, at: float) -> bytes | str:
@@ -53,8 +53,8 @@ def fetch_block(
     Parameters
     ----------
     client
-        The HTTP client, made by `storage.deadline.deadline_client` (its timeout bounds each
-        read, the deadlines each download).
+        The HTTP client, made by `swarmchain.storage.deadline.deadline_client` (its timeout bounds
+        each read, the deadlines each download).
     peers
         Trustless-gateway base URLs, tried in order.
     cid

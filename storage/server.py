@@ -1,11 +1,12 @@
-"""Serve a store's blocks read-only over HTTP: the trustless-gateway subset (`storage.gateway`).
+"""Serve a store's blocks read-only over HTTP: the trustless-gateway subset
+(`swarmchain.storage.gateway`).
 
-The server answers ``GET /ipfs/{cid}?format=raw`` (or ``Accept: application/vnd.ipld.raw``) with
-the block's exact bytes as ``application/vnd.ipld.raw``, ``404`` for a block it lacks, and nothing
-else: no writes, no paths inside a DAG, no CAR files. It serves blocks as stored, unchecked: in
-the trustless model the client checks every block against the CID it asked for (as
-`storage.peers.fetch_block` does), so a server never needs to be trusted, and this server answers
-any trustless client.
+The server answers ``GET /ipfs/{cid}?format=raw`` (or ``Accept: application/vnd.ipld.raw``) with the
+block's exact bytes as ``application/vnd.ipld.raw``, ``404`` for a block it lacks, and nothing else:
+no writes, no paths inside a DAG, no CAR files. It serves blocks as stored, unchecked: in the
+trustless model the client checks every block against the CID it asked for (as
+`swarmchain.storage.peers.fetch_block` does), so a server never needs to be trusted, and this server
+answers any trustless client.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import parse_qs, urlsplit
 
-from storage.cid import CID
-from storage.embedded import EmbeddedStore
-from storage.errors import InvalidCID
-from storage.gateway import RAW_MEDIA_TYPE
+from swarmchain.storage.cid import CID
+from swarmchain.storage.embedded import EmbeddedStore
+from swarmchain.storage.errors import InvalidCID
+from swarmchain.storage.gateway import RAW_MEDIA_TYPE
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,9 @@
 
 Every store names a blob by the CID that ``ipfs add --cid-version=1 --raw-leaves`` gives it, and
 every `get` checks each block against its CID before returning a byte, so a store (or a peer) can
-lose content but never alter it unnoticed. The backends, `storage.embedded.EmbeddedStore` and
-`storage.kubo.KuboStore`, each implement `Store` alone; `storage.open.open_store` picks one.
+lose content but never alter it unnoticed. The backends, `swarmchain.storage.embedded.EmbeddedStore`
+and `swarmchain.storage.kubo.KuboStore`, each implement `Store` alone;
+`swarmchain.storage.open.open_store` picks one.
 """
 
 from __future__ import annotations

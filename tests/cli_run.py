@@ -6,7 +6,7 @@ import io
 import sys
 from contextlib import redirect_stderr, redirect_stdout
 
-from node.cli.app import main
+from swarmchain.node.cli.app import main
 
 
 def run_swarm(args: list[str]) -> tuple[int, str, str]:

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from web3 import Web3
 
-from node.chain.deploy import connect
-from node.chain.deployment import SwarmParams
-from node.chain.tx import Transaction
-from node.devtools.anvil import Anvil, DevAccount
-from node.devtools.harness import HarnessMember, SwarmHarness
-from node.devtools.ipfs_peer import JsIpfsPeer
+from swarmchain.node.chain.deploy import connect
+from swarmchain.node.chain.deployment import SwarmParams
+from swarmchain.node.chain.tx import Transaction
+from swarmchain.node.devtools.anvil import Anvil, DevAccount
+from swarmchain.node.devtools.harness import HarnessMember, SwarmHarness
+from swarmchain.node.devtools.ipfs_peer import JsIpfsPeer
 
 HOUR = 3600
 

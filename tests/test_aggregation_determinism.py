@@ -24,9 +24,9 @@ import torch
 
 threads, shuffle = int(sys.argv[1]), sys.argv[2] == "shuffle"
 torch.set_num_threads(threads)
-from node.aggregation.fixed_point import COMPILED_MIN
-from node.aggregation.pipeline import aggregate
-from node.protocol.task import AggregationSpec, StepSpec, TaskSpec
+from swarmchain.node.aggregation.fixed_point import COMPILED_MIN
+from swarmchain.node.aggregation.pipeline import aggregate
+from swarmchain.node.protocol.task import AggregationSpec, StepSpec, TaskSpec
 
 pipelines = [
     AggregationSpec("mean", {}, ()),

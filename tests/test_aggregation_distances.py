@@ -10,11 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.aggregation.bulyan import bulyan
-from node.aggregation.distance_bounds import certified_krum_order, cheap_bounds, distance_bounds
-from node.aggregation.fixed_point import Batch, Layout, RuleOutput, exact_inner
-from node.aggregation.krum import krum, krum_scores, multi_krum
-from node.aggregation.limits import COORD_BOUND, MIN_DIRECT_BLOCK
+from swarmchain.node.aggregation.bulyan import bulyan
+from swarmchain.node.aggregation.distance_bounds import (
+    certified_krum_order,
+    cheap_bounds,
+    distance_bounds,
+)
+from swarmchain.node.aggregation.fixed_point import Batch, Layout, RuleOutput, exact_inner
+from swarmchain.node.aggregation.krum import krum, krum_scores, multi_krum
+from swarmchain.node.aggregation.limits import COORD_BOUND, MIN_DIRECT_BLOCK
 
 
 def python_inner(a: np.ndarray, b: np.ndarray) -> list[list[int]]:

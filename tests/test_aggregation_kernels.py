@@ -14,8 +14,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.aggregation import kernels
-from node.aggregation.fixed_point import (
+from swarmchain.node.aggregation import kernels
+from swarmchain.node.aggregation.fixed_point import (
     COMPILED_MIN,
     Layout,
     dequantise,
@@ -24,9 +24,9 @@ from node.aggregation.fixed_point import (
     quantise,
     quantised_mean,
 )
-from node.aggregation.parallel import MIN_PART, in_parallel, set_threads
-from node.aggregation.pipeline import aggregate, aggregate_batch
-from node.protocol.task import AggregationSpec, TaskSpec
+from swarmchain.node.aggregation.parallel import MIN_PART, in_parallel, set_threads
+from swarmchain.node.aggregation.pipeline import aggregate, aggregate_batch
+from swarmchain.node.protocol.task import AggregationSpec, TaskSpec
 
 F32_MAX = float(np.finfo(np.float32).max)
 

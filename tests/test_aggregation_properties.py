@@ -8,11 +8,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.aggregation.fixed_point import quantise
-from node.aggregation.krum import krum
-from node.aggregation.median import median, trimmed_mean
-from node.aggregation.pipeline import aggregate
-from node.protocol.task import AggregationSpec, StepSpec, TaskSpec
+from swarmchain.node.aggregation.fixed_point import quantise
+from swarmchain.node.aggregation.krum import krum
+from swarmchain.node.aggregation.median import median, trimmed_mean
+from swarmchain.node.aggregation.pipeline import aggregate
+from swarmchain.node.protocol.task import AggregationSpec, StepSpec, TaskSpec
 
 PIPELINES = [
     AggregationSpec("mean", {}, ()),

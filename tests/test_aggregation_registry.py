@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from node.aggregation.registry import DEFAULT_RULE, RULES
+from swarmchain.node.aggregation.registry import DEFAULT_RULE, RULES
 
 ROOT = Path(__file__).resolve().parent.parent
 # Benchmarks choose which rules to measure, and against which reference implementations, by

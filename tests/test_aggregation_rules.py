@@ -12,11 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from node.aggregation.bucketing import bucketing
-from node.aggregation.bulyan import bulyan, mean_around_median
-from node.aggregation.centered_clipping import centered_clipping, centered_clipping_coalitions
-from node.aggregation.errors import ByzantineBoundError
-from node.aggregation.fixed_point import (
+from swarmchain.node.aggregation.bucketing import bucketing
+from swarmchain.node.aggregation.bulyan import bulyan, mean_around_median
+from swarmchain.node.aggregation.centered_clipping import (
+    centered_clipping,
+    centered_clipping_coalitions,
+)
+from swarmchain.node.aggregation.errors import ByzantineBoundError
+from swarmchain.node.aggregation.fixed_point import (
     Batch,
     dequantise,
     div_round,
@@ -25,18 +28,18 @@ from node.aggregation.fixed_point import (
     exact_sq_norms,
     quantise,
 )
-from node.aggregation.geometric_median import geometric_median
-from node.aggregation.krum import krum, multi_krum
-from node.aggregation.limits import COORD_BOUND
-from node.aggregation.mean import mean, weighted_mean
-from node.aggregation.median import median, trimmed_mean
-from node.aggregation.nnm import nearest_neighbour_mixing
-from node.aggregation.norm_clipping import norm_clipping
-from node.aggregation.pipeline import aggregate
-from node.aggregation.randomness import derive_seed, seeded_permutation
-from node.aggregation.registry import RULES, STEPS, resolve_params
-from node.aggregation.sample_cap import sample_cap
-from node.protocol.task import AggregationSpec, StepSpec, TaskSpec
+from swarmchain.node.aggregation.geometric_median import geometric_median
+from swarmchain.node.aggregation.krum import krum, multi_krum
+from swarmchain.node.aggregation.limits import COORD_BOUND
+from swarmchain.node.aggregation.mean import mean, weighted_mean
+from swarmchain.node.aggregation.median import median, trimmed_mean
+from swarmchain.node.aggregation.nnm import nearest_neighbour_mixing
+from swarmchain.node.aggregation.norm_clipping import norm_clipping
+from swarmchain.node.aggregation.pipeline import aggregate
+from swarmchain.node.aggregation.randomness import derive_seed, seeded_permutation
+from swarmchain.node.aggregation.registry import RULES, STEPS, resolve_params
+from swarmchain.node.aggregation.sample_cap import sample_cap
+from swarmchain.node.protocol.task import AggregationSpec, StepSpec, TaskSpec
 
 
 def batch_of(

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from incentives import allocate_rewards
+from swarmchain.incentives import allocate_rewards
 
 A = "0x000000000000000000000000000000000000000a"
 B = "0x000000000000000000000000000000000000000b"

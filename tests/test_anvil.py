@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from web3 import Web3
 
-from node.devtools import anvil as anvil_module
-from node.devtools.anvil import Anvil, DevAccount, find_anvil
-from node.errors import ToolchainError
+from swarmchain.node.devtools import anvil as anvil_module
+from swarmchain.node.devtools.anvil import Anvil, DevAccount, find_anvil
+from swarmchain.node.errors import ToolchainError
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ import statistics
 import pytest
 import torch
 
-from node.learning.attacks import (
+from swarmchain.node.learning.attacks import (
     ATTACKS,
     AttackContext,
     alie,

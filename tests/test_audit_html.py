@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from browser import load_page, needs_chromium
 
-from node.audit.html import render_html
-from node.audit.report import (
+from swarmchain.node.audit.html import render_html
+from swarmchain.node.audit.report import (
     AttestationLine,
     AuditReport,
     Check,
@@ -20,7 +20,7 @@ from node.audit.report import (
     UpdateLine,
     to_markdown,
 )
-from node.audit.svg import Series, line_chart, stacked_bars
+from swarmchain.node.audit.svg import Series, line_chart, stacked_bars
 
 ALICE = "0x" + "aa" * 20
 EVIL = "0x" + "ee" * 20

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from node.audit.record import RoundState, SwarmRecord
-from node.chain.events import (
+from swarmchain.node.audit.record import RoundState, SwarmRecord
+from swarmchain.node.chain.events import (
     ChainEvent,
     Joined,
     Revealed,
@@ -15,9 +15,9 @@ from node.chain.events import (
     Slashed,
     SwarmConfigured,
 )
-from node.chain.protocol import CoordinatorParams, Outcome, SlashReason
-from node.errors import ConfigError
-from node.protocol.record import members, opened, submissions
+from swarmchain.node.chain.protocol import CoordinatorParams, Outcome, SlashReason
+from swarmchain.node.errors import ConfigError
+from swarmchain.node.protocol.record import members, opened, submissions
 
 ALICE = "0x" + "aa" * 20
 BOB = "0x" + "bb" * 20

@@ -19,10 +19,10 @@ from eth_typing import ABIEvent
 from eth_utils.abi import event_abi_to_log_topic, function_signature_to_4byte_selector
 from web3.types import LogReceipt
 
-from node.chain.abis import abi_of, contract_at
-from node.chain.coordinator import Coordinator
-from node.chain.deploy import connect
-from node.chain.events import (
+from swarmchain.node.chain.abis import abi_of, contract_at
+from swarmchain.node.chain.coordinator import Coordinator
+from swarmchain.node.chain.deploy import connect
+from swarmchain.node.chain.events import (
     _BUILDERS,
     EVENT_TYPES,
     Approval,
@@ -34,7 +34,7 @@ from node.chain.events import (
     RoundFinalized,
     Transfer,
 )
-from node.chain.protocol import (
+from swarmchain.node.chain.protocol import (
     Outcome,
     Phase,
     Reveal,
@@ -45,7 +45,7 @@ from node.chain.protocol import (
     rejecting_outcomes,
     required_stake,
 )
-from node.chain.reverts import (
+from swarmchain.node.chain.reverts import (
     ABI_ERRORS,
     REVERT_TYPES,
     ContractPanic,
@@ -57,9 +57,9 @@ from node.chain.reverts import (
     WrongRound,
     decode_revert,
 )
-from node.devtools.anvil import Anvil
-from node.devtools.harness import HarnessMember, SwarmHarness, sample_outcome
-from node.errors import ChainError, ConfigError
+from swarmchain.node.devtools.anvil import Anvil
+from swarmchain.node.devtools.harness import HarnessMember, SwarmHarness, sample_outcome
+from swarmchain.node.errors import ChainError, ConfigError
 
 STAKE = 1_000
 PARAMS = swarm_params(

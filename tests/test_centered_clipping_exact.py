@@ -13,14 +13,14 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.aggregation.centered_clipping import (
+from swarmchain.node.aggregation.centered_clipping import (
     CLIP_BITS,
     WEIGHTED_BITS,
     _isqrt,
     centered_clipping_coalitions,
 )
-from node.aggregation.fixed_point import Batch, Layout
-from node.aggregation.limits import COORD_BOUND
+from swarmchain.node.aggregation.fixed_point import Batch, Layout
+from swarmchain.node.aggregation.limits import COORD_BOUND
 
 
 def clip_reference(

@@ -13,13 +13,13 @@ from eth_typing import ABIEvent
 from eth_utils.abi import event_abi_to_log_topic
 from web3 import Web3
 
-from node.chain.abis import abi_of
-from node.chain.coordinator import Token
-from node.chain.deploy import connect, deploy_contract
-from node.chain.tx import Sender
-from node.chain.watch import RECONNECT_S, LogWatch, websocket_url
-from node.devtools.anvil import Anvil, DevAccount
-from node.runtime.session import WAKING_EVENTS
+from swarmchain.node.chain.abis import abi_of
+from swarmchain.node.chain.coordinator import Token
+from swarmchain.node.chain.deploy import connect, deploy_contract
+from swarmchain.node.chain.tx import Sender
+from swarmchain.node.chain.watch import RECONNECT_S, LogWatch, websocket_url
+from swarmchain.node.devtools.anvil import Anvil, DevAccount
+from swarmchain.node.runtime.session import WAKING_EVENTS
 
 SUPPLY = 10**6
 LONG_S = 60.0  # a wait this long returning True was ended by a log, not by its timeout

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from node import __version__
+from swarmchain.node import __version__
 
 SWARM = str(Path(sys.executable).parent / "swarm")
 

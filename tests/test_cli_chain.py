@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from node.devtools.process import free_port
+from swarmchain.node.devtools.process import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -20,23 +20,23 @@ from typing import Any
 import pytest
 from browser import load_page, needs_chromium
 
-from node.audit.record import SwarmRecord
-from node.audit.replay import Auditor
-from node.audit.report import CheckKind, Result
-from node.chain.coordinator import Coordinator
-from node.chain.deploy import connect
-from node.chain.deployment import load_deployment
-from node.chain.events import ChainEvent
-from node.chain.protocol import Phase
-from node.devtools.anvil import Anvil, DevAccount
-from node.devtools.harness import SwarmHarness, sample_outcome, sample_reveal
-from node.learning.data import load_npz, task_splits
-from node.protocol.document import fetch_task
-from node.protocol.inputs import round_inputs
-from node.protocol.round import RoundInputs
-from node.runtime.history import ChainHistory
-from storage.cid import CID
-from storage.embedded import EmbeddedStore
+from swarmchain.node.audit.record import SwarmRecord
+from swarmchain.node.audit.replay import Auditor
+from swarmchain.node.audit.report import CheckKind, Result
+from swarmchain.node.chain.coordinator import Coordinator
+from swarmchain.node.chain.deploy import connect
+from swarmchain.node.chain.deployment import load_deployment
+from swarmchain.node.chain.events import ChainEvent
+from swarmchain.node.chain.protocol import Phase
+from swarmchain.node.devtools.anvil import Anvil, DevAccount
+from swarmchain.node.devtools.harness import SwarmHarness, sample_outcome, sample_reveal
+from swarmchain.node.learning.data import load_npz, task_splits
+from swarmchain.node.protocol.document import fetch_task
+from swarmchain.node.protocol.inputs import round_inputs
+from swarmchain.node.protocol.round import RoundInputs
+from swarmchain.node.runtime.history import ChainHistory
+from swarmchain.storage.cid import CID
+from swarmchain.storage.embedded import EmbeddedStore
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from node.cli.app import app
+from swarmchain.node.cli.app import app
 
 # Commands of the three user jobs, the demo and the store this module holds to the rule
 # (`swarm store cat` writes raw bytes: tests/test_cli_store.py).

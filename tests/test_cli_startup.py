@@ -1,6 +1,6 @@
-"""Help starts fast. `swarm --help` lists commands from the summaries in `node.cli.app.COMMANDS`
-without importing any command's module, and no command's `--help` imports torch (seconds of
-CPU): each command imports what it runs on only when it runs."""
+"""Help starts fast. `swarm --help` lists commands from the summaries in
+`swarmchain.node.cli.app.COMMANDS` without importing any command's module, and no command's `--help`
+imports torch (seconds of CPU): each command imports what it runs on only when it runs."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from typer.core import TyperGroup
 
-from node.cli.app import COMMANDS, load_command
+from swarmchain.node.cli.app import COMMANDS, load_command
 
 # Run `swarm ARGS` for each ARGS in turn through the real entry point in a fresh interpreter,
 # reporting after each run which heavy packages have been imported so far.
 PROBE = """
 import json, sys
-from node.cli.app import main
+from swarmchain.node.cli.app import main
 reports = []
 for args in json.loads(sys.argv[1]):
     sys.argv = ["swarm", *args]

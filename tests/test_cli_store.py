@@ -10,9 +10,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from node.cli.app import app
-from storage.dag import cid_of
-from storage.embedded import EmbeddedStore
+from swarmchain.node.cli.app import app
+from swarmchain.storage.dag import cid_of
+from swarmchain.storage.embedded import EmbeddedStore
 
 SWARM = Path(sys.executable).with_name("swarm")
 DATA = b"one blob, small enough to check by eye\n"

@@ -2,8 +2,8 @@
 code for usage errors), naming the help to read; `--help` and `--version` still exit 0, and
 Ctrl-C leaves without a traceback.
 
-Most cases run the real entry point (`node.cli.app.main`) in-process; one runs the installed
-``swarm`` executable, so the console script is held to the same rule.
+Most cases run the real entry point (`swarmchain.node.cli.app.main`) in-process; one runs the
+installed ``swarm`` executable, so the console script is held to the same rule.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from cli_run import run_swarm
 
-from node import __version__
+from swarmchain.node import __version__
 
 SWARM = Path(sys.executable).with_name("swarm")
 JOIN = ["node", "join", "--deployment", "d.json", "--key", "k.txt", "--data", "a.npz"]

@@ -19,15 +19,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.errors import VerificationError
-from storage.codec import (
+from swarmchain.node.errors import VerificationError
+from swarmchain.storage.codec import (
     METADATA,
     decode_update,
     encode_update,
     encoded_size,
     tensor_spec,
 )
-from storage.errors import (
+from swarmchain.storage.errors import (
     DtypeMismatch,
     MalformedUpdate,
     NonFiniteValues,

@@ -36,8 +36,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from incentives.merkle import RewardTree
-from node.chain.events import (
+from swarmchain.incentives.merkle import RewardTree
+from swarmchain.node.chain.events import (
     Attested,
     ChainEvent,
     Claimed,
@@ -47,7 +47,7 @@ from node.chain.events import (
     Slashed,
     Withdrawn,
 )
-from node.chain.protocol import (
+from swarmchain.node.chain.protocol import (
     BPS,
     MemberStatus,
     Outcome,
@@ -58,7 +58,7 @@ from node.chain.protocol import (
     outcome_key,
     required_stake,
 )
-from node.chain.reverts import (
+from swarmchain.node.chain.reverts import (
     AlreadyClaimed,
     CommitmentMismatch,
     ContractRevert,
@@ -69,8 +69,13 @@ from node.chain.reverts import (
     PhaseNotStarted,
     UnbondingNotOver,
 )
-from node.chain.tx import Transaction
-from node.devtools.harness import HarnessMember, SwarmHarness, sample_outcome, sample_reveal
+from swarmchain.node.chain.tx import Transaction
+from swarmchain.node.devtools.harness import (
+    HarnessMember,
+    SwarmHarness,
+    sample_outcome,
+    sample_reveal,
+)
 
 pytestmark = pytest.mark.integration
 

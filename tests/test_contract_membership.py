@@ -8,10 +8,17 @@ from dataclasses import replace
 import pytest
 from conftest import swarm_params
 
-from node.chain.deploy import deploy_contract
-from node.chain.events import ExitRequested, Joined, RewardsFunded, Slashed, Transfer, Withdrawn
-from node.chain.protocol import MemberStatus, Phase, SlashReason
-from node.chain.reverts import (
+from swarmchain.node.chain.deploy import deploy_contract
+from swarmchain.node.chain.events import (
+    ExitRequested,
+    Joined,
+    RewardsFunded,
+    Slashed,
+    Transfer,
+    Withdrawn,
+)
+from swarmchain.node.chain.protocol import MemberStatus, Phase, SlashReason
+from swarmchain.node.chain.reverts import (
     AlreadyMember,
     ERC20InsufficientAllowance,
     InvalidCid,
@@ -25,8 +32,8 @@ from node.chain.reverts import (
     ZeroAmount,
     ZeroHash,
 )
-from node.devtools.harness import HarnessMember, SwarmHarness
-from storage.envelope import valid_x25519_key
+from swarmchain.node.devtools.harness import HarnessMember, SwarmHarness
+from swarmchain.storage.envelope import valid_x25519_key
 
 pytestmark = pytest.mark.integration
 

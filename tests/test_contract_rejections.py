@@ -1,6 +1,7 @@
 """`slashRejected` on a real Anvil: in a failed round, a revealed member whom attested tuples
-holding quorum stake together all leave out is slashed once; anything short of that reverts with
-a named error. The node's own reading of the record (`node.runtime.slashing`) finds the same."""
+holding quorum stake together all leave out is slashed once; anything short of that reverts with a
+named error. The node's own reading of the record (`swarmchain.node.runtime.slashing`) finds the
+same."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from conftest import swarm_params
 from eth_abi.abi import encode
 from eth_utils.crypto import keccak
 
-from node.chain.events import Slashed
-from node.chain.protocol import (
+from swarmchain.node.chain.events import Slashed
+from swarmchain.node.chain.protocol import (
     Outcome,
     Phase,
     RoundStatus,
@@ -21,7 +22,7 @@ from node.chain.protocol import (
     outcome_key,
     rejecting_outcomes,
 )
-from node.chain.reverts import (
+from swarmchain.node.chain.reverts import (
     AlreadySlashed,
     NotSlashable,
     RejectionBelowQuorum,
@@ -30,9 +31,9 @@ from node.chain.reverts import (
     TupleNotAttested,
     TuplesNotSorted,
 )
-from node.devtools.harness import HarnessMember, SwarmHarness, sample_outcome
-from node.runtime.history import ChainHistory
-from node.runtime.slashing import Offence, slash_plan
+from swarmchain.node.devtools.harness import HarnessMember, SwarmHarness, sample_outcome
+from swarmchain.node.runtime.history import ChainHistory
+from swarmchain.node.runtime.slashing import Offence, slash_plan
 
 pytestmark = pytest.mark.integration
 

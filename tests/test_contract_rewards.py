@@ -9,9 +9,9 @@ from dataclasses import replace
 import pytest
 from conftest import swarm_params
 
-from incentives.merkle import RewardTree
-from node.chain.coordinator import Coordinator
-from node.chain.events import (
+from swarmchain.incentives.merkle import RewardTree
+from swarmchain.node.chain.coordinator import Coordinator
+from swarmchain.node.chain.events import (
     Claimed,
     Committed,
     ExitRequested,
@@ -19,8 +19,14 @@ from node.chain.events import (
     Slashed,
     Transfer,
 )
-from node.chain.protocol import MemberStatus, Outcome, Phase, SlashReason, SubmissionState
-from node.chain.reverts import (
+from swarmchain.node.chain.protocol import (
+    MemberStatus,
+    Outcome,
+    Phase,
+    SlashReason,
+    SubmissionState,
+)
+from swarmchain.node.chain.reverts import (
     AlreadyClaimed,
     AlreadySlashed,
     InvalidProof,
@@ -31,7 +37,7 @@ from node.chain.reverts import (
     RoundNotFinalized,
     ZeroAmount,
 )
-from node.devtools.harness import HarnessMember, SwarmHarness, sample_outcome
+from swarmchain.node.devtools.harness import HarnessMember, SwarmHarness, sample_outcome
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from conftest import raw, swarm_params
 
-from node.chain.events import (
+from swarmchain.node.chain.events import (
     Attested,
     Committed,
     Revealed,
@@ -15,8 +15,15 @@ from node.chain.events import (
     RoundFinalized,
     RoundOpened,
 )
-from node.chain.protocol import Outcome, Phase, Reveal, RoundStatus, SubmissionState, round_seed
-from node.chain.reverts import (
+from swarmchain.node.chain.protocol import (
+    Outcome,
+    Phase,
+    Reveal,
+    RoundStatus,
+    SubmissionState,
+    round_seed,
+)
+from swarmchain.node.chain.reverts import (
     AlreadyAttested,
     AlreadyCommitted,
     AlreadyRevealed,
@@ -39,7 +46,12 @@ from node.chain.reverts import (
     ZeroHash,
     ZeroSamples,
 )
-from node.devtools.harness import HarnessMember, SwarmHarness, sample_outcome, sample_reveal
+from swarmchain.node.devtools.harness import (
+    HarnessMember,
+    SwarmHarness,
+    sample_outcome,
+    sample_reveal,
+)
 
 pytestmark = pytest.mark.integration
 

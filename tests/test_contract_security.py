@@ -21,10 +21,10 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import Web3RPCError
 
-from node.chain.abis import abi_of
-from node.chain.deploy import deploy_swarm
-from node.chain.protocol import MemberStatus, Outcome, Phase, Reveal, SubmissionState
-from node.chain.reverts import (
+from swarmchain.node.chain.abis import abi_of
+from swarmchain.node.chain.deploy import deploy_swarm
+from swarmchain.node.chain.protocol import MemberStatus, Outcome, Phase, Reveal, SubmissionState
+from swarmchain.node.chain.reverts import (
     AlreadyAttested,
     AlreadyClaimed,
     AlreadyMember,
@@ -48,10 +48,15 @@ from node.chain.reverts import (
     ZeroAmount,
     decode_revert,
 )
-from node.chain.solidity import compile_sources
-from node.chain.tx import Sender, Transaction
-from node.devtools.anvil import Anvil
-from node.devtools.harness import HarnessMember, SwarmHarness, sample_outcome, sample_reveal
+from swarmchain.node.chain.solidity import compile_sources
+from swarmchain.node.chain.tx import Sender, Transaction
+from swarmchain.node.devtools.anvil import Anvil
+from swarmchain.node.devtools.harness import (
+    HarnessMember,
+    SwarmHarness,
+    sample_outcome,
+    sample_reveal,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -14,15 +14,15 @@ from typing import Any
 import pytest
 from web3 import Web3
 
-from node.chain.coordinator import Coordinator
-from node.chain.deploy import connect, deploy_swarm
-from node.chain.deployment import SwarmParams, load_deployment, save_deployment
-from node.chain.events import RewardsFunded, RoundOpened, SwarmConfigured
-from node.chain.solidity import load_artifact
-from node.cli.deploy import ANVIL_DEV_KEY, deployer_key
-from node.devtools.anvil import Anvil, DevAccount
-from node.errors import ChainError, ConfigError
-from node.paths import REPO_ROOT
+from swarmchain.node.chain.coordinator import Coordinator
+from swarmchain.node.chain.deploy import connect, deploy_swarm
+from swarmchain.node.chain.deployment import SwarmParams, load_deployment, save_deployment
+from swarmchain.node.chain.events import RewardsFunded, RoundOpened, SwarmConfigured
+from swarmchain.node.chain.solidity import load_artifact
+from swarmchain.node.cli.deploy import ANVIL_DEV_KEY, deployer_key
+from swarmchain.node.devtools.anvil import Anvil, DevAccount
+from swarmchain.node.errors import ChainError, ConfigError
+from swarmchain.node.paths import REPO_ROOT
 
 SWARM = str(Path(sys.executable).parent / "swarm")
 DEPLOY_SCRIPT = REPO_ROOT / "scripts" / "deploy.py"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from node.devtools.process import ManagedProcess
-from node.errors import ToolchainError
+from swarmchain.node.devtools.process import ManagedProcess
+from swarmchain.node.errors import ToolchainError
 
 
 class _Script(ManagedProcess):

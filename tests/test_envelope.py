@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from node.errors import ConfigError
-from storage.dag import cid_of
-from storage.envelope import (
+from swarmchain.node.errors import ConfigError
+from swarmchain.storage.dag import cid_of
+from swarmchain.storage.envelope import (
     ENCRYPTED_MAGIC,
     MAX_ENVELOPE_BYTES,
     Manifest,
@@ -25,7 +25,7 @@ from storage.envelope import (
     sign_manifest,
     valid_x25519_key,
 )
-from storage.errors import (
+from swarmchain.storage.errors import (
     BadEncryption,
     BadSignature,
     MalformedCiphertext,
@@ -36,7 +36,7 @@ from storage.errors import (
     WrongSigner,
     WrongSwarm,
 )
-from storage.keys import NodeKeys
+from swarmchain.storage.keys import NodeKeys
 
 COORDINATOR = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 OTHER_COORDINATOR = "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"

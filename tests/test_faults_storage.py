@@ -14,18 +14,24 @@ from eth_utils.address import to_checksum_address
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
-from node.learning.training import genesis_state
-from node.protocol.checkpoint import Checkpoint, encode_checkpoint
-from node.protocol.hashing import content_hash
-from node.protocol.task import TaskSpec, default_task
-from node.protocol.verify import Rejected, RejectReason, RoundFrame, Submission, verify_submission
-from storage.cid import CID
-from storage.codec import encode_update
-from storage.embedded import EmbeddedStore
-from storage.envelope import Manifest, sign_manifest
-from storage.errors import BlockNotFound, TamperedBlock
-from storage.keys import NodeKeys
-from storage.server import BlockServer
+from swarmchain.node.learning.training import genesis_state
+from swarmchain.node.protocol.checkpoint import Checkpoint, encode_checkpoint
+from swarmchain.node.protocol.hashing import content_hash
+from swarmchain.node.protocol.task import TaskSpec, default_task
+from swarmchain.node.protocol.verify import (
+    Rejected,
+    RejectReason,
+    RoundFrame,
+    Submission,
+    verify_submission,
+)
+from swarmchain.storage.cid import CID
+from swarmchain.storage.codec import encode_update
+from swarmchain.storage.embedded import EmbeddedStore
+from swarmchain.storage.envelope import Manifest, sign_manifest
+from swarmchain.storage.errors import BlockNotFound, TamperedBlock
+from swarmchain.storage.keys import NodeKeys
+from swarmchain.storage.server import BlockServer
 
 CHAIN_ID = 31337
 COORDINATOR = to_checksum_address("0x" + "ab" * 20)

@@ -2,9 +2,9 @@
 rejects is one ``error: ...`` line and exit code 1; a value the parser rejects (a word where a
 number belongs, an unknown option) is one ``error: ...`` line and exit code 2.
 
-Hypothesis drives the real entry point (`node.cli.app.main`) in-process, where thousands of
-invocations are cheap; a handful of cases run the installed ``swarm`` executable as a
-subprocess, so the console script itself is held to the same rule.
+Hypothesis drives the real entry point (`swarmchain.node.cli.app.main`) in-process, where thousands
+of invocations are cheap; a handful of cases run the installed ``swarm`` executable as a subprocess,
+so the console script itself is held to the same rule.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from cli_run import run_swarm
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from storage.cid import CID, RAW
+from swarmchain.storage.cid import CID, RAW
 
 SWARM = Path(sys.executable).with_name("swarm")
 DEAD_RPC = "http://127.0.0.1:9"  # the discard port: nothing answers JSON-RPC there

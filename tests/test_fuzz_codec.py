@@ -18,9 +18,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node.errors import VerificationError
-from storage.codec import decode_update, encode_update, encoded_size, tensor_spec
-from storage.errors import MalformedUpdate, UpdateTooLarge
+from swarmchain.node.errors import VerificationError
+from swarmchain.storage.codec import decode_update, encode_update, encoded_size, tensor_spec
+from swarmchain.storage.errors import MalformedUpdate, UpdateTooLarge
 
 UPDATE = {
     "fc.bias": torch.arange(3, dtype=torch.float32),

@@ -14,13 +14,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node import safejson
-from node.chain.deployment import load_deployment
-from node.errors import ConfigError, SwarmchainError
-from node.protocol.document import TaskDocument
-from node.protocol.task import TaskSpec, default_task, load_task
-from storage.cid import CID, DAG_PB, RAW
-from storage.errors import InvalidCID
+from swarmchain.node import safejson
+from swarmchain.node.chain.deployment import load_deployment
+from swarmchain.node.errors import ConfigError, SwarmchainError
+from swarmchain.node.protocol.document import TaskDocument
+from swarmchain.node.protocol.task import TaskSpec, default_task, load_task
+from swarmchain.storage.cid import CID, DAG_PB, RAW
+from swarmchain.storage.errors import InvalidCID
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FUZZ_JSON = settings(FUZZ, max_examples=40)  # generating nested JSON costs more than checking it

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from node.errors import VerificationError
-from storage.dag import cid_of
-from storage.envelope import (
+from swarmchain.node.errors import VerificationError
+from swarmchain.storage.dag import cid_of
+from swarmchain.storage.envelope import (
     ENCRYPTED_MAGIC,
     Manifest,
     decrypt_blob,
@@ -21,7 +21,7 @@ from storage.envelope import (
     open_envelope,
     sign_manifest,
 )
-from storage.errors import (
+from swarmchain.storage.errors import (
     BadEncryption,
     MalformedCiphertext,
     MalformedEnvelope,
@@ -30,7 +30,7 @@ from storage.errors import (
     WrongSigner,
     WrongSwarm,
 )
-from storage.keys import NodeKeys
+from swarmchain.storage.keys import NodeKeys
 
 FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FUZZ_JSON = settings(FUZZ, max_examples=40)  # generating nested JSON costs more than checking it

@@ -11,6 +11,7 @@ import ast
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ PACKAGES = ("node", "storage", "incentives")
 def _module_name(path: Path) -> str:
     """The dotted name of a source file under the repository root."""
     parts = list(path.relative_to(REPO).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    return ".".join(["swarmchain", *(parts[:-1] if parts[-1] == "__init__" else parts)])
 
 
 def _modules() -> dict[str, Path]:
@@ -119,7 +120,7 @@ def test_storage_has_no_import_circle_at_all() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", sorted(name for name in _modules() if name.split(".")[0] == "storage")
+    "module", sorted(name for name in _modules() if name.split(".")[1] == "storage")
 )
 def test_each_storage_module_imports_alone(module: str) -> None:
     env = {
@@ -137,3 +138,42 @@ def test_each_storage_module_imports_alone(module: str) -> None:
     )
 
     assert done.returncode == 0, done.stderr
+
+
+def test_no_source_imports_a_package_by_its_folder_name() -> None:
+    # `node` would import a second copy of every module beside `swarmchain.node`.
+    sources = [
+        path
+        for folder in (*PACKAGES, "scripts", "tests")
+        for path in sorted((REPO / folder).rglob("*.py"))
+        if "node_modules" not in path.parts
+    ]
+    bare = []
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and node.level == 0
+                else []
+            )
+            bare += [f"{path.name}: {n}" for n in names if n.split(".")[0] in PACKAGES]
+
+    assert not bare, bare
+
+
+def test_the_distribution_lists_every_package() -> None:
+    # setuptools maps swarmchain.* onto the folders, package by package: one left out of
+    # pyproject.toml would be missing from an installed wheel.
+    listed = set(
+        tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        _module_name(init)
+        for package in PACKAGES
+        for init in (REPO / package).rglob("__init__.py")
+        if "node_modules" not in init.parts
+    }
+
+    assert listed == found

@@ -14,20 +14,20 @@ import pytest
 import torch
 from conftest import swarm_params
 
-from incentives.claims import ClaimStatus, claim_all, save_reward_tree
-from incentives.freeriders import free_riders
-from incentives.game import round_utility
-from incentives.merkle import RewardTree
-from incentives.settlement import RoundRewards, settle_round
-from node.chain.deployment import save_deployment
-from node.chain.protocol import Outcome, Phase, encode_bitmap
-from node.devtools.anvil import Anvil
-from node.devtools.harness import HarnessMember, SwarmHarness
-from node.learning.data import task_splits
-from node.learning.training import State, genesis_state, train_local
-from node.protocol.hashing import content_hash
-from node.protocol.task import ValuationSpec, default_task
-from node.runtime.session import REWARDS_DIR
+from swarmchain.incentives.claims import ClaimStatus, claim_all, save_reward_tree
+from swarmchain.incentives.freeriders import free_riders
+from swarmchain.incentives.game import round_utility
+from swarmchain.incentives.merkle import RewardTree
+from swarmchain.incentives.settlement import RoundRewards, settle_round
+from swarmchain.node.chain.deployment import save_deployment
+from swarmchain.node.chain.protocol import Outcome, Phase, encode_bitmap
+from swarmchain.node.devtools.anvil import Anvil
+from swarmchain.node.devtools.harness import HarnessMember, SwarmHarness
+from swarmchain.node.learning.data import task_splits
+from swarmchain.node.learning.training import State, genesis_state, train_local
+from swarmchain.node.protocol.hashing import content_hash
+from swarmchain.node.protocol.task import ValuationSpec, default_task
+from swarmchain.node.runtime.session import REWARDS_DIR
 
 pytestmark = pytest.mark.integration
 

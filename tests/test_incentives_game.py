@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-from incentives import allocate_rewards, exact_shapley, gtg_shapley
-from incentives.freeriders import free_riders
-from incentives.game import round_utility
-from incentives.settlement import settle_round
-from incentives.utility import CoalitionUtility
-from node.aggregation.pipeline import aggregate
-from node.learning.data import Dataset, task_splits
-from node.learning.training import (
+from swarmchain.incentives import allocate_rewards, exact_shapley, gtg_shapley
+from swarmchain.incentives.freeriders import free_riders
+from swarmchain.incentives.game import round_utility
+from swarmchain.incentives.settlement import settle_round
+from swarmchain.incentives.utility import CoalitionUtility
+from swarmchain.node.aggregation.pipeline import aggregate
+from swarmchain.node.learning.data import Dataset, task_splits
+from swarmchain.node.learning.training import (
     State,
     apply_delta,
     evaluate,
@@ -30,7 +30,7 @@ from node.learning.training import (
     quantised_utility,
     train_local,
 )
-from node.protocol.task import (
+from swarmchain.node.protocol.task import (
     AggregationSpec,
     StepSpec,
     TaskSpec,

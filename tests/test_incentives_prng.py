@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from incentives import RoundRng
+from swarmchain.incentives import RoundRng
 
 
 def test_stream_is_pinned() -> None:

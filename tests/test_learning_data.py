@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from node.learning.data import (
+from swarmchain.node.learning.data import (
     DataError,
     Dataset,
     check_dataset,
@@ -21,14 +21,14 @@ from node.learning.data import (
     read_idx,
     task_splits,
 )
-from node.learning.partition import (
+from swarmchain.node.learning.partition import (
     dirichlet_partition,
     iid_partition,
     partition,
     quantity_skew_partition,
     shard_partition,
 )
-from node.protocol.task import DataSpec, ReferenceSpec, TaskSpec
+from swarmchain.node.protocol.task import DataSpec, ReferenceSpec, TaskSpec
 
 
 def write_idx(path: Path, array: np.ndarray, code: int) -> None:

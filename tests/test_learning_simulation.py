@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from node.learning.simulation import simulate
-from node.protocol.task import AggregationSpec, TaskSpec
+from swarmchain.node.learning.simulation import simulate
+from swarmchain.node.protocol.task import AggregationSpec, TaskSpec
 
 CPU = torch.device("cpu")
 

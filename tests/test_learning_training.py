@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from node.learning.data import DataError, Dataset, load_digits
-from node.learning.training import (
+from swarmchain.node.learning.data import DataError, Dataset, load_digits
+from swarmchain.node.learning.training import (
     Metrics,
     apply_delta,
     evaluate,
@@ -19,7 +19,7 @@ from node.learning.training import (
     train_local,
     training_seed,
 )
-from node.protocol.task import ModelSpec, TaskSpec, TrainSpec, ValuationSpec
+from swarmchain.node.protocol.task import ModelSpec, TaskSpec, TrainSpec, ValuationSpec
 
 CPU = torch.device("cpu")
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from incentives import EMPTY_ROOT, RewardTree, leaf_hash, process_proof, verify_proof
-from node.errors import VerificationError
+from swarmchain.incentives import EMPTY_ROOT, RewardTree, leaf_hash, process_proof, verify_proof
+from swarmchain.node.errors import VerificationError
 
 VECTORS = json.loads((Path(__file__).parent / "test_merkle_oz_vectors.json").read_text())
 CASES: list[dict[str, Any]] = VECTORS["cases"]

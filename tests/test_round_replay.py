@@ -19,17 +19,17 @@ from eth_utils.address import to_checksum_address
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
-from node.learning.data import task_splits
-from node.learning.training import genesis_state
-from node.protocol.checkpoint import decode_checkpoint, encode_checkpoint
-from node.protocol.hashing import content_hash
-from node.protocol.round import RoundInputs, compute_round
-from node.protocol.task import TaskSpec, default_task
-from node.protocol.verify import Submission
-from storage.codec import encode_update
-from storage.embedded import EmbeddedStore
-from storage.envelope import Manifest, sign_manifest
-from storage.keys import NodeKeys
+from swarmchain.node.learning.data import task_splits
+from swarmchain.node.learning.training import genesis_state
+from swarmchain.node.protocol.checkpoint import decode_checkpoint, encode_checkpoint
+from swarmchain.node.protocol.hashing import content_hash
+from swarmchain.node.protocol.round import RoundInputs, compute_round
+from swarmchain.node.protocol.task import TaskSpec, default_task
+from swarmchain.node.protocol.verify import Submission
+from swarmchain.storage.codec import encode_update
+from swarmchain.storage.embedded import EmbeddedStore
+from swarmchain.storage.envelope import Manifest, sign_manifest
+from swarmchain.storage.keys import NodeKeys
 
 RECORDED = Path(__file__).parent / "data" / "recorded-round"
 CHAIN_ID = 31337

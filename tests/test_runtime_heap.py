@@ -8,7 +8,7 @@ import sys
 FAULTS = """
 import resource, sys
 import numpy as np
-from node.runtime.heap import keep_freed_heap
+from swarmchain.node.runtime.heap import keep_freed_heap
 if sys.argv[1] == "keep":
     assert keep_freed_heap()
 def step() -> None:

@@ -9,17 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from incentives.shapley import ValuationConfig
-from node.errors import ConfigError
-from node.protocol.checkpoint import CheckpointMismatch, encode_checkpoint
-from node.protocol.document import TaskDocument, TaskDocumentError, fetch_task, publish_task
-from node.protocol.hashing import content_hash
-from node.protocol.task import default_task
-from node.runtime.config import NodeConfig, load_node_data, read_private_key
-from node.runtime.events import EventKind, NodeEvent, parse_event
-from node.runtime.journal import Journal, JournalCorrupt
-from node.runtime.local import AttackPlan
-from storage.embedded import EmbeddedStore
+from swarmchain.incentives.shapley import ValuationConfig
+from swarmchain.node.errors import ConfigError
+from swarmchain.node.protocol.checkpoint import CheckpointMismatch, encode_checkpoint
+from swarmchain.node.protocol.document import (
+    TaskDocument,
+    TaskDocumentError,
+    fetch_task,
+    publish_task,
+)
+from swarmchain.node.protocol.hashing import content_hash
+from swarmchain.node.protocol.task import default_task
+from swarmchain.node.runtime.config import NodeConfig, load_node_data, read_private_key
+from swarmchain.node.runtime.events import EventKind, NodeEvent, parse_event
+from swarmchain.node.runtime.journal import Journal, JournalCorrupt
+from swarmchain.node.runtime.local import AttackPlan
+from swarmchain.storage.embedded import EmbeddedStore
 
 KEY = "0x" + "11" * 32
 

@@ -14,38 +14,38 @@ from eth_utils.address import to_checksum_address
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
-from incentives.merkle import EMPTY_ROOT
-from node.aggregation import fixed_point
-from node.aggregation import krum as krum_module
-from node.aggregation.fixed_point import RuleOutput, Update
-from node.aggregation.limits import MAX_SAMPLES
-from node.chain.events import RewardsFunded, RoundFinalized, RoundOpened, Slashed
-from node.chain.protocol import Outcome, SlashReason, encode_bitmap
-from node.learning.data import Dataset, task_splits
-from node.learning.training import genesis_state
-from node.protocol.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
-from node.protocol.hashing import content_hash
-from node.protocol.record import reward_for_round
-from node.protocol.round import (
+from swarmchain.incentives.merkle import EMPTY_ROOT
+from swarmchain.node.aggregation import fixed_point
+from swarmchain.node.aggregation import krum as krum_module
+from swarmchain.node.aggregation.fixed_point import RuleOutput, Update
+from swarmchain.node.aggregation.limits import MAX_SAMPLES
+from swarmchain.node.chain.events import RewardsFunded, RoundFinalized, RoundOpened, Slashed
+from swarmchain.node.chain.protocol import Outcome, SlashReason, encode_bitmap
+from swarmchain.node.learning.data import Dataset, task_splits
+from swarmchain.node.learning.training import genesis_state
+from swarmchain.node.protocol.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
+from swarmchain.node.protocol.hashing import content_hash
+from swarmchain.node.protocol.record import reward_for_round
+from swarmchain.node.protocol.round import (
     Contribution,
     RoundInputs,
     RoundResult,
     combine_round,
     compute_round,
 )
-from node.protocol.task import AggregationSpec, TaskSpec, default_task
-from node.protocol.verify import CannotJudge, Fetch, RejectReason, Submission
-from storage.cid import CID, RAW
-from storage.codec import encode_update
-from storage.embedded import EmbeddedStore
-from storage.envelope import (
+from swarmchain.node.protocol.task import AggregationSpec, TaskSpec, default_task
+from swarmchain.node.protocol.verify import CannotJudge, Fetch, RejectReason, Submission
+from swarmchain.storage.cid import CID, RAW
+from swarmchain.storage.codec import encode_update
+from swarmchain.storage.embedded import EmbeddedStore
+from swarmchain.storage.envelope import (
     ENCRYPTED_MAGIC,
     Manifest,
     decrypt_blob,
     encrypt_blob,
     sign_manifest,
 )
-from storage.keys import NodeKeys
+from swarmchain.storage.keys import NodeKeys
 
 CHAIN_ID = 31337
 COORDINATOR = to_checksum_address("0x" + "ab" * 20)

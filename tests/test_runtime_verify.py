@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from eth_utils.address import to_checksum_address
 
-from node.protocol.task import default_task
-from node.protocol.verify import (
+from swarmchain.node.protocol.task import default_task
+from swarmchain.node.protocol.verify import (
     Rejected,
     RejectReason,
     RoundFrame,
@@ -15,9 +15,9 @@ from node.protocol.verify import (
     round_recipients,
     verify_submission,
 )
-from storage.cid import CID, DAG_PB, RAW
-from storage.dag import build_dag
-from storage.keys import NodeKeys
+from swarmchain.storage.cid import CID, DAG_PB, RAW
+from swarmchain.storage.dag import build_dag
+from swarmchain.storage.keys import NodeKeys
 
 NODE = to_checksum_address("0x" + "01" * 20)
 FRAME = RoundFrame(31337, NODE, 1, str(CID.of(RAW, b"base")), default_task())

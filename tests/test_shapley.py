@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import pytest
 
-from incentives import (
+from swarmchain.incentives import (
     CoalitionUtility,
     RoundRng,
     ShapleyEstimate,

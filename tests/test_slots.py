@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from node.errors import ConfigError
-from node.runtime.slots import StopWaiting, TrainingSlots
+from swarmchain.node.errors import ConfigError
+from swarmchain.node.runtime.slots import StopWaiting, TrainingSlots
 
 
 def test_at_most_count_hold_a_slot_at_once(tmp_path: Path) -> None:
@@ -49,7 +49,7 @@ def test_a_killed_holder_frees_its_slot(tmp_path: Path) -> None:
             "-c",
             "import sys, time\n"
             "from pathlib import Path\n"
-            "from node.runtime.slots import StopWaiting, TrainingSlots\n"
+            "from swarmchain.node.runtime.slots import StopWaiting, TrainingSlots\n"
             "with TrainingSlots(1, Path(sys.argv[1])).hold():\n"
             "    print('held', flush=True)\n"
             "    time.sleep(600)\n",

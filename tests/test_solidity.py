@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from node.chain.solidity import compile_sources, render
-from node.errors import CompileError
-from node.paths import CONTRACT_ARTIFACTS, REPO_ROOT
+from swarmchain.node.chain.solidity import compile_sources, render
+from swarmchain.node.errors import CompileError
+from swarmchain.node.paths import CONTRACT_ARTIFACTS, REPO_ROOT
 
 
 def _committed(path: Path) -> bytes:

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from storage.cid import CID, DAG_PB, RAW, decode_varint, encode_varint
-from storage.dag import (
+from swarmchain.storage.cid import CID, DAG_PB, RAW, decode_varint, encode_varint
+from swarmchain.storage.dag import (
     CHUNK_SIZE,
     MAX_DEPTH,
     Link,
@@ -26,7 +26,7 @@ from storage.dag import (
     decode_file_node,
     read_file,
 )
-from storage.errors import (
+from swarmchain.storage.errors import (
     ContentTooLarge,
     InvalidCID,
     MalformedBlock,

@@ -13,15 +13,21 @@ from pathlib import Path
 import pytest
 from eth_utils.address import to_checksum_address
 
-from node.protocol.task import default_task
-from node.protocol.verify import Rejected, RejectReason, RoundFrame, Submission, verify_submission
-from storage.cid import CID, RAW
-from storage.deadline import deadline_client
-from storage.embedded import EmbeddedStore
-from storage.errors import DeadlineExceeded, StoreTimeout
-from storage.gateway import RAW_MEDIA_TYPE
-from storage.kubo import KuboStore
-from storage.peers import fetch_block
+from swarmchain.node.protocol.task import default_task
+from swarmchain.node.protocol.verify import (
+    Rejected,
+    RejectReason,
+    RoundFrame,
+    Submission,
+    verify_submission,
+)
+from swarmchain.storage.cid import CID, RAW
+from swarmchain.storage.deadline import deadline_client
+from swarmchain.storage.embedded import EmbeddedStore
+from swarmchain.storage.errors import DeadlineExceeded, StoreTimeout
+from swarmchain.storage.gateway import RAW_MEDIA_TYPE
+from swarmchain.storage.kubo import KuboStore
+from swarmchain.storage.peers import fetch_block
 
 BLOCK = bytes(range(40))  # 40 bytes at one per PAUSE_S: 8 s to send in full
 PAUSE_S = 0.2

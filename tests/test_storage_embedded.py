@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from node.errors import StorageError, VerificationError
-from storage.cid import CID
-from storage.dag import build_dag, cid_of
-from storage.embedded import EmbeddedStore
-from storage.errors import BlockNotFound, ContentTooLarge, InvalidCID, TamperedBlock
-from storage.kubo import KuboStore
-from storage.open import open_store
+from swarmchain.node.errors import StorageError, VerificationError
+from swarmchain.storage.cid import CID
+from swarmchain.storage.dag import build_dag, cid_of
+from swarmchain.storage.embedded import EmbeddedStore
+from swarmchain.storage.errors import BlockNotFound, ContentTooLarge, InvalidCID, TamperedBlock
+from swarmchain.storage.kubo import KuboStore
+from swarmchain.storage.open import open_store
 
 SWARM = str(Path(sys.executable).parent / "swarm")
 

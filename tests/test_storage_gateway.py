@@ -13,13 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from node.devtools.process import free_port
-from storage.cid import CID
-from storage.dag import build_dag
-from storage.embedded import EmbeddedStore
-from storage.errors import BlockNotFound, TamperedBlock
-from storage.gateway import RAW_MEDIA_TYPE
-from storage.server import BlockServer
+from swarmchain.node.devtools.process import free_port
+from swarmchain.storage.cid import CID
+from swarmchain.storage.dag import build_dag
+from swarmchain.storage.embedded import EmbeddedStore
+from swarmchain.storage.errors import BlockNotFound, TamperedBlock
+from swarmchain.storage.gateway import RAW_MEDIA_TYPE
+from swarmchain.storage.server import BlockServer
 
 SWARM = str(Path(sys.executable).parent / "swarm")
 

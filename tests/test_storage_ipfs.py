@@ -17,17 +17,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from node.devtools.ipfs_peer import JsIpfsPeer
-from node.devtools.process import free_port
-from storage.dag import build_dag
-from storage.embedded import EmbeddedStore
-from storage.errors import (
+from swarmchain.node.devtools.ipfs_peer import JsIpfsPeer
+from swarmchain.node.devtools.process import free_port
+from swarmchain.storage.dag import build_dag
+from swarmchain.storage.embedded import EmbeddedStore
+from swarmchain.storage.errors import (
     ContentTooLarge,
     StoreTimeout,
     StoreUnavailable,
     TamperedBlock,
 )
-from storage.kubo import KuboStore, RetryPolicy
+from swarmchain.storage.kubo import KuboStore, RetryPolicy
 
 pytestmark = pytest.mark.integration
 

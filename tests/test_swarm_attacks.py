@@ -30,27 +30,27 @@ from pathlib import Path
 import pytest
 import torch
 
-from node.audit.record import SwarmRecord
-from node.audit.replay import Auditor
-from node.audit.report import AuditReport, Result
-from node.chain.coordinator import Coordinator
-from node.chain.deploy import connect
-from node.chain.deployment import SwarmParams
-from node.chain.events import ChainEvent, RoundFinalized, Slashed
-from node.chain.protocol import Phase, Reveal, decode_bitmap
-from node.chain.reverts import ContractRevert, InvalidPublicKey
-from node.devtools.anvil import Anvil
-from node.devtools.harness import SwarmHarness
-from node.devtools.swarm import LocalSwarm
-from node.protocol.document import fetch_task
-from node.protocol.hashing import content_hash
-from node.protocol.task import TaskSpec, default_task
-from node.protocol.verify import RejectReason
-from node.runtime.events import EventKind, NodeEvent
-from storage.codec import encode_update
-from storage.embedded import EmbeddedStore
-from storage.envelope import ENCRYPTED_MAGIC, Manifest, encrypt_blob, sign_manifest
-from storage.keys import NodeKeys
+from swarmchain.node.audit.record import SwarmRecord
+from swarmchain.node.audit.replay import Auditor
+from swarmchain.node.audit.report import AuditReport, Result
+from swarmchain.node.chain.coordinator import Coordinator
+from swarmchain.node.chain.deploy import connect
+from swarmchain.node.chain.deployment import SwarmParams
+from swarmchain.node.chain.events import ChainEvent, RoundFinalized, Slashed
+from swarmchain.node.chain.protocol import Phase, Reveal, decode_bitmap
+from swarmchain.node.chain.reverts import ContractRevert, InvalidPublicKey
+from swarmchain.node.devtools.anvil import Anvil
+from swarmchain.node.devtools.harness import SwarmHarness
+from swarmchain.node.devtools.swarm import LocalSwarm
+from swarmchain.node.protocol.document import fetch_task
+from swarmchain.node.protocol.hashing import content_hash
+from swarmchain.node.protocol.task import TaskSpec, default_task
+from swarmchain.node.protocol.verify import RejectReason
+from swarmchain.node.runtime.events import EventKind, NodeEvent
+from swarmchain.storage.codec import encode_update
+from swarmchain.storage.embedded import EmbeddedStore
+from swarmchain.storage.envelope import ENCRYPTED_MAGIC, Manifest, encrypt_blob, sign_manifest
+from swarmchain.storage.keys import NodeKeys
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

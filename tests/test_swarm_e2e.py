@@ -26,11 +26,11 @@ from dataclasses import dataclass, replace
 import pytest
 import torch
 
-from incentives.claims import load_reward_tree
-from node.chain.coordinator import Coordinator
-from node.chain.deploy import connect
-from node.chain.deployment import SwarmParams
-from node.chain.events import (
+from swarmchain.incentives.claims import load_reward_tree
+from swarmchain.node.chain.coordinator import Coordinator
+from swarmchain.node.chain.deploy import connect
+from swarmchain.node.chain.deployment import SwarmParams
+from swarmchain.node.chain.events import (
     Attested,
     ChainEvent,
     Claimed,
@@ -41,22 +41,22 @@ from node.chain.events import (
     RoundOpened,
     Slashed,
 )
-from node.chain.protocol import SlashReason, decode_bitmap
-from node.devtools.anvil import Anvil
-from node.devtools.process import free_port
-from node.devtools.swarm import LocalSwarm
-from node.learning.data import load_npz, task_splits
-from node.learning.training import evaluate
-from node.protocol.checkpoint import Checkpoint, aggregate_of, decode_checkpoint
-from node.protocol.document import fetch_task
-from node.protocol.round import Contribution, RoundInputs, combine_round
-from node.protocol.task import AggregationSpec, StepSpec, TaskSpec, default_task
-from node.runtime.events import EventKind, NodeEvent
-from node.runtime.local import local_update
-from storage.cid import CID
-from storage.embedded import EmbeddedStore
-from storage.envelope import is_encrypted
-from storage.server import BlockServer
+from swarmchain.node.chain.protocol import SlashReason, decode_bitmap
+from swarmchain.node.devtools.anvil import Anvil
+from swarmchain.node.devtools.process import free_port
+from swarmchain.node.devtools.swarm import LocalSwarm
+from swarmchain.node.learning.data import load_npz, task_splits
+from swarmchain.node.learning.training import evaluate
+from swarmchain.node.protocol.checkpoint import Checkpoint, aggregate_of, decode_checkpoint
+from swarmchain.node.protocol.document import fetch_task
+from swarmchain.node.protocol.round import Contribution, RoundInputs, combine_round
+from swarmchain.node.protocol.task import AggregationSpec, StepSpec, TaskSpec, default_task
+from swarmchain.node.runtime.events import EventKind, NodeEvent
+from swarmchain.node.runtime.local import local_update
+from swarmchain.storage.cid import CID
+from swarmchain.storage.embedded import EmbeddedStore
+from swarmchain.storage.envelope import is_encrypted
+from swarmchain.storage.server import BlockServer
 
 pytestmark = pytest.mark.integration
 

@@ -31,12 +31,12 @@ from typing import Any
 
 import pytest
 
-from incentives.claims import load_reward_tree
-from incentives.shapley import ValuationConfig
-from node.chain.coordinator import Coordinator
-from node.chain.deploy import connect
-from node.chain.deployment import SwarmParams
-from node.chain.events import (
+from swarmchain.incentives.claims import load_reward_tree
+from swarmchain.incentives.shapley import ValuationConfig
+from swarmchain.node.chain.coordinator import Coordinator
+from swarmchain.node.chain.deploy import connect
+from swarmchain.node.chain.deployment import SwarmParams
+from swarmchain.node.chain.events import (
     ChainEvent,
     Claimed,
     Committed,
@@ -46,11 +46,11 @@ from node.chain.events import (
     RoundOpened,
     Slashed,
 )
-from node.chain.protocol import RoundStatus
-from node.devtools.anvil import Anvil
-from node.devtools.swarm import LocalSwarm, NodeProcess
-from node.protocol.task import TaskSpec, default_task
-from node.runtime.events import EventKind, NodeEvent
+from swarmchain.node.chain.protocol import RoundStatus
+from swarmchain.node.devtools.anvil import Anvil
+from swarmchain.node.devtools.swarm import LocalSwarm, NodeProcess
+from swarmchain.node.protocol.task import TaskSpec, default_task
+from swarmchain.node.runtime.events import EventKind, NodeEvent
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

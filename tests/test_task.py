@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from node.errors import ConfigError
-from node.learning.models import build_model
-from node.protocol.task import (
+from swarmchain.node.errors import ConfigError
+from swarmchain.node.learning.models import build_model
+from swarmchain.node.protocol.task import (
     AggregationSpec,
     DataSpec,
     ModelSpec,
@@ -162,9 +162,9 @@ def test_expected_shapes_match_the_built_models_state_dict(
 def test_a_task_spec_is_read_and_validated_without_importing_torch() -> None:
     probe = (
         "import sys\n"
-        "from node.protocol.task import TaskSpec, default_task\n"
+        "from swarmchain.node.protocol.task import TaskSpec, default_task\n"
         "TaskSpec.from_json(default_task().to_json())\n"
-        "print('torch' in sys.modules, 'node.learning.models' in sys.modules)\n"
+        "print('torch' in sys.modules, 'swarmchain.node.learning.models' in sys.modules)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from node.aggregation.fixed_point import Batch, div_round, exact_combine
-from node.aggregation.randomness import seeded_permutation
+from swarmchain.node.aggregation.fixed_point import Batch, div_round, exact_combine
+from swarmchain.node.aggregation.randomness import seeded_permutation
 
 
 def bucketing(batch: Batch, *, s: int, seed: int) -> Batch:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from node.aggregation.distance_bounds import cheap_bounds
-from node.aggregation.errors import ByzantineBoundError
-from node.aggregation.fixed_point import (
+from swarmchain.node.aggregation.distance_bounds import cheap_bounds
+from swarmchain.node.aggregation.errors import ByzantineBoundError
+from swarmchain.node.aggregation.fixed_point import (
     Batch,
     I32Array,
     IntArray,
@@ -24,7 +24,7 @@ from node.aggregation.fixed_point import (
     div_round,
     sorted_columns,
 )
-from node.aggregation.krum import krum_ranking
+from swarmchain.node.aggregation.krum import krum_ranking
 
 
 def bulyan_selection(batch: Batch, f: int) -> list[int]:

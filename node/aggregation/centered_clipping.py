@@ -27,7 +27,7 @@ what is proven exact, whatever order BLAS adds in: inner products with the rows 
 parts of ``b`` bits, ``2**b * bound * d <= 2**53``; squared norms that come out below ``2**53``;
 and the step when every product, partial sum and the offset stay within ``2**53`` (``2**52``
 for a denominator that is not a power of two), checked from the iteration's coefficients.
-Elsewhere it takes the split integer products of `node.aggregation.fixed_point`.
+Elsewhere it takes the split integer products of `swarmchain.node.aggregation.fixed_point`.
 
 `centered_clipping_coalitions` runs the rule for many coalitions of one batch at once (every row
 outside a coalition read as a zero update, as the valuation game does): the same integers as one
@@ -42,7 +42,7 @@ from collections.abc import Collection, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from node.aggregation.fixed_point import (
+from swarmchain.node.aggregation.fixed_point import (
     Batch,
     F64Array,
     I32Array,
@@ -53,7 +53,7 @@ from node.aggregation.fixed_point import (
     exact_inner,
     exact_sq_norms,
 )
-from node.aggregation.limits import COORD_BOUND
+from swarmchain.node.aggregation.limits import COORD_BOUND
 
 CLIP_BITS = 20  # clipping factors are integers out of 2**20
 # With n <= MAX_INPUTS = 2**11 the factors sum to at most 2**31, so sum_i c_i x_i and C * v are
@@ -121,7 +121,7 @@ def centered_clipping_coalitions(
 
     Row ``k`` of the result is exactly ``centered_clipping(masked_k, ...).aggregate``, where
     ``masked_k`` is the batch with every row outside ``coalitions[k]`` replaced by zeros (its
-    sample count kept): the zero-filled coalitions of `incentives.game`.
+    sample count kept): the zero-filled coalitions of `swarmchain.incentives.game`.
 
     Parameters
     ----------

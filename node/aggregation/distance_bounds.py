@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from node.aggregation.fixed_point import Batch, direct_width
+from swarmchain.node.aggregation.fixed_point import Batch, direct_width
 
 _BLOCK_CELLS = 1 << 19  # float64 cells per column block of the product (4 MiB)
 

@@ -55,8 +55,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from node.aggregation.errors import AggregationBoundError
-from node.aggregation.limits import (
+from swarmchain.node.aggregation.errors import AggregationBoundError
+from swarmchain.node.aggregation.limits import (
     COORD_BITS,
     COORD_BOUND,
     DIRECT_WEIGHT,
@@ -67,7 +67,7 @@ from node.aggregation.limits import (
     MIN_DIRECT_BLOCK,
     SPLIT_BITS,
 )
-from node.aggregation.parallel import in_parallel
+from swarmchain.node.aggregation.parallel import in_parallel
 
 _LO_MASK: Final = (1 << SPLIT_BITS) - 1
 # From n * d values on, quantising runs compiled on every core (kernels.py). Below, NumPy takes
@@ -394,7 +394,7 @@ def quantised_mean(
     coeffs = weights if weighted else np.ones(len(rows), dtype=np.int64)
     total_weight = int(coeffs.sum())
     if len(rows) * layout.dim >= COMPILED_MIN and total_weight <= DIRECT_WEIGHT:
-        from node.aggregation import kernels
+        from swarmchain.node.aggregation import kernels
 
         grid, flat, nan = kernels.weighted_mean(rows, layout.offsets, coeffs.tolist(), frac_bits)
         _raise_on_nan(nan, layout)
@@ -415,7 +415,7 @@ def _quantise_checked(
     """The ``(n, d)`` grid values of checked updates: compiled on every core for large inputs,
     NumPy for small ones; ValueError naming the first tensor that holds a NaN."""
     if len(rows) * layout.dim >= COMPILED_MIN:
-        from node.aggregation import kernels  # Numba: imported (0.2 s) only once needed
+        from swarmchain.node.aggregation import kernels  # Numba: imported (0.2 s) only once needed
 
         values, nan = kernels.quantise_rows(rows, layout.offsets, frac_bits)
     else:

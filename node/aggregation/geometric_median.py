@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from node.aggregation.fixed_point import (
+from swarmchain.node.aggregation.fixed_point import (
     Batch,
     IntArray,
     RuleOutput,

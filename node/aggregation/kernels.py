@@ -28,8 +28,8 @@ import torch
 from numba import types
 from numba.extending import intrinsic
 
-from node.aggregation.limits import COORD_BOUND, DIRECT_WEIGHT
-from node.aggregation.parallel import in_parallel
+from swarmchain.node.aggregation.limits import COORD_BOUND, DIRECT_WEIGHT
+from swarmchain.node.aggregation.parallel import in_parallel
 
 CHUNK: Final = 1 << 13  # coordinates per block of sums: 64 KiB of float64 stays in L2
 

@@ -19,9 +19,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from node.aggregation.distance_bounds import DistanceBounds, certified_krum_order, cheap_bounds
-from node.aggregation.errors import ByzantineBoundError
-from node.aggregation.fixed_point import Batch, RuleOutput, div_round, exact_combine
+from swarmchain.node.aggregation.distance_bounds import (
+    DistanceBounds,
+    certified_krum_order,
+    cheap_bounds,
+)
+from swarmchain.node.aggregation.errors import ByzantineBoundError
+from swarmchain.node.aggregation.fixed_point import Batch, RuleOutput, div_round, exact_combine
 
 
 def _check_krum_bound(name: str, n: int, f: int) -> None:

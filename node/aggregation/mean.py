@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from node.aggregation.fixed_point import (
+from swarmchain.node.aggregation.fixed_point import (
     Batch,
     Layout,
     RuleOutput,

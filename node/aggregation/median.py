@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from node.aggregation.fixed_point import (
+from swarmchain.node.aggregation.fixed_point import (
     Batch,
     RuleOutput,
     coordinate_blocks,

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from node.aggregation.errors import ByzantineBoundError
-from node.aggregation.fixed_point import Batch, div_round, exact_combine
+from swarmchain.node.aggregation.errors import ByzantineBoundError
+from swarmchain.node.aggregation.fixed_point import Batch, div_round, exact_combine
 
 
 def nearest_neighbour_mixing(batch: Batch, *, f: int) -> Batch:

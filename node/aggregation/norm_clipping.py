@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from node.aggregation.fixed_point import Batch, div_round
+from swarmchain.node.aggregation.fixed_point import Batch, div_round
 
 SCALE_BITS = 30  # factor = (max_norm << 30) // norm <= 2**30, so |x * factor| <= 2**60
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from node.aggregation.fixed_point import (
+from swarmchain.node.aggregation.fixed_point import (
     Batch,
     IntArray,
     Layout,
@@ -28,11 +28,11 @@ from node.aggregation.fixed_point import (
     quantise,
     quantise_vector,
 )
-from node.aggregation.mean import mean_of_updates
-from node.aggregation.registry import RULES, STEPS, resolve_params
+from swarmchain.node.aggregation.mean import mean_of_updates
+from swarmchain.node.aggregation.registry import RULES, STEPS, resolve_params
 
 if TYPE_CHECKING:
-    from node.protocol.task import AggregationSpec, StepSpec, TaskSpec
+    from swarmchain.node.protocol.task import AggregationSpec, StepSpec, TaskSpec
 
 
 @dataclass(frozen=True)

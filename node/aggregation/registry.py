@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from node.aggregation.fixed_point import Batch, IntArray, RuleOutput
+    from swarmchain.node.aggregation.fixed_point import Batch, IntArray, RuleOutput
 
 ParamValue = bool | int | float | None
 
@@ -90,27 +90,30 @@ class Step:
 _F = Param(int, None, 0, required=True)  # assumed number of Byzantine inputs
 
 RULES: Final[Mapping[str, Rule]] = {
-    "mean": Rule("node.aggregation.mean:mean", {}, streaming_mean=False),
-    "fedavg": Rule("node.aggregation.mean:weighted_mean", {}, streaming_mean=True),
-    "median": Rule("node.aggregation.median:median", {}),
+    "mean": Rule("swarmchain.node.aggregation.mean:mean", {}, streaming_mean=False),
+    "fedavg": Rule("swarmchain.node.aggregation.mean:weighted_mean", {}, streaming_mean=True),
+    "median": Rule("swarmchain.node.aggregation.median:median", {}),
     "trimmed_mean": Rule(
-        "node.aggregation.median:trimmed_mean", {"beta": Param(float, 0.1, 0.0, maximum=0.5)}
+        "swarmchain.node.aggregation.median:trimmed_mean",
+        {"beta": Param(float, 0.1, 0.0, maximum=0.5)},
     ),
     "geometric_median": Rule(
-        "node.aggregation.geometric_median:geometric_median",
+        "swarmchain.node.aggregation.geometric_median:geometric_median",
         {
             "iterations": Param(int, 8, 1),
             "nu": Param(float, 1e-6, 0.0, strict_minimum=True),
             "weighted": Param(bool, False, 0.0),
         },
     ),
-    "krum": Rule("node.aggregation.krum:krum", {"f": _F}, reads_gram=True),
+    "krum": Rule("swarmchain.node.aggregation.krum:krum", {"f": _F}, reads_gram=True),
     "multi_krum": Rule(
-        "node.aggregation.krum:multi_krum", {"f": _F, "m": Param(int, None, 1)}, reads_gram=True
+        "swarmchain.node.aggregation.krum:multi_krum",
+        {"f": _F, "m": Param(int, None, 1)},
+        reads_gram=True,
     ),
-    "bulyan": Rule("node.aggregation.bulyan:bulyan", {"f": _F}, reads_gram=True),
+    "bulyan": Rule("swarmchain.node.aggregation.bulyan:bulyan", {"f": _F}, reads_gram=True),
     "centered_clipping": Rule(
-        "node.aggregation.centered_clipping:centered_clipping",
+        "swarmchain.node.aggregation.centered_clipping:centered_clipping",
         {
             "tau": Param(float, None, 0.0, required=True, strict_minimum=True),
             "iterations": Param(int, 3, 1),
@@ -118,22 +121,22 @@ RULES: Final[Mapping[str, Rule]] = {
             "screen": Param(bool, False, 0.0),
         },
         uses_center=True,
-        coalition_target="node.aggregation.centered_clipping:centered_clipping_coalitions",
+        coalition_target="swarmchain.node.aggregation.centered_clipping:centered_clipping_coalitions",
     ),
 }
 DEFAULT_RULE: Final = "centered_clipping"  # what a task spec gets when it names no rule
 
 STEPS: Final[Mapping[str, Step]] = {
     "norm_clipping": Step(
-        "node.aggregation.norm_clipping:norm_clipping",
+        "swarmchain.node.aggregation.norm_clipping:norm_clipping",
         {"max_norm": Param(float, None, 0.0, required=True, strict_minimum=True)},
     ),
     "bucketing": Step(
-        "node.aggregation.bucketing:bucketing", {"s": Param(int, 2, 1)}, uses_seed=True
+        "swarmchain.node.aggregation.bucketing:bucketing", {"s": Param(int, 2, 1)}, uses_seed=True
     ),
-    "nnm": Step("node.aggregation.nnm:nearest_neighbour_mixing", {"f": _F}),
+    "nnm": Step("swarmchain.node.aggregation.nnm:nearest_neighbour_mixing", {"f": _F}),
     "sample_cap": Step(
-        "node.aggregation.sample_cap:sample_cap",
+        "swarmchain.node.aggregation.sample_cap:sample_cap",
         {"factor": Param(float, 2.0, 1.0)},
         weights_only=True,
     ),

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from node.aggregation.fixed_point import Batch
+from swarmchain.node.aggregation.fixed_point import Batch
 
 
 def sample_cap(batch: Batch, *, factor: float) -> Batch:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from html import escape
 
-from node.audit.report import AuditReport, Check, Result, RoundReport, short, tokens
-from node.audit.svg import Series, line_chart, stacked_bars
+from swarmchain.node.audit.report import AuditReport, Check, Result, RoundReport, short, tokens
+from swarmchain.node.audit.svg import Series, line_chart, stacked_bars
 
 ACCEPTED_COLOR = "#009E73"
 REJECTED_COLOR = "#D55E00"

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from node.chain.events import (
+from swarmchain.node.chain.events import (
     Attested,
     ChainEvent,
     Claimed,
@@ -25,9 +25,9 @@ from node.chain.events import (
     Slashed,
     SwarmConfigured,
 )
-from node.errors import ConfigError
-from node.protocol.record import submissions_by_round
-from node.protocol.verify import Submission
+from swarmchain.node.errors import ConfigError
+from swarmchain.node.protocol.record import submissions_by_round
+from swarmchain.node.protocol.verify import Submission
 
 
 class RoundState(StrEnum):

@@ -9,8 +9,8 @@ checkpoint's lineage, oldest first, it checks:
 2. the envelope and update blobs of every update the round accepted, against the revealed and
    the signed SHA-256 (a rejected update's blobs may be missing or wrong: that is why it was
    rejected, and the re-run confirms it);
-3. the round re-run through `node.protocol.round.compute_round`, the very function every node
-   ran before attesting, on the inputs the chain records (base checkpoint, revealed updates,
+3. the round re-run through `swarmchain.node.protocol.round.compute_round`, the very function every
+   node ran before attesting, on the inputs the chain records (base checkpoint, revealed updates,
    seed, reward): its accepted bitmap, checkpoint hash, checkpoint CID, rewards root and reward
    total against the finalized tuple;
 4. the stored checkpoint blob against the finalized hash;
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
-from node.audit.record import RoundRecord, RoundState, SwarmRecord
-from node.audit.report import (
+from swarmchain.node.audit.record import RoundRecord, RoundState, SwarmRecord
+from swarmchain.node.audit.report import (
     AttestationLine,
     AuditReport,
     Check,
@@ -38,22 +38,22 @@ from node.audit.report import (
     UpdateLine,
     tokens,
 )
-from node.chain.deployment import Deployment
-from node.chain.protocol import SlashReason, decode_bitmap
-from node.errors import ConfigError, StorageError, VerificationError
-from node.learning.data import MAX_DATA_BYTES, Dataset, load_npz, task_splits
-from node.learning.training import evaluate
-from node.protocol.checkpoint import Checkpoint, decode_checkpoint, max_blob_bytes
-from node.protocol.document import MAX_DOCUMENT_BYTES, TaskDocument
-from node.protocol.hashing import content_hash
-from node.protocol.inputs import round_inputs
-from node.protocol.record import reward_for_round
-from node.protocol.round import WITHHELD, RoundResult, compute_round, one_thread
-from node.protocol.task import TaskSpec
-from node.protocol.verify import ENCRYPTION_OVERHEAD, CannotJudge, RejectReason
-from storage.envelope import MAX_ENVELOPE_BYTES, Manifest, open_envelope
-from storage.errors import BlockNotFound, TamperedBlock
-from storage.store import Store
+from swarmchain.node.chain.deployment import Deployment
+from swarmchain.node.chain.protocol import SlashReason, decode_bitmap
+from swarmchain.node.errors import ConfigError, StorageError, VerificationError
+from swarmchain.node.learning.data import MAX_DATA_BYTES, Dataset, load_npz, task_splits
+from swarmchain.node.learning.training import evaluate
+from swarmchain.node.protocol.checkpoint import Checkpoint, decode_checkpoint, max_blob_bytes
+from swarmchain.node.protocol.document import MAX_DOCUMENT_BYTES, TaskDocument
+from swarmchain.node.protocol.hashing import content_hash
+from swarmchain.node.protocol.inputs import round_inputs
+from swarmchain.node.protocol.record import reward_for_round
+from swarmchain.node.protocol.round import WITHHELD, RoundResult, compute_round, one_thread
+from swarmchain.node.protocol.task import TaskSpec
+from swarmchain.node.protocol.verify import ENCRYPTION_OVERHEAD, CannotJudge, RejectReason
+from swarmchain.storage.envelope import MAX_ENVELOPE_BYTES, Manifest, open_envelope
+from swarmchain.storage.errors import BlockNotFound, TamperedBlock
+from swarmchain.storage.store import Store
 
 Progress = Callable[[int, int], None]  # (rounds done, rounds in the lineage)
 

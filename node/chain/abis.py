@@ -14,7 +14,7 @@ from eth_typing import ChecksumAddress
 from web3 import Web3
 from web3.contract import Contract
 
-from node.chain.solidity import load_artifact
+from swarmchain.node.chain.solidity import load_artifact
 
 _CONTRACTS: WeakKeyDictionary[Web3, dict[tuple[str, str], Contract]] = WeakKeyDictionary()
 

@@ -4,7 +4,7 @@ Writes are idempotent from the node's point of view: each one first reads the ch
 the chain already shows the effect (the member joined, the commitment is stored, the round is
 finalized, ...) it sends nothing and returns None; otherwise it sends one transaction through a
 `Sender`, waits for the receipt and returns the `Transaction` with its decoded events. A revert
-raises the named error from `node.chain.reverts`. Reads return frozen dataclasses.
+raises the named error from `swarmchain.node.chain.reverts`. Reads return frozen dataclasses.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from web3 import Web3
 
-from node.chain.abis import abi_of, contract_at
-from node.chain.deploy import connect
-from node.chain.deployment import Deployment, load_deployment
-from node.chain.events import ChainEvent, EventDecoder
-from node.chain.protocol import (
+from swarmchain.node.chain.abis import abi_of, contract_at
+from swarmchain.node.chain.deploy import connect
+from swarmchain.node.chain.deployment import Deployment, load_deployment
+from swarmchain.node.chain.events import ChainEvent, EventDecoder
+from swarmchain.node.chain.protocol import (
     CoordinatorParams,
     MemberStatus,
     Outcome,
@@ -34,9 +34,9 @@ from node.chain.protocol import (
     SubmissionState,
     commitment,
 )
-from node.chain.reverts import AlreadyCommitted
-from node.chain.tx import Sender, Transaction, call_view, json_rpc
-from node.errors import ChainError, ConfigError
+from swarmchain.node.chain.reverts import AlreadyCommitted
+from swarmchain.node.chain.tx import Sender, Transaction, call_view, json_rpc
+from swarmchain.node.errors import ChainError, ConfigError
 
 
 @dataclass(frozen=True)
@@ -403,7 +403,7 @@ class Coordinator:
             The revealed member.
         tuples
             Attested tuples that leave `node` out, in increasing key order
-            (`node.chain.protocol.rejecting_outcomes`).
+            (`swarmchain.node.chain.protocol.rejecting_outcomes`).
 
         Returns
         -------

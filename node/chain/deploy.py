@@ -13,12 +13,12 @@ from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3Exception
 from web3.types import RPCEndpoint
 
-from node.chain.abis import contract_at
-from node.chain.deployment import ArtifactRecord, Deployment, SwarmParams
-from node.chain.reverts import decode_revert
-from node.chain.solidity import load_artifact
-from node.chain.tx import Sender, revert_data
-from node.errors import ChainError, ConfigError
+from swarmchain.node.chain.abis import contract_at
+from swarmchain.node.chain.deployment import ArtifactRecord, Deployment, SwarmParams
+from swarmchain.node.chain.reverts import decode_revert
+from swarmchain.node.chain.solidity import load_artifact
+from swarmchain.node.chain.tx import Sender, revert_data
+from swarmchain.node.errors import ChainError, ConfigError
 
 
 def _session(rpc_url: str) -> requests.Session:

@@ -17,9 +17,9 @@ from typing import Any
 
 from eth_utils.address import is_address, to_checksum_address
 
-from node import safejson
-from node.chain.protocol import BPS, MAX_CID_LENGTH, CoordinatorParams
-from node.errors import ConfigError
+from swarmchain.node import safejson
+from swarmchain.node.chain.protocol import BPS, MAX_CID_LENGTH, CoordinatorParams
+from swarmchain.node.errors import ConfigError
 
 FORMAT_VERSION = 1
 MAX_DURATION_S = 3650 * 24 * 3600  # SwarmCoordinator.MAX_DURATION

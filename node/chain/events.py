@@ -22,9 +22,9 @@ from web3 import Web3
 from web3.exceptions import Web3Exception
 from web3.types import LogReceipt
 
-from node.chain.abis import abi_of
-from node.chain.protocol import CoordinatorParams, Outcome, SlashReason
-from node.errors import ChainError
+from swarmchain.node.chain.abis import abi_of
+from swarmchain.node.chain.protocol import CoordinatorParams, Outcome, SlashReason
+from swarmchain.node.errors import ChainError
 
 LOG_CHUNK_BLOCKS = 5_000  # blocks per eth_getLogs request; many RPC providers cap the range
 

@@ -11,10 +11,10 @@ test holds both sides to it:
 - the round seed: ``keccak256(abi.encode(chainid, coordinator, round, baseRound,
   baseCheckpointHash, openedAt))``.
 
-Content hashes are SHA-256 of the exact blob bytes (`node.protocol.hashing`). Accepted sets
-are bitmaps over member indices: bit ``i`` is bit ``i % 8`` (least significant first) of byte
+Content hashes are SHA-256 of the exact blob bytes (`swarmchain.node.protocol.hashing`). Accepted
+sets are bitmaps over member indices: bit ``i`` is bit ``i % 8`` (least significant first) of byte
 ``i // 8``. Reward roots are OpenZeppelin StandardMerkleTree roots over ``(address, uint256)``,
-built by `incentives.merkle.RewardTree`; the contract verifies claims against the leaf
+built by `swarmchain.incentives.merkle.RewardTree`; the contract verifies claims against the leaf
 ``keccak256(bytes.concat(keccak256(abi.encode(account, amount))))``, and a finalized round reserves
 exactly the tree's total (``rewardTotal``) for them.
 
@@ -117,7 +117,9 @@ class Outcome:
     checkpoint_hash: bytes  # SHA-256 of the aggregated checkpoint blob (32 bytes)
     checkpoint_cid: str  # CID of that blob
     accepted_bitmap: bytes  # member indices whose updates were accepted (`encode_bitmap`)
-    rewards_root: bytes  # incentives.merkle.RewardTree root of the round's rewards (32 bytes)
+    rewards_root: (
+        bytes  # swarmchain.incentives.merkle.RewardTree root of the round's rewards (32 bytes)
+    )
     reward_total: int  # the sum of that tree's amounts: what finalization reserves for claims
 
     def as_abi(self) -> tuple[bytes, str, bytes, bytes, int]:

@@ -18,9 +18,9 @@ from eth_abi.exceptions import DecodingError
 from eth_utils.abi import function_signature_to_4byte_selector
 from eth_utils.address import to_checksum_address
 
-from node.chain.abis import abi_of
-from node.chain.protocol import MemberStatus, Phase, RoundStatus, SubmissionState
-from node.errors import ChainError
+from swarmchain.node.chain.abis import abi_of
+from swarmchain.node.chain.protocol import MemberStatus, Phase, RoundStatus, SubmissionState
+from swarmchain.node.errors import ChainError
 
 # Contracts whose reverts can reach a caller: the coordinator, and the token (directly, or
 # bubbled up through the coordinator's SafeERC20 calls).

@@ -21,8 +21,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from node.errors import CompileError, ToolchainError
-from node.paths import CONTRACT_ARTIFACTS, CONTRACT_SOURCES, CONTRACTS_DIR
+from swarmchain.node.errors import CompileError, ToolchainError
+from swarmchain.node.paths import CONTRACT_ARTIFACTS, CONTRACT_SOURCES, CONTRACTS_DIR
 
 SOLC_VERSION = "0.8.37"
 EVM_VERSION = "cancun"

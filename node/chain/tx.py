@@ -1,10 +1,10 @@
 """Sending transactions: one account, one transaction at a time, reverts as named errors.
 
-`Sender` signs locally with the account's key, takes the nonce from the node's pending count
-under a lock (so threads of one process never reuse a nonce), estimates gas first (a transaction
-that would revert is never sent: the estimate's revert data becomes the named error of
-`node.chain.reverts`), waits for the receipt, and decodes the receipt's events. Run one `Sender`
-per key: two processes sending from one key can still race for a nonce.
+`Sender` signs locally with the account's key, takes the nonce from the node's pending count under a
+lock (so threads of one process never reuse a nonce), estimates gas first (a transaction that would
+revert is never sent: the estimate's revert data becomes the named error of
+`swarmchain.node.chain.reverts`), waits for the receipt, and decodes the receipt's events. Run one
+`Sender` per key: two processes sending from one key can still race for a nonce.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception
 from web3.providers import JSONBaseProvider
 from web3.types import Nonce, RPCEndpoint, TxParams, Wei
 
-from node.chain.events import ChainEvent, EventDecoder
-from node.chain.reverts import UnknownRevert, decode_revert
-from node.errors import ChainError
+from swarmchain.node.chain.events import ChainEvent, EventDecoder
+from swarmchain.node.chain.reverts import UnknownRevert, decode_revert
+from swarmchain.node.errors import ChainError
 
 GAS_MARGIN = 1.25  # estimates are exact for the state they ran on; leave room for a changed one
 T = TypeVar("T")

@@ -16,8 +16,8 @@ import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 from typer.core import TyperCommand, TyperGroup
 
-from node import __version__
-from node.errors import ConfigError, SwarmchainError
+from swarmchain.node import __version__
+from swarmchain.node.errors import ConfigError, SwarmchainError
 
 
 class Entry(NamedTuple):
@@ -30,34 +30,37 @@ class Entry(NamedTuple):
 # In the order `swarm --help` lists them: the deploy, join and audit jobs, then the demo and tools.
 COMMANDS = {
     "chain": Entry(
-        "node.cli.chain:chain",
+        "swarmchain.node.cli.chain:chain",
         "Start a local Anvil chain (chain id 31337) and keep it running until Ctrl-C.",
     ),
-    "task": Entry("node.cli.task:app", "Write and publish the task a swarm trains."),
+    "task": Entry("swarmchain.node.cli.task:app", "Write and publish the task a swarm trains."),
     "deploy": Entry(
-        "node.cli.deploy:deploy",
+        "swarmchain.node.cli.deploy:deploy",
         "Deploy SwarmToken and SwarmCoordinator, fund the reward pool, write the deployment file.",
     ),
     "token": Entry(
-        "node.cli.token:app", "Balances of the swarm's token, and sending it to members."
+        "swarmchain.node.cli.token:app", "Balances of the swarm's token, and sending it to members."
     ),
-    "data": Entry("node.cli.data:app", "Prepare example data for nodes."),
-    "node": Entry("node.cli.node:app", "Run a swarm node."),
+    "data": Entry("swarmchain.node.cli.data:app", "Prepare example data for nodes."),
+    "node": Entry("swarmchain.node.cli.node:app", "Run a swarm node."),
     "status": Entry(
-        "node.cli.status:status",
+        "swarmchain.node.cli.status:status",
         "Show the swarm's members and stakes, the current round and phase, the last checkpoint.",
     ),
-    "rewards": Entry("node.cli.rewards:app", "Rewards earned by contributing to a swarm."),
+    "rewards": Entry(
+        "swarmchain.node.cli.rewards:app", "Rewards earned by contributing to a swarm."
+    ),
     "audit": Entry(
-        "node.cli.audit:audit",
+        "swarmchain.node.cli.audit:audit",
         "Verify a checkpoint's lineage back to genesis from chain events and the content store.",
     ),
     "demo": Entry(
-        "node.cli.demo:demo",
+        "swarmchain.node.cli.demo:demo",
         "Run a complete swarm on this machine: chain, contracts, nodes (one attacking), audit.",
     ),
     "store": Entry(
-        "node.cli.store:app", "Content-addressed storage: add, cat and serve blobs by CID."
+        "swarmchain.node.cli.store:app",
+        "Content-addressed storage: add, cat and serve blobs by CID.",
     ),
 }
 

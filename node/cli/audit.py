@@ -16,15 +16,15 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from node.audit.html import render_html
-from node.audit.report import AuditReport, Result, to_markdown
-from node.chain.coordinator import Coordinator
-from node.chain.deploy import connect
-from node.chain.deployment import load_deployment
-from node.cli import options
-from node.cli.options import echo_json
-from node.errors import ConfigError
-from storage.open import open_store
+from swarmchain.node.audit.html import render_html
+from swarmchain.node.audit.report import AuditReport, Result, to_markdown
+from swarmchain.node.chain.coordinator import Coordinator
+from swarmchain.node.chain.deploy import connect
+from swarmchain.node.chain.deployment import load_deployment
+from swarmchain.node.cli import options
+from swarmchain.node.cli.options import echo_json
+from swarmchain.node.errors import ConfigError
+from swarmchain.storage.open import open_store
 
 MISMATCH_EXIT = 3
 
@@ -59,8 +59,8 @@ def run_audit(
     deployment = load_deployment(deployment_file)
     coordinator = Coordinator(connect(rpc), deployment)
     # Imported only now: they pull in torch, which a mistyped file or URL should not wait for.
-    from node.audit.record import SwarmRecord
-    from node.audit.replay import Auditor
+    from swarmchain.node.audit.record import SwarmRecord
+    from swarmchain.node.audit.replay import Auditor
 
     record = SwarmRecord.of(coordinator.events())
     with open_store(store_dir, ipfs_api, peers=peers) as store:

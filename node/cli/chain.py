@@ -10,9 +10,9 @@ from typing import Annotated
 
 import typer
 
-from node.cli import options
-from node.cli.options import echo_json
-from node.devtools.anvil import Anvil
+from swarmchain.node.cli import options
+from swarmchain.node.cli.options import echo_json
+from swarmchain.node.devtools.anvil import Anvil
 
 SHOWN_ACCOUNTS = 4  # dev accounts printed (all 20 are funded)
 

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from node.cli import options
-from node.cli.options import echo_json
-from node.errors import ConfigError
+from swarmchain.node.cli import options
+from swarmchain.node.cli.options import echo_json
+from swarmchain.node.errors import ConfigError
 
 app = typer.Typer(
     name="data",
@@ -49,10 +49,10 @@ def split(
         swarm data split --from mnist-train.npz --parts 4 --alpha 1.0 --out sites
     """
     # Imported here, not at the top: they pull in torch, which `--help` does not need.
-    from node.learning.data import save_npz, task_splits
-    from node.learning.partition import dirichlet_partition
-    from node.protocol.task import default_task
-    from node.runtime.config import load_node_data
+    from swarmchain.node.learning.data import save_npz, task_splits
+    from swarmchain.node.learning.partition import dirichlet_partition
+    from swarmchain.node.protocol.task import default_task
+    from swarmchain.node.runtime.config import load_node_data
 
     pool = task_splits(default_task())[0] if source is None else load_node_data(source, labels)
     if not alpha > 0:

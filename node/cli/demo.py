@@ -22,9 +22,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from node.audit.report import Result
-from node.cli.audit import MISMATCH_EXIT
-from node.cli.options import echo_json
+from swarmchain.node.audit.report import Result
+from swarmchain.node.cli.audit import MISMATCH_EXIT
+from swarmchain.node.cli.options import echo_json
 
 DEFAULT_ATTACK = "scaling"  # boosted updates: rejected by the norm bound, then slashed
 
@@ -78,7 +78,10 @@ def demo(
 
         swarm demo --data mnist.npz --json
     """
-    from node.cli.demo_swarm import print_summary, run_demo  # here: torch, not for `--help`
+    from swarmchain.node.cli.demo_swarm import (  # here: torch, not for `--help`
+        print_summary,
+        run_demo,
+    )
 
     console = Console(stderr=True) if as_json else Console()
     result = run_demo(nodes, rounds, attack, data, labels, out, window, console)

@@ -1,4 +1,4 @@
-"""What `swarm demo` runs (see `node.cli.demo`): the swarm it prepares and watches, the
+"""What `swarm demo` runs (see `swarmchain.node.cli.demo`): the swarm it prepares and watches, the
 baseline without the attacker, the audit and report, and the summary it prints."""
 
 from __future__ import annotations
@@ -17,30 +17,36 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
-from node.audit.html import render_html
-from node.audit.record import RoundRecord, SwarmRecord
-from node.audit.replay import Auditor
-from node.audit.report import AuditReport, Result, short, tokens
-from node.chain.coordinator import Coordinator
-from node.chain.deploy import connect
-from node.chain.deployment import SwarmParams
-from node.cli.display import NodeView
-from node.devtools.anvil import Anvil
-from node.devtools.harness import SwarmHarness
-from node.devtools.swarm import LocalSwarm, Member, NodeProcess
-from node.errors import ConfigError, SwarmchainError
-from node.learning.data import Dataset, check_dataset, holdout_split, save_npz, task_splits
-from node.learning.partition import dirichlet_partition
-from node.learning.training import evaluate
-from node.protocol.checkpoint import Checkpoint
-from node.protocol.document import TaskDocument, fetch_task
-from node.protocol.inputs import round_inputs
-from node.protocol.round import Contribution, combine_round, one_thread
-from node.protocol.task import DataSpec, ReferenceSpec, TaskSpec, default_task
-from node.runtime.config import load_node_data
-from node.runtime.deploy import deploy_task_swarm
-from node.runtime.local import AttackPlan, local_update
-from storage.embedded import EmbeddedStore
+from swarmchain.node.audit.html import render_html
+from swarmchain.node.audit.record import RoundRecord, SwarmRecord
+from swarmchain.node.audit.replay import Auditor
+from swarmchain.node.audit.report import AuditReport, Result, short, tokens
+from swarmchain.node.chain.coordinator import Coordinator
+from swarmchain.node.chain.deploy import connect
+from swarmchain.node.chain.deployment import SwarmParams
+from swarmchain.node.cli.display import NodeView
+from swarmchain.node.devtools.anvil import Anvil
+from swarmchain.node.devtools.harness import SwarmHarness
+from swarmchain.node.devtools.swarm import LocalSwarm, Member, NodeProcess
+from swarmchain.node.errors import ConfigError, SwarmchainError
+from swarmchain.node.learning.data import (
+    Dataset,
+    check_dataset,
+    holdout_split,
+    save_npz,
+    task_splits,
+)
+from swarmchain.node.learning.partition import dirichlet_partition
+from swarmchain.node.learning.training import evaluate
+from swarmchain.node.protocol.checkpoint import Checkpoint
+from swarmchain.node.protocol.document import TaskDocument, fetch_task
+from swarmchain.node.protocol.inputs import round_inputs
+from swarmchain.node.protocol.round import Contribution, combine_round, one_thread
+from swarmchain.node.protocol.task import DataSpec, ReferenceSpec, TaskSpec, default_task
+from swarmchain.node.runtime.config import load_node_data
+from swarmchain.node.runtime.deploy import deploy_task_swarm
+from swarmchain.node.runtime.local import AttackPlan, local_update
+from swarmchain.storage.embedded import EmbeddedStore
 
 MARKER = ".swarm-demo"  # marks a directory this command made, so a rerun may clear it
 REFERENCE_SIZE = 300  # examples of --data held out as the reference set

@@ -15,9 +15,9 @@ from typing import Annotated
 import typer
 from eth_account import Account
 
-from node.chain.deploy import connect, deploy_swarm
-from node.chain.deployment import SwarmParams, save_deployment
-from node.errors import ConfigError, SwarmchainError
+from swarmchain.node.chain.deploy import connect, deploy_swarm
+from swarmchain.node.chain.deployment import SwarmParams, save_deployment
+from swarmchain.node.errors import ConfigError, SwarmchainError
 
 ANVIL_CHAIN_ID = 31337
 # Account 0 of the public "test test ... junk" mnemonic every Anvil and Hardhat chain funds.

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from rich.panel import Panel
 from rich.table import Table
 
-from node.audit.report import tokens
-from node.runtime.events import EventKind, NodeEvent
+from swarmchain.node.audit.report import tokens
+from swarmchain.node.runtime.events import EventKind, NodeEvent
 
 # The phase a node is in once it reports each kind of event.
 _PHASES = {

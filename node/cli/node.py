@@ -19,9 +19,9 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
-from node.cli.display import NodeView, node_panel
-from node.cli.options import DEFAULT_RPC
-from node.runtime.events import NodeEvent
+from swarmchain.node.cli.display import NodeView, node_panel
+from swarmchain.node.cli.options import DEFAULT_RPC
+from swarmchain.node.runtime.events import NodeEvent
 
 app = typer.Typer(help="Run a swarm node.", no_args_is_help=True, add_completion=False)
 
@@ -132,9 +132,9 @@ def join(
         swarm node join --deployment deployment.json --key key.txt --data a.npz --json
     """
     # Imported here, not at the top: they pull in torch, which `--help` does not need.
-    from node.runtime.config import NodeConfig, read_private_key
-    from node.runtime.local import AttackPlan
-    from node.runtime.node import SwarmNode
+    from swarmchain.node.runtime.config import NodeConfig, read_private_key
+    from swarmchain.node.runtime.local import AttackPlan
+    from swarmchain.node.runtime.node import SwarmNode
 
     config = NodeConfig(
         deployment=deployment,

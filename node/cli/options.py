@@ -28,7 +28,9 @@ Peers = Annotated[
 Json = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")]
 
 DEFAULT_DEPLOYMENT = Path("deployment.json")
-DEFAULT_RPC = "http://127.0.0.1:8545"  # the same default as a node's (node.runtime.config)
+DEFAULT_RPC = (
+    "http://127.0.0.1:8545"  # the same default as a node's (swarmchain.node.runtime.config)
+)
 
 
 def echo_json(value: Any) -> None:

@@ -15,12 +15,12 @@ import typer
 from eth_account import Account
 from eth_utils.address import is_address, to_checksum_address
 
-from incentives.claims import ClaimStatus, claim_all, load_reward_tree
-from node.audit.report import tokens
-from node.chain.coordinator import Coordinator
-from node.chain.events import Claimed, RoundFinalized
-from node.cli.options import DEFAULT_RPC, Json, echo_json
-from node.errors import ConfigError
+from swarmchain.incentives.claims import ClaimStatus, claim_all, load_reward_tree
+from swarmchain.node.audit.report import tokens
+from swarmchain.node.chain.coordinator import Coordinator
+from swarmchain.node.chain.events import Claimed, RoundFinalized
+from swarmchain.node.cli.options import DEFAULT_RPC, Json, echo_json
+from swarmchain.node.errors import ConfigError
 
 app = typer.Typer(
     name="rewards",
@@ -72,8 +72,8 @@ def claim(
         swarm rewards claim --deployment deployment.json --key $KEY --journal ./journal-a --json
     """
     # Imported here, not at the top: they pull in torch, which `--help` does not need.
-    from node.runtime.config import read_private_key
-    from node.runtime.session import REWARDS_DIR
+    from swarmchain.node.runtime.config import read_private_key
+    from swarmchain.node.runtime.session import REWARDS_DIR
 
     private_key = read_private_key(key)
     address = str(Account.from_key(private_key).address)
@@ -151,8 +151,8 @@ def list_rewards(
         swarm rewards list --deployment deployment.json --account 0x7099... --json
     """
     # Imported here, not at the top: they pull in torch, which `--help` does not need.
-    from node.runtime.config import read_private_key
-    from node.runtime.session import REWARDS_DIR
+    from swarmchain.node.runtime.config import read_private_key
+    from swarmchain.node.runtime.session import REWARDS_DIR
 
     if account is None:
         if key is None:

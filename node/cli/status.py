@@ -8,14 +8,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from node.audit.report import short, tokens
-from node.chain.coordinator import Coordinator, RoundInfo
-from node.chain.deploy import connect
-from node.chain.deployment import load_deployment
-from node.chain.events import Joined, RoundFinalized, Slashed
-from node.chain.protocol import decode_bitmap
-from node.cli import options
-from node.cli.options import echo_json
+from swarmchain.node.audit.report import short, tokens
+from swarmchain.node.chain.coordinator import Coordinator, RoundInfo
+from swarmchain.node.chain.deploy import connect
+from swarmchain.node.chain.deployment import load_deployment
+from swarmchain.node.chain.events import Joined, RoundFinalized, Slashed
+from swarmchain.node.chain.protocol import decode_bitmap
+from swarmchain.node.cli import options
+from swarmchain.node.cli.options import echo_json
 
 
 @dataclass(frozen=True)

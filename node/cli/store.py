@@ -12,13 +12,13 @@ from typing import Annotated
 
 import typer
 
-from node.cli.options import Json, echo_json
-from node.errors import ConfigError
-from storage.dag import cid_of
-from storage.embedded import EmbeddedStore
-from storage.open import open_store
-from storage.server import BlockServer
-from storage.store import default_store_path
+from swarmchain.node.cli.options import Json, echo_json
+from swarmchain.node.errors import ConfigError
+from swarmchain.storage.dag import cid_of
+from swarmchain.storage.embedded import EmbeddedStore
+from swarmchain.storage.open import open_store
+from swarmchain.storage.server import BlockServer
+from swarmchain.storage.store import default_store_path
 
 app = typer.Typer(
     name="store",

@@ -1,7 +1,7 @@
 """`swarm task`: write a task spec to edit, and publish it (with its genesis) to the store.
 
-Publishing stores the genesis checkpoint and the task document (`node.protocol.document`) and
-prints the document's CID and SHA-256: the two values `swarm deploy` fixes on-chain.
+Publishing stores the genesis checkpoint and the task document (`swarmchain.node.protocol.document`)
+and prints the document's CID and SHA-256: the two values `swarm deploy` fixes on-chain.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Annotated
 
 import typer
 
-from node.cli import options
-from node.cli.options import echo_json
-from node.errors import ConfigError
-from storage.open import open_store
+from swarmchain.node.cli import options
+from swarmchain.node.cli.options import echo_json
+from swarmchain.node.errors import ConfigError
+from swarmchain.storage.open import open_store
 
 app = typer.Typer(
     name="task",
@@ -40,7 +40,7 @@ def init(
 
         swarm task init my-task.json --force
     """
-    from node.protocol.task import (  # here: it pulls in torch, `--help` does not
+    from swarmchain.node.protocol.task import (  # here: it pulls in torch, `--help` does not
         default_task,
         dump_task,
     )
@@ -76,8 +76,8 @@ def publish(
         swarm task publish task.json --ipfs-api http://127.0.0.1:5001 --json
     """
     # Imported here, not at the top: they pull in torch, which `--help` does not need.
-    from node.protocol.document import publish_task
-    from node.protocol.task import default_task, load_task
+    from swarmchain.node.protocol.document import publish_task
+    from swarmchain.node.protocol.task import default_task, load_task
 
     spec = default_task() if path is None else load_task(path)
     with open_store(store, ipfs_api) as opened:

@@ -8,13 +8,13 @@ from typing import Annotated
 import typer
 from eth_utils.address import is_address, to_checksum_address
 
-from node.audit.report import TOKEN_DECIMALS, tokens
-from node.chain.coordinator import Coordinator
-from node.chain.deploy import connect
-from node.chain.deployment import load_deployment
-from node.cli import options
-from node.cli.options import echo_json
-from node.errors import ConfigError
+from swarmchain.node.audit.report import TOKEN_DECIMALS, tokens
+from swarmchain.node.chain.coordinator import Coordinator
+from swarmchain.node.chain.deploy import connect
+from swarmchain.node.chain.deployment import load_deployment
+from swarmchain.node.cli import options
+from swarmchain.node.cli.options import echo_json
+from swarmchain.node.errors import ConfigError
 
 app = typer.Typer(
     name="token",
@@ -96,7 +96,7 @@ def send(
 
         swarm token send --to 0x7099... --amount 150 --key deployer.key --json
     """
-    from node.runtime.config import read_private_key  # here: the module pulls in torch
+    from swarmchain.node.runtime.config import read_private_key  # here: the module pulls in torch
 
     receiver = _address(to, "--to")
     units = parse_amount(amount)

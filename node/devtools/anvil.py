@@ -1,8 +1,8 @@
 """Start and stop a local Anvil chain.
 
 `Anvil` is a context manager around one `anvil` process listening on 127.0.0.1 on a free port, a
-`node.devtools.process.ManagedProcess`: it waits until the node answers `eth_chainId`, can
-persist chain state to a file across restarts, and stops the process by its own PID.
+`swarmchain.node.devtools.process.ManagedProcess`: it waits until the node answers `eth_chainId`,
+can persist chain state to a file across restarts, and stops the process by its own PID.
 
 The binary is found in this order: the ``SWARM_ANVIL`` environment variable, ``anvil`` on PATH,
 then the platform binary that npm installed under ``anvil/node_modules`` (pinned by
@@ -23,9 +23,9 @@ from typing import Any, Self
 import httpx
 from web3 import Web3
 
-from node.devtools.process import ManagedProcess, free_port
-from node.errors import ToolchainError
-from node.paths import ANVIL_DIR
+from swarmchain.node.devtools.process import ManagedProcess, free_port
+from swarmchain.node.errors import ToolchainError
+from swarmchain.node.paths import ANVIL_DIR
 
 ANVIL_ENV = "SWARM_ANVIL"
 SETTINGS_FILE = ANVIL_DIR / "settings.json"

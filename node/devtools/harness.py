@@ -17,14 +17,14 @@ from hexbytes import HexBytes
 from web3.contract.contract import ContractFunction
 from web3.types import Nonce, TxParams, Wei
 
-from incentives.merkle import RewardTree
-from node.chain.coordinator import Coordinator
-from node.chain.deploy import connect, deploy_swarm
-from node.chain.deployment import Deployment, SwarmParams
-from node.chain.protocol import Outcome, Phase, Reveal, encode_bitmap
-from node.devtools.anvil import Anvil
-from node.errors import ChainError
-from node.protocol.hashing import content_hash
+from swarmchain.incentives.merkle import RewardTree
+from swarmchain.node.chain.coordinator import Coordinator
+from swarmchain.node.chain.deploy import connect, deploy_swarm
+from swarmchain.node.chain.deployment import Deployment, SwarmParams
+from swarmchain.node.chain.protocol import Outcome, Phase, Reveal, encode_bitmap
+from swarmchain.node.devtools.anvil import Anvil
+from swarmchain.node.errors import ChainError
+from swarmchain.node.protocol.hashing import content_hash
 
 GAS_ETHER = 10**20  # wei given to each harness member for gas (100 ether)
 BULK_GAS = 300_000  # fixed gas limit of `join_many`'s transactions (a join needs under 220k)

@@ -6,7 +6,7 @@ the same ``/api/v0`` RPC. ``tests/ipfs-peer/`` pins it with two fixes for Node 2
 ``--require`` polyfill for ``Promise.withResolvers``. `JsIpfsPeer` runs ``npm ci`` there when
 ``node_modules`` is missing, starts ``jsipfs daemon --offline`` on a fresh repository (test
 profile, API on a free loopback port), waits until ``/api/v0/id`` answers, and stops the daemon by
-its own PID (a `node.devtools.process.ManagedProcess`).
+its own PID (a `swarmchain.node.devtools.process.ManagedProcess`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Self
 
 import httpx
 
-from node.devtools.process import ManagedProcess, free_port
-from node.errors import ToolchainError
-from node.paths import REPO_ROOT
+from swarmchain.node.devtools.process import ManagedProcess, free_port
+from swarmchain.node.errors import ToolchainError
+from swarmchain.node.paths import REPO_ROOT
 
 PEER_DIR = REPO_ROOT / "tests" / "ipfs-peer"
 _CLI = PEER_DIR / "node_modules" / "ipfs" / "src" / "cli.js"

@@ -21,7 +21,7 @@ from typing import Self
 
 import httpx
 
-from node.errors import ToolchainError
+from swarmchain.node.errors import ToolchainError
 
 
 def free_port() -> int:

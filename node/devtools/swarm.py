@@ -25,19 +25,19 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from incentives.shapley import ValuationConfig
-from node.chain.deploy import connect
-from node.chain.deployment import Deployment, SwarmParams
-from node.devtools.anvil import Anvil
-from node.devtools.harness import SwarmHarness
-from node.devtools.process import ManagedProcess
-from node.errors import ToolchainError
-from node.learning.data import Dataset, holdout_split, save_npz, task_splits
-from node.learning.partition import dirichlet_partition
-from node.protocol.task import TaskSpec
-from node.runtime.deploy import deploy_task_swarm
-from node.runtime.events import EventKind, NodeEvent, parse_event
-from storage.embedded import EmbeddedStore
+from swarmchain.incentives.shapley import ValuationConfig
+from swarmchain.node.chain.deploy import connect
+from swarmchain.node.chain.deployment import Deployment, SwarmParams
+from swarmchain.node.devtools.anvil import Anvil
+from swarmchain.node.devtools.harness import SwarmHarness
+from swarmchain.node.devtools.process import ManagedProcess
+from swarmchain.node.errors import ToolchainError
+from swarmchain.node.learning.data import Dataset, holdout_split, save_npz, task_splits
+from swarmchain.node.learning.partition import dirichlet_partition
+from swarmchain.node.protocol.task import TaskSpec
+from swarmchain.node.runtime.deploy import deploy_task_swarm
+from swarmchain.node.runtime.events import EventKind, NodeEvent, parse_event
+from swarmchain.storage.embedded import EmbeddedStore
 
 STAKE = 100 * 10**18  # tokens each local member stakes (the default minimum stake)
 

@@ -20,11 +20,11 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from node.aggregation.randomness import seeded_permutation
-from node.errors import ConfigError
+from swarmchain.node.aggregation.randomness import seeded_permutation
+from swarmchain.node.errors import ConfigError
 
 if TYPE_CHECKING:
-    from node.protocol.task import DataSpec, TaskSpec
+    from swarmchain.node.protocol.task import DataSpec, TaskSpec
 
 MAX_DATA_BYTES: Final = 1 << 30  # default bound on one data file, compressed or not
 DIGITS: Final = "digits"

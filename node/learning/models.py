@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:
-    from node.protocol.task import DataSpec, ModelSpec
+    from swarmchain.node.protocol.task import DataSpec, ModelSpec
 
 
 class MLP(nn.Module):

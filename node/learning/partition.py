@@ -16,7 +16,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from node.learning.data import DataError
+from swarmchain.node.learning.data import DataError
 
 Indices = npt.NDArray[np.int64]
 _MAX_ATTEMPTS: Final = 1000

@@ -14,13 +14,13 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from node.aggregation.pipeline import aggregate
-from node.aggregation.randomness import derive_seed
-from node.aggregation.registry import RULES
-from node.learning.attacks import ATTACKS, AttackContext, flip_labels
-from node.learning.data import Dataset, holdout_split, task_splits
-from node.learning.partition import dirichlet_partition
-from node.learning.training import (
+from swarmchain.node.aggregation.pipeline import aggregate
+from swarmchain.node.aggregation.randomness import derive_seed
+from swarmchain.node.aggregation.registry import RULES
+from swarmchain.node.learning.attacks import ATTACKS, AttackContext, flip_labels
+from swarmchain.node.learning.data import Dataset, holdout_split, task_splits
+from swarmchain.node.learning.partition import dirichlet_partition
+from swarmchain.node.learning.training import (
     State,
     apply_delta,
     evaluate,
@@ -28,7 +28,7 @@ from node.learning.training import (
     train_local,
     training_seed,
 )
-from node.protocol.task import TaskSpec
+from swarmchain.node.protocol.task import TaskSpec
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def simulate(
     spec
         The task (model, training, aggregation); its reference set is left out of the data.
     attack
-        A key of `node.learning.attacks.ATTACKS`, or None for an honest swarm.
+        A key of `swarmchain.node.learning.attacks.ATTACKS`, or None for an honest swarm.
     num_nodes, num_byzantine
         n and f; nodes ``0 .. f-1`` are Byzantine.
     rounds

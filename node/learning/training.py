@@ -4,7 +4,7 @@ A round reads top to bottom: load the round's base weights into the task's model
 momentum (plus the FedProx proximal term when ``fedprox_mu > 0``) over the node's own data, and
 publish the delta ``local - base`` as named float32 CPU tensors. Training runs on CUDA when it is
 available and on the CPU otherwise; only aggregation has to be bit-identical across machines,
-and it is (see `node.aggregation.fixed_point`).
+and it is (see `swarmchain.node.aggregation.fixed_point`).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from node.aggregation.limits import MAX_SAMPLES
-from node.aggregation.randomness import derive_seed
-from node.learning.data import DataError, Dataset, check_dataset
-from node.learning.models import build_model
-from node.protocol.task import TaskSpec, TrainSpec, ValuationSpec
+from swarmchain.node.aggregation.limits import MAX_SAMPLES
+from swarmchain.node.aggregation.randomness import derive_seed
+from swarmchain.node.learning.data import DataError, Dataset, check_dataset
+from swarmchain.node.learning.models import build_model
+from swarmchain.node.protocol.task import TaskSpec, TrainSpec, ValuationSpec
 
 State = dict[str, torch.Tensor]
 

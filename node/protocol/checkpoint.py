@@ -1,8 +1,8 @@
 """Checkpoints: model weights as canonical codec bytes, named by CID and SHA-256.
 
-A checkpoint is encoded exactly like an update (`storage.codec.encode_update` over the model's
-``state_dict`` tensors), so equal weights give equal bytes, CID and hash on every machine; the
-attested ``checkpointHash`` is the SHA-256 of those bytes and ``checkpointCid`` their CID.
+A checkpoint is encoded exactly like an update (`swarmchain.storage.codec.encode_update` over the
+model's ``state_dict`` tensors), so equal weights give equal bytes, CID and hash on every machine;
+the attested ``checkpointHash`` is the SHA-256 of those bytes and ``checkpointCid`` their CID.
 """
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ from functools import cache
 
 import torch
 
-from node.errors import VerificationError
-from node.protocol.hashing import content_hash
-from node.protocol.task import TaskSpec, expected_shapes
-from storage.codec import decode_update, encode_update, encoded_size
-from storage.dag import cid_of
+from swarmchain.node.errors import VerificationError
+from swarmchain.node.protocol.hashing import content_hash
+from swarmchain.node.protocol.task import TaskSpec, expected_shapes
+from swarmchain.storage.codec import decode_update, encode_update, encoded_size
+from swarmchain.storage.dag import cid_of
 
 State = dict[str, torch.Tensor]
 CodecSpec = dict[str, tuple[tuple[int, ...], str]]
 
-# `node.protocol.task.expected_shapes` dtype names -> the codec's torch names.
+# `swarmchain.node.protocol.task.expected_shapes` dtype names -> the codec's torch names.
 _CODEC_DTYPES = {"F32": "float32", "F64": "float64", "F16": "float16", "BF16": "bfloat16"}
 
 

@@ -8,13 +8,14 @@ train and what to attest::
      "valuation":{"antithetic":true,"method":"auto",...,"truncation":"1/100"}}
 
 The bytes are canonical JSON (sorted keys, no whitespace, ASCII), ``task`` is
-`node.protocol.task.TaskSpec.to_dict`, ``genesis`` names the genesis checkpoint: the task's model
-initialised from ``task.train.seed`` (`node.learning.training.genesis_state`), encoded with the
-update codec, and ``valuation`` holds every field of `incentives.shapley.ValuationConfig`
-(fractions written ``"p/q"``): the estimator and its budget, a trade-off between the precision of
-rewards and the time every member spends on them each round. Nodes check the document against
-the on-chain hash and the genesis blob against the document before using either, so a store can
-withhold them but not swap them.
+`swarmchain.node.protocol.task.TaskSpec.to_dict`, ``genesis`` names the genesis checkpoint: the
+task's model initialised from ``task.train.seed``
+(`swarmchain.node.learning.training.genesis_state`), encoded with the update codec, and
+``valuation`` holds every field of `swarmchain.incentives.shapley.ValuationConfig` (fractions
+written ``"p/q"``): the estimator and its budget, a trade-off between the precision of rewards and
+the time every member spends on them each round. Nodes check the document against the on-chain hash
+and the genesis blob against the document before using either, so a store can withhold them but not
+swap them.
 """
 
 from __future__ import annotations
@@ -24,16 +25,16 @@ from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from typing import Any, get_type_hints
 
-from incentives.shapley import ESTIMATORS, ValuationConfig
-from node import safejson
-from node.errors import ConfigError, VerificationError
-from node.learning.training import genesis_state
-from node.protocol.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
-from node.protocol.hashing import content_hash
-from node.protocol.task import TaskSpec
-from storage.cid import CID
-from storage.errors import InvalidCID
-from storage.store import Store
+from swarmchain.incentives.shapley import ESTIMATORS, ValuationConfig
+from swarmchain.node import safejson
+from swarmchain.node.errors import ConfigError, VerificationError
+from swarmchain.node.learning.training import genesis_state
+from swarmchain.node.protocol.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
+from swarmchain.node.protocol.hashing import content_hash
+from swarmchain.node.protocol.task import TaskSpec
+from swarmchain.storage.cid import CID
+from swarmchain.storage.errors import InvalidCID
+from swarmchain.storage.store import Store
 
 DOCUMENT_FORMAT = "swarmchain-task/1"
 MAX_DOCUMENT_BYTES = 1 << 20  # a task document is a few KiB; refuse anything absurd

@@ -1,22 +1,22 @@
 """The one builder of a round's public inputs, shared by nodes, auditors and the demo.
 
 `round_inputs` reads the round's seed, base, reward, submissions and recipients from the
-coordinator's events (`node.protocol.record`) and its checkpoints through a caller's lookup, so a
-node, an auditor and an in-process replay cannot assemble a round differently.
+coordinator's events (`swarmchain.node.protocol.record`) and its checkpoints through a caller's
+lookup, so a node, an auditor and an in-process replay cannot assemble a round differently.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from node.aggregation.registry import RULES
-from node.chain.events import ChainEvent
-from node.learning.data import Dataset
-from node.protocol import record
-from node.protocol.checkpoint import Checkpoint, State, aggregate_of
-from node.protocol.document import TaskDocument
-from node.protocol.round import RoundInputs
-from node.protocol.task import TaskSpec
+from swarmchain.node.aggregation.registry import RULES
+from swarmchain.node.chain.events import ChainEvent
+from swarmchain.node.learning.data import Dataset
+from swarmchain.node.protocol import record
+from swarmchain.node.protocol.checkpoint import Checkpoint, State, aggregate_of
+from swarmchain.node.protocol.document import TaskDocument
+from swarmchain.node.protocol.round import RoundInputs
+from swarmchain.node.protocol.task import TaskSpec
 
 CheckpointOf = Callable[[int], Checkpoint]  # round id -> its finalized checkpoint (0: genesis)
 
@@ -80,7 +80,7 @@ def round_inputs(
     Returns
     -------
     RoundInputs
-        What `node.protocol.round.compute_round` needs besides the blobs themselves.
+        What `swarmchain.node.protocol.round.compute_round` needs besides the blobs themselves.
 
     Raises
     ------

@@ -1,9 +1,9 @@
 """What a round's inputs read from the coordinator's events: one reader for node and auditor.
 
 Every function here is a pure function of the coordinator's events in chain order (from its
-deployment block), so a node (`node.runtime.history.ChainHistory`) and an auditor
-(`node.audit.record.SwarmRecord`) that hold the same events read the same members, submissions,
-recipients and reward.
+deployment block), so a node (`swarmchain.node.runtime.history.ChainHistory`) and an auditor
+(`swarmchain.node.audit.record.SwarmRecord`) that hold the same events read the same members,
+submissions, recipients and reward.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from node.chain.events import (
+from swarmchain.node.chain.events import (
     ChainEvent,
     ExitRequested,
     Joined,
@@ -22,7 +22,7 @@ from node.chain.events import (
     Slashed,
     SwarmConfigured,
 )
-from node.protocol.verify import Submission, round_recipients
+from swarmchain.node.protocol.verify import Submission, round_recipients
 
 
 @dataclass(frozen=True)

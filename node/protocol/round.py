@@ -10,14 +10,16 @@ revealed update, the new checkpoint and the reward tree.
 
 The steps, in order:
 
-1. verify each revealed update (`node.protocol.verify`), in member-index order;
-2. quantise the survivors once, and reject free-riders among them (`incentives.freeriders`);
+1. verify each revealed update (`swarmchain.node.protocol.verify`), in member-index order;
+2. quantise the survivors once, and reject free-riders among them
+   (`swarmchain.incentives.freeriders`);
 3. aggregate the rest with the task's rule, in fixed point, seeded by the round seed; inputs the
    rule screens out are rejected, inputs it sets aside stay accepted (and are valued as usual);
 4. the checkpoint is ``base + aggregate``, encoded canonically;
-5. value the aggregated updates by Shapley on the reference set (`incentives.game`), then split
-   the round's reward and build the Merkle tree (`incentives.settlement`); the tree's total is
-   what finalization reserves (less than the reward, or 0, when nobody earns all of it);
+5. value the aggregated updates by Shapley on the reference set (`swarmchain.incentives.game`), then
+   split the round's reward and build the Merkle tree (`swarmchain.incentives.settlement`); the
+   tree's total is what finalization reserves (less than the reward, or 0, when nobody earns all of
+   it);
 6. the accepted bitmap holds every member whose update was neither rejected nor screened.
 
 Valuation evaluates on one CPU thread so that the quantised utilities, and hence the rewards
@@ -32,22 +34,22 @@ from dataclasses import dataclass, field
 
 import torch
 
-from incentives.freeriders import free_riders_in
-from incentives.game import batch_utility
-from incentives.merkle import RewardTree
-from incentives.settlement import settle_round
-from incentives.shapley import ValuationConfig
-from node.aggregation.errors import AggregationBoundError
-from node.aggregation.fixed_point import Batch, IntArray, quantise, quantise_vector
-from node.aggregation.pipeline import aggregate_batch
-from node.aggregation.randomness import derive_seed
-from node.aggregation.registry import RULES
-from node.chain.protocol import Outcome, encode_bitmap
-from node.learning.data import Dataset
-from node.learning.training import apply_delta
-from node.protocol.checkpoint import Checkpoint, State, encode_checkpoint
-from node.protocol.task import TaskSpec
-from node.protocol.verify import (
+from swarmchain.incentives.freeriders import free_riders_in
+from swarmchain.incentives.game import batch_utility
+from swarmchain.incentives.merkle import RewardTree
+from swarmchain.incentives.settlement import settle_round
+from swarmchain.incentives.shapley import ValuationConfig
+from swarmchain.node.aggregation.errors import AggregationBoundError
+from swarmchain.node.aggregation.fixed_point import Batch, IntArray, quantise, quantise_vector
+from swarmchain.node.aggregation.pipeline import aggregate_batch
+from swarmchain.node.aggregation.randomness import derive_seed
+from swarmchain.node.aggregation.registry import RULES
+from swarmchain.node.chain.protocol import Outcome, encode_bitmap
+from swarmchain.node.learning.data import Dataset
+from swarmchain.node.learning.training import apply_delta
+from swarmchain.node.protocol.checkpoint import Checkpoint, State, encode_checkpoint
+from swarmchain.node.protocol.task import TaskSpec
+from swarmchain.node.protocol.verify import (
     Decrypt,
     Fetch,
     Rejected,
@@ -68,7 +70,7 @@ class RoundInputs:
     coordinator: str  # checksummed coordinator address
     round: int  # the round id
     seed: bytes  # the round's public seed (``roundSeed``)
-    reward: int  # tokens the round pays out (`node.protocol.record.reward_for_round`)
+    reward: int  # tokens the round pays out (`swarmchain.node.protocol.record.reward_for_round`)
     spec: TaskSpec
     base: Checkpoint  # the round's base checkpoint
     center: State | None  # the step that produced `base`, for rules that take a centre

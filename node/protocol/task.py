@@ -21,10 +21,16 @@ from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Final, get_type_hints
 
-from node import safejson
-from node.aggregation.limits import COORD_BOUND, MAX_DIM, MAX_FRAC_BITS
-from node.aggregation.registry import DEFAULT_RULE, RULES, STEPS, ParamValue, resolve_params
-from node.errors import ConfigError
+from swarmchain.node import safejson
+from swarmchain.node.aggregation.limits import COORD_BOUND, MAX_DIM, MAX_FRAC_BITS
+from swarmchain.node.aggregation.registry import (
+    DEFAULT_RULE,
+    RULES,
+    STEPS,
+    ParamValue,
+    resolve_params,
+)
+from swarmchain.node.errors import ConfigError
 
 SPEC_VERSION: Final = 1
 ARCHS: Final = ("mlp", "cnn")
@@ -102,7 +108,7 @@ class TrainSpec:
 class StepSpec:
     """One pre-aggregation step."""
 
-    name: str  # a key of node.aggregation.registry.STEPS
+    name: str  # a key of swarmchain.node.aggregation.registry.STEPS
     params: Mapping[str, ParamValue] = field(default_factory=dict)  # its parameters
 
     def __post_init__(self) -> None:
@@ -125,7 +131,7 @@ class AggregationSpec:
 
     # A task's default pipeline is `default_aggregation()`; these field defaults spell out plain
     # centered clipping, which weighs no self-reported count.
-    rule: str = DEFAULT_RULE  # a key of node.aggregation.registry.RULES
+    rule: str = DEFAULT_RULE  # a key of swarmchain.node.aggregation.registry.RULES
     params: Mapping[str, ParamValue] = field(  # the rule's parameters (defaults filled in)
         default_factory=lambda: {"tau": 0.2, "iterations": 3}
     )
@@ -328,7 +334,7 @@ def expected_shapes(spec: TaskSpec) -> dict[str, tuple[tuple[int, ...], str]]:
     """The parameter names, shapes and dtypes every update of the task must have.
 
     Computed from the spec alone, without building the model: the names and shapes are those of
-    `node.learning.models.build_model`'s ``state_dict`` (a test holds the two together).
+    `swarmchain.node.learning.models.build_model`'s ``state_dict`` (a test holds the two together).
 
     Parameters
     ----------

@@ -1,9 +1,9 @@
 """Verification of one revealed update: every check a peer's bytes must pass, each with a name.
 
-A member reveals the CID and SHA-256 of a signed envelope (`storage.envelope`); the envelope
-names the update blob by CID and SHA-256, the base checkpoint it was trained from, the round and
-the sample count. `verify_submission` runs the checks in an order that never parses bytes before
-their hash is known to match::
+A member reveals the CID and SHA-256 of a signed envelope (`swarmchain.storage.envelope`); the
+envelope names the update blob by CID and SHA-256, the base checkpoint it was trained from, the
+round and the sample count. `verify_submission` runs the checks in an order that never parses bytes
+before their hash is known to match::
 
     envelope:  fetch (CID-checked, size-bounded) -> SHA-256 == revealed hash -> signature by the
                registered Ed25519 key -> same swarm, round and node -> samples == revealed
@@ -12,13 +12,13 @@ their hash is known to match::
                whose task enables it) -> canonical safetensors with the task's names, shapes and
                dtypes -> finite -> L2 norm <= the task's bound
 
-The first failed check rejects the update with its `RejectReason`. Every decision is a pure
-function of public inputs (the norm is compared exactly on the fixed-point grid), so every honest
-node rejects the same updates for the same reasons. Decryption is too: an encrypted update must
-be wrapped for exactly the round's recipients (`round_recipients`, from chain state), and
-`storage.envelope.decrypt_blob` accepts it only if every recipient would read the same bytes. A
-verifier that is not a recipient cannot judge such an update at all; it raises `CannotJudge`
-and abstains from the round rather than guess.
+The first failed check rejects the update with its `RejectReason`. Every decision is a pure function
+of public inputs (the norm is compared exactly on the fixed-point grid), so every honest node
+rejects the same updates for the same reasons. Decryption is too: an encrypted update must be
+wrapped for exactly the round's recipients (`round_recipients`, from chain state), and
+`swarmchain.storage.envelope.decrypt_blob` accepts it only if every recipient would read the same
+bytes. A verifier that is not a recipient cannot judge such an update at all; it raises
+`CannotJudge` and abstains from the round rather than guess.
 """
 
 from __future__ import annotations
@@ -27,22 +27,22 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from node.aggregation.fixed_point import exact_sq_norms, quantise
-from node.aggregation.limits import MAX_SAMPLES
-from node.errors import StorageError, VerificationError
-from node.protocol.checkpoint import State, codec_spec, max_blob_bytes
-from node.protocol.hashing import content_hash
-from node.protocol.task import TaskSpec
-from storage.cid import CID, RAW
-from storage.codec import decode_update
-from storage.envelope import (
+from swarmchain.node.aggregation.fixed_point import exact_sq_norms, quantise
+from swarmchain.node.aggregation.limits import MAX_SAMPLES
+from swarmchain.node.errors import StorageError, VerificationError
+from swarmchain.node.protocol.checkpoint import State, codec_spec, max_blob_bytes
+from swarmchain.node.protocol.hashing import content_hash
+from swarmchain.node.protocol.task import TaskSpec
+from swarmchain.storage.cid import CID, RAW
+from swarmchain.storage.codec import decode_update
+from swarmchain.storage.envelope import (
     MAX_ENVELOPE_BYTES,
     Manifest,
     is_encrypted,
     open_envelope,
     valid_x25519_key,
 )
-from storage.errors import (
+from swarmchain.storage.errors import (
     BadEncryption,
     BadSignature,
     ContentTooLarge,

@@ -1,6 +1,6 @@
 """The swarm node runtime: rounds end to end with no central server.
 
-What every party computes identically lives in `node.protocol`.
+What every party computes identically lives in `swarmchain.node.protocol`.
 
 - `node`: `SwarmNode`, the resumable loop one member runs, with its units: `session` (set up
   once), `duty` (skips, turns, sending), `participation` (this node's part in each round),
@@ -12,5 +12,6 @@ What every party computes identically lives in `node.protocol`.
 - `events`: the `NodeEvent`s a node reports to displays and logs;
 - `slashing`: who is slashable for a closed round, and whose turn it is to send the slashes;
 - `history`, `local`: the chain's event record, and local training (or a simulated attack);
-- `deploy`: a ready-to-run swarm (local swarms of node processes live in `node.devtools`).
+- `deploy`: a ready-to-run swarm (local swarms of node processes live in
+  `swarmchain.node.devtools`).
 """

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import time
 
-from node.chain.coordinator import Coordinator
-from node.protocol.checkpoint import Checkpoint, decode_checkpoint
-from node.protocol.task import TaskSpec
-from storage.errors import BlockNotFound, StoreTimeout, StoreUnavailable
-from storage.store import Store
+from swarmchain.node.chain.coordinator import Coordinator
+from swarmchain.node.protocol.checkpoint import Checkpoint, decode_checkpoint
+from swarmchain.node.protocol.task import TaskSpec
+from swarmchain.storage.errors import BlockNotFound, StoreTimeout, StoreUnavailable
+from swarmchain.storage.store import Store
 
 KEEP_CHECKPOINTS = 3  # finalized checkpoints kept in memory (a base, its base, one spare)
 

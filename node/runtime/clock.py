@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from node.chain.coordinator import Coordinator, RoundInfo
-from node.chain.protocol import Phase, RoundStatus
+from swarmchain.node.chain.coordinator import Coordinator, RoundInfo
+from swarmchain.node.chain.protocol import Phase, RoundStatus
 
 
 class ChainClock:

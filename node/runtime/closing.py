@@ -12,14 +12,14 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 
-from node.chain.coordinator import RoundInfo
-from node.runtime.checkpoints import CheckpointCache
-from node.runtime.clock import RoundClock
-from node.runtime.events import EventKind
-from node.runtime.outcomes import RoundOutcomes
-from node.runtime.retry import transient
-from node.runtime.session import Emit, Session
-from node.runtime.settlement import Settlement
+from swarmchain.node.chain.coordinator import RoundInfo
+from swarmchain.node.runtime.checkpoints import CheckpointCache
+from swarmchain.node.runtime.clock import RoundClock
+from swarmchain.node.runtime.events import EventKind
+from swarmchain.node.runtime.outcomes import RoundOutcomes
+from swarmchain.node.runtime.retry import transient
+from swarmchain.node.runtime.session import Emit, Session
+from swarmchain.node.runtime.settlement import Settlement
 
 
 class ClosedRounds:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from eth_account import Account
 
-from node.errors import ConfigError
-from node.learning.data import Dataset, load_idx, load_npz
-from node.runtime.local import AttackPlan
+from swarmchain.node.errors import ConfigError
+from swarmchain.node.learning.data import Dataset, load_idx, load_npz
+from swarmchain.node.runtime.local import AttackPlan
 
 DEFAULT_RPC = "http://127.0.0.1:8545"
 

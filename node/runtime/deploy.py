@@ -7,12 +7,12 @@ from pathlib import Path
 
 from web3 import Web3
 
-from incentives.shapley import ValuationConfig
-from node.chain.deploy import deploy_swarm
-from node.chain.deployment import Deployment, SwarmParams, save_deployment
-from node.protocol.document import publish_task
-from node.protocol.task import TaskSpec
-from storage.store import Store
+from swarmchain.incentives.shapley import ValuationConfig
+from swarmchain.node.chain.deploy import deploy_swarm
+from swarmchain.node.chain.deployment import Deployment, SwarmParams, save_deployment
+from swarmchain.node.protocol.document import publish_task
+from swarmchain.node.protocol.task import TaskSpec
+from swarmchain.storage.store import Store
 
 
 def deploy_task_swarm(

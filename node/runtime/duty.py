@@ -11,7 +11,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
-from node.chain.reverts import (
+from swarmchain.node.chain.reverts import (
     AlreadyAttested,
     AlreadyClaimed,
     AlreadyCommitted,
@@ -24,10 +24,10 @@ from node.chain.reverts import (
     RoundNotExpired,
     WrongRound,
 )
-from node.chain.tx import Transaction
-from node.runtime.clock import RoundClock
-from node.runtime.events import EventKind
-from node.runtime.journal import Journal
+from swarmchain.node.chain.tx import Transaction
+from swarmchain.node.runtime.clock import RoundClock
+from swarmchain.node.runtime.events import EventKind
+from swarmchain.node.runtime.journal import Journal
 
 
 class Duty(StrEnum):

@@ -8,14 +8,14 @@ record again from the deployment block, so it never reasons from events the chai
 
 from __future__ import annotations
 
-from node.chain.coordinator import Coordinator
-from node.chain.events import Attested, ChainEvent, Committed, Revealed, RoundFinalized
-from node.chain.protocol import Outcome
-from node.chain.tx import json_rpc
-from node.protocol import record
-from node.protocol.record import MemberKeys
-from node.protocol.verify import Submission
-from storage.envelope import valid_x25519_key
+from swarmchain.node.chain.coordinator import Coordinator
+from swarmchain.node.chain.events import Attested, ChainEvent, Committed, Revealed, RoundFinalized
+from swarmchain.node.chain.protocol import Outcome
+from swarmchain.node.chain.tx import json_rpc
+from swarmchain.node.protocol import record
+from swarmchain.node.protocol.record import MemberKeys
+from swarmchain.node.protocol.verify import Submission
+from swarmchain.storage.envelope import valid_x25519_key
 
 
 class ChainHistory:
@@ -100,8 +100,8 @@ class ChainHistory:
     def attested_stakes(self, round_id: int) -> dict[Outcome, int]:
         """Each tuple attested in the round, with the stake behind it (``outcomeStake``).
 
-        A tuple whose CID is not UTF-8 reads back altered (`node.chain.events`), so it could not
-        be sent back to the contract under its key: it is left out.
+        A tuple whose CID is not UTF-8 reads back altered (`swarmchain.node.chain.events`), so it
+        could not be sent back to the contract under its key: it is left out.
         """
         stakes: dict[Outcome, int] = {}
         for e in self.attestations(round_id):

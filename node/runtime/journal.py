@@ -28,7 +28,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from node.errors import ConfigError
+from swarmchain.node.errors import ConfigError
 
 JOURNAL_FILE = "journal.jsonl"
 Record = dict[str, Any]

@@ -1,16 +1,16 @@
 """A node's own contribution to a round: local training, or a simulated Byzantine forgery.
 
 Honest nodes train from the round's base checkpoint on their own data with the task's
-hyper-parameters and the seed `node.learning.training.training_seed` derives from the round and
-the node's address, so a node restarted mid-round trains the same update again.
+hyper-parameters and the seed `swarmchain.node.learning.training.training_seed` derives from the
+round and the node's address, so a node restarted mid-round trains the same update again.
 
 A node started with ``--attack NAME`` (for tests, demos and soaks) forges its update with one of
-`node.learning.attacks.ATTACKS`. The model attacks of the literature are omniscient: they read
-the round's honest updates. Commit-reveal hides those until every commitment is in, so here the
-attacker estimates them the way a real one must: it trains on `ESTIMATE_SHARDS` disjoint shards
-of its own data and treats those updates as the honest sample (the non-omniscient setting of
-Baruch et al., "A Little Is Enough", NeurIPS 2019). Parameters are given after a colon, e.g.
-``alie:z=1.5`` or ``scaling:factor=20`` (see each attack's keyword parameters).
+`swarmchain.node.learning.attacks.ATTACKS`. The model attacks of the literature are omniscient: they
+read the round's honest updates. Commit-reveal hides those until every commitment is in, so here the
+attacker estimates them the way a real one must: it trains on `ESTIMATE_SHARDS` disjoint shards of
+its own data and treats those updates as the honest sample (the non-omniscient setting of Baruch et
+al., "A Little Is Enough", NeurIPS 2019). Parameters are given after a colon, e.g. ``alie:z=1.5`` or
+``scaling:factor=20`` (see each attack's keyword parameters).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from node.errors import ConfigError
-from node.learning.attacks import (
+from swarmchain.node.errors import ConfigError
+from swarmchain.node.learning.attacks import (
     ATTACKS,
     AttackContext,
     alie,
@@ -33,9 +33,9 @@ from node.learning.attacks import (
     scaling,
     sign_flip,
 )
-from node.learning.data import Dataset
-from node.learning.training import LocalUpdate, State, train_local, training_seed
-from node.protocol.task import TaskSpec
+from swarmchain.node.learning.data import Dataset
+from swarmchain.node.learning.training import LocalUpdate, State, train_local, training_seed
+from swarmchain.node.protocol.task import TaskSpec
 
 ESTIMATE_SHARDS = 4  # shards a model attacker trains on to estimate the honest updates
 CPU = torch.device("cpu")
@@ -54,7 +54,7 @@ _PARAMETRISED: dict[str, Callable[..., State]] = {
 class AttackPlan:
     """A parsed ``--attack`` value."""
 
-    name: str  # a key of node.learning.attacks.ATTACKS
+    name: str  # a key of swarmchain.node.learning.attacks.ATTACKS
     params: Mapping[str, float] = field(default_factory=dict)  # keyword parameters of its forge
 
     @classmethod

@@ -1,10 +1,11 @@
 """The swarm node: a resumable state machine driven by chain state and a local journal.
 
 There is no leader and no coordinator process. Every `SwarmNode` looks at the chain whenever the
-coordinator emits an event (a log subscription, `node.chain.watch`) and at least every `poll_s`,
-and does whatever the current round still needs from it. A node that has committed and only waits
-for the others' training needs no clock until the commit window would close: while subscribed it
-looks only when woken (at least every `QUIET_WAIT_S`), leaving the cores to the nodes that train.
+coordinator emits an event (a log subscription, `swarmchain.node.chain.watch`) and at least every
+`poll_s`, and does whatever the current round still needs from it. A node that has committed and
+only waits for the others' training needs no clock until the commit window would close: while
+subscribed it looks only when woken (at least every `QUIET_WAIT_S`), leaving the cores to the nodes
+that train.
 
 ========  ==================================================================================
 phase     what the node does (each step only if the chain does not show it done already)
@@ -27,8 +28,8 @@ killed at any instant and restarted resumes without sending anything twice or lo
 A phase whose deadline (less a safety margin) has passed is skipped. Chain and store failures
 are retried with backoff, so a restarted chain (or store) only pauses the node.
 
-Every decision about a round's outcome is `node.protocol.round.compute_round`, a pure function
-of public inputs, so every honest node attests the identical tuple.
+Every decision about a round's outcome is `swarmchain.node.protocol.round.compute_round`, a pure
+function of public inputs, so every honest node attests the identical tuple.
 
 `SwarmNode` is the loop; its units live beside it: `session` (set up once), `duty` (skips,
 turns, sending), `participation` (what this node did in each round), `slots` (turns to train),
@@ -47,28 +48,28 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from node.chain.coordinator import RoundInfo
-from node.chain.events import Attested
-from node.chain.protocol import Phase, RoundStatus, SubmissionState
-from node.chain.reverts import UnknownRound
-from node.errors import ChainError, StorageError
-from node.protocol.checkpoint import Checkpoint
-from node.protocol.round import RoundInputs
-from node.protocol.verify import CannotJudge
-from node.runtime.checkpoints import CheckpointCache, PatientFetch
-from node.runtime.clock import ChainClock, RoundClock, phase_at
-from node.runtime.closing import ClosedRounds
-from node.runtime.config import NodeConfig
-from node.runtime.duty import Duties, Duty
-from node.runtime.events import EventKind, EventSink, NodeEvent
-from node.runtime.journal import Record
-from node.runtime.outcomes import RoundOutcomes
-from node.runtime.participation import Participation
-from node.runtime.publish import Publisher, reveal_of
-from node.runtime.retry import MAX_BACKOFF_S, transient
-from node.runtime.session import Handles, open_session
-from node.runtime.settlement import Settlement
-from node.runtime.slots import StopWaiting, TrainingSlots, turn
+from swarmchain.node.chain.coordinator import RoundInfo
+from swarmchain.node.chain.events import Attested
+from swarmchain.node.chain.protocol import Phase, RoundStatus, SubmissionState
+from swarmchain.node.chain.reverts import UnknownRound
+from swarmchain.node.errors import ChainError, StorageError
+from swarmchain.node.protocol.checkpoint import Checkpoint
+from swarmchain.node.protocol.round import RoundInputs
+from swarmchain.node.protocol.verify import CannotJudge
+from swarmchain.node.runtime.checkpoints import CheckpointCache, PatientFetch
+from swarmchain.node.runtime.clock import ChainClock, RoundClock, phase_at
+from swarmchain.node.runtime.closing import ClosedRounds
+from swarmchain.node.runtime.config import NodeConfig
+from swarmchain.node.runtime.duty import Duties, Duty
+from swarmchain.node.runtime.events import EventKind, EventSink, NodeEvent
+from swarmchain.node.runtime.journal import Record
+from swarmchain.node.runtime.outcomes import RoundOutcomes
+from swarmchain.node.runtime.participation import Participation
+from swarmchain.node.runtime.publish import Publisher, reveal_of
+from swarmchain.node.runtime.retry import MAX_BACKOFF_S, transient
+from swarmchain.node.runtime.session import Handles, open_session
+from swarmchain.node.runtime.settlement import Settlement
+from swarmchain.node.runtime.slots import StopWaiting, TrainingSlots, turn
 
 QUIET_WAIT_S = 5.0  # longest wait of a node that only waits for the others' training
 

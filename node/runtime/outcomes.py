@@ -1,9 +1,9 @@
 """The round outcomes a node computes: once per round and seed, from the one input builder.
 
-`RoundOutcomes.result` builds a round's inputs (`node.protocol.inputs.round_inputs`) from the
-node's event record, verifies, aggregates and values them (`compute_round`) with the node's
-key for encrypted updates, stores the new checkpoint, and keeps the result until its round is
-settled. `outcome_fields` is the journal's ``outcome`` record of a result.
+`RoundOutcomes.result` builds a round's inputs (`swarmchain.node.protocol.inputs.round_inputs`) from
+the node's event record, verifies, aggregates and values them (`compute_round`) with the node's key
+for encrypted updates, stores the new checkpoint, and keeps the result until its round is settled.
+`outcome_fields` is the journal's ``outcome`` record of a result.
 """
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from incentives.claims import save_reward_tree
-from node.chain.coordinator import RoundInfo
-from node.chain.protocol import Outcome, RoundStatus
-from node.protocol.inputs import round_inputs
-from node.protocol.round import RoundInputs, RoundResult, compute_round
-from node.runtime.checkpoints import CheckpointCache, PatientFetch
-from node.runtime.clock import ChainClock, RoundClock
-from node.runtime.events import EventKind
-from node.runtime.session import Emit, Session
-from storage.envelope import decrypt_blob
+from swarmchain.incentives.claims import save_reward_tree
+from swarmchain.node.chain.coordinator import RoundInfo
+from swarmchain.node.chain.protocol import Outcome, RoundStatus
+from swarmchain.node.protocol.inputs import round_inputs
+from swarmchain.node.protocol.round import RoundInputs, RoundResult, compute_round
+from swarmchain.node.runtime.checkpoints import CheckpointCache, PatientFetch
+from swarmchain.node.runtime.clock import ChainClock, RoundClock
+from swarmchain.node.runtime.events import EventKind
+from swarmchain.node.runtime.session import Emit, Session
+from swarmchain.storage.envelope import decrypt_blob
 
 FETCH_PATIENCE_S = 10.0  # how long a blob a peer may still be serving is retried
 OUTCOME_KEYS = ("checkpoint_hash", "checkpoint_cid", "bitmap", "rewards_root", "reward_total")

@@ -7,9 +7,9 @@ know yet. It also names a round the node missed, seen only once the round had cl
 
 from __future__ import annotations
 
-from node.chain.coordinator import Coordinator, RoundInfo
-from node.chain.protocol import MemberStatus, SubmissionState
-from node.runtime.duty import Duties, Duty
+from swarmchain.node.chain.coordinator import Coordinator, RoundInfo
+from swarmchain.node.chain.protocol import MemberStatus, SubmissionState
+from swarmchain.node.runtime.duty import Duties, Duty
 
 
 class Participation:

@@ -11,17 +11,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from node.chain.protocol import Reveal
-from node.learning.training import LocalUpdate
-from node.protocol.checkpoint import Checkpoint
-from node.protocol.hashing import content_hash
-from node.runtime.clock import RoundClock
-from node.runtime.events import EventKind
-from node.runtime.journal import Record
-from node.runtime.local import local_update
-from node.runtime.session import Emit, Session
-from storage.codec import encode_update
-from storage.envelope import Manifest, encrypt_blob, sign_manifest
+from swarmchain.node.chain.protocol import Reveal
+from swarmchain.node.learning.training import LocalUpdate
+from swarmchain.node.protocol.checkpoint import Checkpoint
+from swarmchain.node.protocol.hashing import content_hash
+from swarmchain.node.runtime.clock import RoundClock
+from swarmchain.node.runtime.events import EventKind
+from swarmchain.node.runtime.journal import Record
+from swarmchain.node.runtime.local import local_update
+from swarmchain.node.runtime.session import Emit, Session
+from swarmchain.storage.codec import encode_update
+from swarmchain.storage.envelope import Manifest, encrypt_blob, sign_manifest
 
 
 @dataclass(frozen=True)

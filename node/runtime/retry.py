@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from node.chain.reverts import ContractRevert
-from node.errors import ChainError
-from storage.errors import BlockNotFound, StoreTimeout, StoreUnavailable
+from swarmchain.node.chain.reverts import ContractRevert
+from swarmchain.node.errors import ChainError
+from swarmchain.storage.errors import BlockNotFound, StoreTimeout, StoreUnavailable
 
 MAX_BACKOFF_S = 5.0  # longest pause between two tries
 

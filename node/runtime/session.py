@@ -18,29 +18,29 @@ from eth_typing import ABIEvent
 from eth_utils.abi import event_abi_to_log_topic
 from threadpoolctl import threadpool_limits
 
-from node.aggregation.parallel import set_threads as set_aggregation_threads
-from node.chain.abis import abi_of
-from node.chain.coordinator import Coordinator
-from node.chain.deploy import connect
-from node.chain.deployment import Deployment, load_deployment
-from node.chain.protocol import CoordinatorParams, MemberStatus
-from node.chain.watch import LogWatch
-from node.errors import ConfigError
-from node.learning.data import Dataset, check_dataset, load_npz, task_splits
-from node.protocol.checkpoint import Checkpoint
-from node.protocol.document import TaskDocument, fetch_task
-from node.protocol.task import TaskSpec
-from node.runtime.config import NodeConfig, load_node_data
-from node.runtime.events import EventKind
-from node.runtime.heap import keep_freed_heap
-from node.runtime.history import ChainHistory
-from node.runtime.journal import Journal
-from storage.deadline import BLOB_DEADLINE_S, BLOCK_DEADLINE_S
-from storage.embedded import EmbeddedStore
-from storage.keys import NodeKeys
-from storage.open import open_store
-from storage.server import BlockServer
-from storage.store import Store
+from swarmchain.node.aggregation.parallel import set_threads as set_aggregation_threads
+from swarmchain.node.chain.abis import abi_of
+from swarmchain.node.chain.coordinator import Coordinator
+from swarmchain.node.chain.deploy import connect
+from swarmchain.node.chain.deployment import Deployment, load_deployment
+from swarmchain.node.chain.protocol import CoordinatorParams, MemberStatus
+from swarmchain.node.chain.watch import LogWatch
+from swarmchain.node.errors import ConfigError
+from swarmchain.node.learning.data import Dataset, check_dataset, load_npz, task_splits
+from swarmchain.node.protocol.checkpoint import Checkpoint
+from swarmchain.node.protocol.document import TaskDocument, fetch_task
+from swarmchain.node.protocol.task import TaskSpec
+from swarmchain.node.runtime.config import NodeConfig, load_node_data
+from swarmchain.node.runtime.events import EventKind
+from swarmchain.node.runtime.heap import keep_freed_heap
+from swarmchain.node.runtime.history import ChainHistory
+from swarmchain.node.runtime.journal import Journal
+from swarmchain.storage.deadline import BLOB_DEADLINE_S, BLOCK_DEADLINE_S
+from swarmchain.storage.embedded import EmbeddedStore
+from swarmchain.storage.keys import NodeKeys
+from swarmchain.storage.open import open_store
+from swarmchain.storage.server import BlockServer
+from swarmchain.storage.store import Store
 
 KEYS_FILE = "node-keys.json"
 REWARDS_DIR = "rewards"  # the journal's folder of reward trees

@@ -2,7 +2,7 @@
 
 A finalized round's reward tree is the one this node saved when it attested, or recomputed
 (and saved) when it did not; only a tree matching the finalized root is claimed against.
-Slashes follow `node.runtime.slashing`'s plan, so one member sends each.
+Slashes follow `swarmchain.node.runtime.slashing`'s plan, so one member sends each.
 """
 
 from __future__ import annotations
@@ -12,19 +12,19 @@ from functools import partial
 
 import torch
 
-from incentives.claims import claim_due, load_reward_tree, save_reward_tree
-from incentives.merkle import RewardTree
-from node.chain.coordinator import RoundInfo
-from node.chain.protocol import Outcome, RoundStatus, SubmissionState, decode_bitmap
-from node.learning.training import evaluate
-from node.protocol.round import RoundResult, one_thread
-from node.protocol.verify import CannotJudge
-from node.runtime.checkpoints import CheckpointCache
-from node.runtime.clock import RoundClock
-from node.runtime.duty import Duties, Duty
-from node.runtime.events import EventKind
-from node.runtime.session import Emit, Session
-from node.runtime.slashing import slash_plan
+from swarmchain.incentives.claims import claim_due, load_reward_tree, save_reward_tree
+from swarmchain.incentives.merkle import RewardTree
+from swarmchain.node.chain.coordinator import RoundInfo
+from swarmchain.node.chain.protocol import Outcome, RoundStatus, SubmissionState, decode_bitmap
+from swarmchain.node.learning.training import evaluate
+from swarmchain.node.protocol.round import RoundResult, one_thread
+from swarmchain.node.protocol.verify import CannotJudge
+from swarmchain.node.runtime.checkpoints import CheckpointCache
+from swarmchain.node.runtime.clock import RoundClock
+from swarmchain.node.runtime.duty import Duties, Duty
+from swarmchain.node.runtime.events import EventKind
+from swarmchain.node.runtime.session import Emit, Session
+from swarmchain.node.runtime.slashing import slash_plan
 
 CPU = torch.device("cpu")  # reported accuracy is evaluated on the CPU, like valuation
 
@@ -146,7 +146,8 @@ class Settlement:
         return result.tree
 
     def slash(self, info: RoundInfo, outcome: Outcome | None) -> None:
-        """Slash the round's offenders (`node.runtime.slashing`) if it is this node's turn.
+        """Slash the round's offenders (`swarmchain.node.runtime.slashing`) if it is this node's
+        turn.
 
         Unrevealed and, when finalized, rejected submitters get ``slash``; in a failed round, a
         revealed member left out of attested tuples holding quorum stake gets ``slashRejected``.

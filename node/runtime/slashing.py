@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from node.chain.protocol import Outcome, decode_bitmap, rejecting_outcomes
-from node.runtime.history import ChainHistory
+from swarmchain.node.chain.protocol import Outcome, decode_bitmap, rejecting_outcomes
+from swarmchain.node.runtime.history import ChainHistory
 
 
 @dataclass(frozen=True)

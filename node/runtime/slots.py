@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from node.errors import ConfigError
+from swarmchain.node.errors import ConfigError
 
 # Seconds between the gate holder's looks for a free slot. Each look wakes the process: every
 # 5 ms that cost 2.6% of a core on a 2-core VM, taken from the nodes that train; every 20 ms a

@@ -39,8 +39,8 @@ Overflow proof (checked where each value enters; `ExactBoundError` otherwise):
 * Logits on the ``2**-16`` grid are checked to stay below ``2**MAX_LOGIT_BITS = 2**46``, so a
   per-example loss in ``2**-24`` units is below ``2**55 + 2**30`` (int64); examples' losses are
   summed in Python integers. Table products are at most ``2**30 * 2**30 = 2**60``.
-* Shifts of 62 bits or more act as 62: every shifted value is below ``2**53``, so both round
-  to 0 (NumPy's shifts by 64 or more are undefined).
+* Activations and products are held in float64: integers below ``2**53`` are exact there, and
+  so are ReLU, max-pooling, sums below ``2**53`` and scaling by powers of two (``ldexp``).
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ _LN_INDEX_BITS: Final = 7  # ln(x), x in [1, 2): table at 1 + i/128, cubic for t
 Backend = Literal["float64", "int64", "torch"]
 IntArray = npt.NDArray[np.int64]
 F32Array = npt.NDArray[np.float32]
-Matmul = Callable[[IntArray, IntArray], IntArray]
+F64Array = npt.NDArray[np.float64]  # in this module: integers below 2**53, held exactly
+Matmul = Callable[[F64Array, F64Array], F64Array]
 
 
 class ExactBoundError(ValueError):
@@ -217,64 +218,65 @@ def exact_evaluate(
 
 
 def _matmul(backend: Backend, device: str) -> Matmul:
-    """The integer matrix product ``a @ w.T`` of the chosen backend."""
+    """The integer matrix product ``a @ w`` of the chosen backend (float64 in and out)."""
     if backend == "int64":
-        return lambda a, w: a @ w.T
+        return lambda a, w: (a.astype(np.int64) @ w.astype(np.int64)).astype(np.float64)
     if backend == "float64":
-        return lambda a, w: (a.astype(np.float64) @ w.T.astype(np.float64)).astype(np.int64)
+        return lambda a, w: a @ w
     if backend == "torch":
         import torch
 
-        def torch_matmul(a: IntArray, w: IntArray) -> IntArray:
-            ta = torch.from_numpy(a.astype(np.float64)).to(device)
-            tw = torch.from_numpy(w.astype(np.float64)).to(device)
-            out: IntArray = (ta @ tw.T).cpu().numpy().astype(np.int64)
+        def torch_matmul(a: F64Array, w: F64Array) -> F64Array:
+            out: F64Array = (
+                (torch.from_numpy(a).to(device) @ torch.from_numpy(w).to(device)).cpu().numpy()
+            )
             return out
 
         return torch_matmul
     raise ExactBoundError(f"unknown backend {backend!r}; use float64, int64 or torch")
 
 
-def _quantise_inputs(x: F32Array) -> tuple[IntArray, IntArray]:
+def _quantise_inputs(x: F32Array) -> tuple[F64Array, IntArray]:
     """Inputs on the grid ``2**-INPUT_FRAC_BITS`` (round half to even) and each row's grid."""
     if not np.isfinite(x).all() or np.abs(x).max(initial=0.0) > 2.0 ** (ACT_BITS - INPUT_FRAC_BITS):
         raise ExactBoundError(
             f"inputs must be finite with |x| <= {2 ** (ACT_BITS - INPUT_FRAC_BITS)}"
         )
-    q = np.rint(np.ldexp(x.astype(np.float64), INPUT_FRAC_BITS)).astype(np.int64)
+    q = np.rint(np.ldexp(x.astype(np.float64), INPUT_FRAC_BITS))
     return q, np.full(x.shape[0], INPUT_FRAC_BITS, dtype=np.int64)
 
 
-def _quantise_layer(params: Mapping[str, F32Array], prefix: str) -> tuple[IntArray, F32Array, int]:
-    """A layer's weight on its power-of-two grid, its float bias, and the grid's exponent."""
+def _quantise_layer(params: Mapping[str, F32Array], prefix: str) -> tuple[F64Array, F32Array, int]:
+    """A layer's weight on its grid, transposed to ``(fan_in, out)``; its bias; the exponent."""
     w, b = params[f"{prefix}.weight"], params[f"{prefix}.bias"]
     if not (np.isfinite(w).all() and np.isfinite(b).all()):
         raise ExactBoundError(f"layer {prefix} has a non-finite weight or bias")
     m = max(float(np.abs(w).max(initial=0.0)), float(np.abs(b).max(initial=0.0)))
     e = int(np.frexp(m)[1])  # m < 2**e (e = 0 for m = 0); frexp is exact
     fw = WEIGHT_BITS - e
-    q = np.rint(np.ldexp(w.astype(np.float64), fw)).astype(np.int64)  # |q| <= 2**16
-    return q.reshape(q.shape[0], -1), b, fw
+    q = np.rint(np.ldexp(w.astype(np.float64), fw))  # |q| <= 2**16
+    return np.ascontiguousarray(q.reshape(q.shape[0], -1).T), b, fw
 
 
-def _bias(b: F32Array, frac: IntArray, fw: int) -> IntArray:
+def _bias(b: F32Array, frac: IntArray, fw: int) -> F64Array:
     """The bias on each row's accumulator grid ``2**-(frac + fw)``, rounded half to even."""
-    exps = (frac + fw)[:, None]  # (N, 1)
-    out: IntArray = np.rint(np.ldexp(b.astype(np.float64)[None, :], exps)).astype(np.int64)
-    return out  # |out| <= 2**16 * 2**ACT_FRAC_MAX = 2**40
+    exps, rows = np.unique(frac + fw, return_inverse=True)  # usually one grid for all rows
+    table = np.rint(np.ldexp(b.astype(np.float64)[None, :], exps[:, None]))
+    out: F64Array = table[rows.reshape(-1)]  # (N, out), |out| <= 2**16 * 2**24 = 2**40
+    return out
 
 
 def _linear(
-    a: IntArray, w: IntArray, b: F32Array, frac: IntArray, fw: int, matmul: Matmul
-) -> tuple[IntArray, IntArray]:
-    """``a @ w.T + b`` on the accumulator grid ``2**-(frac + fw)`` (exact integers)."""
+    a: F64Array, w: F64Array, b: F32Array, frac: IntArray, fw: int, matmul: Matmul
+) -> tuple[F64Array, IntArray]:
+    """``a @ w + b`` on the accumulator grid ``2**-(frac + fw)`` (exact integers)."""
     acc = matmul(a, w) + _bias(b, frac, fw)  # (N, out)
     return acc, frac + fw
 
 
 def _conv3x3(
-    a: IntArray, w: IntArray, b: F32Array, frac: IntArray, fw: int, matmul: Matmul
-) -> tuple[IntArray, IntArray]:
+    a: F64Array, w: F64Array, b: F32Array, frac: IntArray, fw: int, matmul: Matmul
+) -> tuple[F64Array, IntArray]:
     """3x3 convolution with zero padding 1 as one integer product (im2col)."""
     n, c, h, ww = a.shape
     padded = np.pad(a, ((0, 0), (0, 0), (1, 1), (1, 1)))
@@ -286,8 +288,8 @@ def _conv3x3(
 
 
 def _shift_round(v: IntArray, s: IntArray) -> IntArray:
-    """``round_half_even(v / 2**s)`` for integer ``v`` and per-row shifts ``s >= 0``."""
-    s = np.minimum(s, 62).reshape((-1,) + (1,) * (v.ndim - 1))
+    """``round_half_even(v / 2**s)`` for int64 ``v`` and per-row shifts ``0 <= s < 63``."""
+    s = s.reshape((-1,) + (1,) * (v.ndim - 1))
     q = v >> s  # floor
     r = v - (q << s)  # in [0, 2**s)
     half = (np.int64(1) << s) >> 1  # 0 when s = 0, and then r = 0 too
@@ -296,24 +298,24 @@ def _shift_round(v: IntArray, s: IntArray) -> IntArray:
     return out
 
 
-def _requantise(acc: IntArray, frac: IntArray) -> tuple[IntArray, IntArray]:
+def _requantise(acc: F64Array, frac: IntArray) -> tuple[F64Array, IntArray]:
     """Shift each row right until ``|q| <= 2**ACT_BITS`` and its grid is at most 2**-24."""
-    flat = np.abs(acc.reshape(acc.shape[0], -1))
-    top = flat.max(axis=1, initial=0)  # < 2**53: exact in float64
-    bits = np.frexp(top.astype(np.float64))[1].astype(np.int64)  # top < 2**bits
+    top = np.abs(acc.reshape(acc.shape[0], -1)).max(axis=1, initial=0.0)  # (N,), < 2**53
+    bits = np.frexp(top)[1].astype(np.int64)  # top < 2**bits
     s = np.maximum(np.maximum(bits - ACT_BITS, frac - ACT_FRAC_MAX), 0)
-    return _shift_round(acc, s), frac - s
+    # Dividing an integer below 2**53 by 2**s is exact; rint rounds half to even.
+    out: F64Array = np.rint(np.ldexp(acc, -s.reshape((-1,) + (1,) * (acc.ndim - 1))))
+    return out, frac - s
 
 
-def _to_logit_grid(logits: IntArray, frac: IntArray) -> IntArray:
+def _to_logit_grid(logits: F64Array, frac: IntArray) -> IntArray:
     """Logits on the grid ``2**-LOGIT_FRAC_BITS`` (round half to even), bounded."""
     s = frac - LOGIT_FRAC_BITS
-    top = np.abs(logits).max(axis=1, initial=0)
-    bits = np.frexp(top.astype(np.float64))[1].astype(np.int64)
+    bits = np.frexp(np.abs(logits).max(axis=1, initial=0.0))[1].astype(np.int64)
     if bool((bits - s > MAX_LOGIT_BITS).any()):
         raise ExactBoundError(f"a logit reaches 2**{MAX_LOGIT_BITS - LOGIT_FRAC_BITS}")
-    down = _shift_round(logits, np.maximum(s, 0))
-    out: IntArray = down << np.maximum(-s, 0)[:, None]  # below 2**46 by the check
+    # Scaling by 2**-s is exact (a result below 2**46 by the check); rint rounds half to even.
+    out: IntArray = np.rint(np.ldexp(logits, -s[:, None])).astype(np.int64)
     return out
 
 

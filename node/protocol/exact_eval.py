@@ -304,7 +304,8 @@ def _requantise(acc: F64Array, frac: IntArray) -> tuple[F64Array, IntArray]:
     bits = np.frexp(top)[1].astype(np.int64)  # top < 2**bits
     s = np.maximum(np.maximum(bits - ACT_BITS, frac - ACT_FRAC_MAX), 0)
     # Dividing an integer below 2**53 by 2**s is exact; rint rounds half to even.
-    out: F64Array = np.rint(np.ldexp(acc, -s.reshape((-1,) + (1,) * (acc.ndim - 1))))
+    scale = np.ldexp(1.0, -s).reshape((-1,) + (1,) * (acc.ndim - 1))  # exact powers of two
+    out: F64Array = np.rint(acc * scale)
     return out, frac - s
 
 
@@ -315,13 +316,13 @@ def _to_logit_grid(logits: F64Array, frac: IntArray) -> IntArray:
     if bool((bits - s > MAX_LOGIT_BITS).any()):
         raise ExactBoundError(f"a logit reaches 2**{MAX_LOGIT_BITS - LOGIT_FRAC_BITS}")
     # Scaling by 2**-s is exact (a result below 2**46 by the check); rint rounds half to even.
-    out: IntArray = np.rint(np.ldexp(logits, -s[:, None])).astype(np.int64)
+    out: IntArray = np.rint(logits * np.ldexp(1.0, -s)[:, None]).astype(np.int64)
     return out
 
 
 @functools.cache
-def _tables() -> tuple[IntArray, IntArray, IntArray, IntArray, int]:
-    """``e**-x`` at x = a, b/2**8, c/2**16 and ``ln(1 + i/128)``, all correctly rounded."""
+def _tables() -> tuple[IntArray, IntArray, IntArray, int]:
+    """``e**-x`` at x = j/2**8 (then 0) and c/2**16, and ``ln(1 + i/128)``, correctly rounded."""
     ctx = decimal.Context(prec=40, rounding=decimal.ROUND_HALF_EVEN)
 
     def fixed(v: decimal.Decimal, bits: int) -> int:
@@ -332,8 +333,8 @@ def _tables() -> tuple[IntArray, IntArray, IntArray, IntArray, int]:
     def exp_neg(num: int, den: int) -> int:
         return fixed(ctx.exp(decimal.Decimal(-num) / decimal.Decimal(den)), _EXP_BITS)
 
-    e1 = np.array([exp_neg(a, 1) for a in range(_EXP_CUTOFF)], dtype=np.int64)
-    e2 = np.array([exp_neg(b, 1 << 8) for b in range(1 << 8)], dtype=np.int64)
+    coarse = [exp_neg(j, 1 << 8) for j in range(_EXP_CUTOFF << 8)]
+    e_hi = np.array([*coarse, 0], dtype=np.int64)  # the last entry stands for every d >= 32
     e3 = np.array([exp_neg(c, 1 << 16) for c in range(1 << 8)], dtype=np.int64)
     k = 1 << _LN_INDEX_BITS
     ln = np.array(
@@ -344,30 +345,27 @@ def _tables() -> tuple[IntArray, IntArray, IntArray, IntArray, int]:
         dtype=np.int64,
     )
     ln2 = fixed(ctx.ln(decimal.Decimal(2)), LOSS_FRAC_BITS)
-    return e1, e2, e3, ln, ln2
+    return e_hi, e3, ln, ln2
 
 
 def _cross_entropy_fixed(z: IntArray, y: IntArray) -> IntArray:
     """Per-example cross-entropy in units of ``2**-24`` from logits on the ``2**-16`` grid.
 
     ``CE = (z_max - z_y) + ln(sum_j e**-(z_max - z_j))``. With ``d = z_max - z_j`` written as
-    ``a + b/2**8 + c/2**16``, ``e**-d`` is the product of three table entries (each
-    ``round(e**-t * 2**30)``), rounded half up after each product; it is 0 from ``d >= 32``.
+    ``j/2**8 + c/2**16``, ``e**-d`` is the product of two table entries (each
+    ``round(e**-t * 2**30)``), rounded half up; it is 0 from ``d >= 32``.
     The sum ``S`` lies in ``[2**30, classes * 2**30]``. With ``S = 2**k * x``, ``x`` in
     ``[1, 2)``, ``ln S = k ln 2 + ln(1 + i/128) + ln(1 + r)`` where ``i`` is the top 7 bits of
     ``x``'s fraction and ``r < 2**-7`` is computed by a floor division in ``2**-24`` units;
     ``ln(1 + r) ~ r - r**2/2 + r**3/3`` (error ``< r**4/4 < 2**-30``).
     """
-    e1, e2, e3, ln_table, ln2 = _tables()
+    e_hi, e3, ln_table, ln2 = _tables()
     n = z.shape[0]
     zmax = z.max(axis=1)
     d = zmax[:, None] - z  # >= 0, < 2**47
-    live = d < (_EXP_CUTOFF << 16)
-    dc = np.where(live, d, 0)
-    half = np.int64(1) << (_EXP_BITS - 1)
-    ex = (e1[dc >> 16] * e2[(dc >> 8) & 0xFF] + half) >> _EXP_BITS  # <= 2**60 before the shift
-    ex = (ex * e3[dc & 0xFF] + half) >> _EXP_BITS
-    total = np.where(live, ex, 0).sum(axis=1)  # in [2**30, classes * 2**30]
+    hi = np.minimum(d >> 8, _EXP_CUTOFF << 8)  # the last index holds 0
+    ex = (e_hi[hi] * e3[d & 0xFF] + (1 << (_EXP_BITS - 1))) >> _EXP_BITS  # product <= 2**60
+    total = ex.sum(axis=1)  # in [2**30, classes * 2**30]
     k = np.frexp(total.astype(np.float64))[1].astype(np.int64) - 1  # 2**k <= total < 2**(k+1)
     if bool((total >= (np.int64(1) << 52)).any()):
         raise ExactBoundError("too many classes for the fixed-point log-sum-exp")

@@ -26,6 +26,7 @@ from swarmchain.node.protocol.exact_eval import (
     ExactMetrics,
     architecture,
     exact_evaluate,
+    exact_evaluate_many,
 )
 from swarmchain.node.protocol.task import DataSpec, ModelSpec
 
@@ -340,3 +341,10 @@ def test_exact_evaluation_on_cuda_matches_the_cpu() -> None:
             cpu = exact_evaluate(state, x, y, backend="float64")
             cuda = exact_evaluate(state, x, y, backend="torch", device="cuda")
             assert cpu == cuda
+
+
+def test_evaluating_many_states_equals_one_at_a_time() -> None:
+    model, data = CNN
+    x, y = _data(data, 20, seed=4)
+    states = [_state(model, data, seed, 2.0**seed) for seed in range(4)]
+    assert exact_evaluate_many(states, x, y) == [exact_evaluate(s, x, y) for s in states]

@@ -312,9 +312,13 @@ def _quantise_layer(params: Mapping[str, F32Array], prefix: str) -> tuple[F64Arr
 
 def _bias(b: F32Array, frac: IntArray, fw: int) -> F64Array:
     """The bias on each row's accumulator grid ``2**-(frac + fw)``, rounded half to even."""
-    exps, rows = np.unique(frac + fw, return_inverse=True)  # usually one grid for all rows
-    table = np.rint(np.ldexp(b.astype(np.float64)[None, :], exps[:, None]))
-    out: F64Array = table[rows.reshape(-1)]  # (N, out), |out| <= 2**16 * 2**24 = 2**40
+    bias = b.astype(np.float64)[None, :]
+    if bool((frac == frac[0]).all()):  # usually every row shares one grid: (1, out)
+        one: F64Array = np.rint(np.ldexp(bias, int(frac[0]) + fw))
+        return one
+    exps, rows = np.unique(frac + fw, return_inverse=True)
+    table: F64Array = np.rint(np.ldexp(bias, exps[:, None]))  # |entry| <= 2**16 * 2**24 = 2**40
+    out: F64Array = table[rows.reshape(-1)]  # (N, out)
     return out
 
 
@@ -357,8 +361,8 @@ def _requantise(acc: F64Array, frac: IntArray) -> tuple[F64Array, IntArray]:
     s = np.maximum(np.maximum(bits - ACT_BITS, frac - ACT_FRAC_MAX), 0)
     # Dividing an integer below 2**53 by 2**s is exact; rint rounds half to even.
     scale = np.ldexp(1.0, -s).reshape((-1,) + (1,) * (acc.ndim - 1))  # exact powers of two
-    out: F64Array = np.rint(acc * scale)
-    return out, frac - s
+    out: F64Array = acc * scale
+    return np.rint(out, out=out), frac - s
 
 
 def _to_logit_grid(logits: F64Array, frac: IntArray) -> IntArray:

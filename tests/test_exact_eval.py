@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 MLP = (ModelSpec(arch="mlp", hidden=(6, 5)), DataSpec(input_shape=(1, 4, 4), num_classes=4))
 CNN = (
-    ModelSpec(arch="cnn", hidden=(5,), channels=(3, 2)),
+    ModelSpec(arch="cnn", hidden=(5,), channels=(3, 2, 2)),  # 5x5 -> 2x2 -> 1x1 -> 1x1, unpooled
     DataSpec(input_shape=(2, 5, 5), num_classes=3),
 )
 
@@ -250,6 +250,11 @@ def test_unknown_layers_and_huge_fan_in_are_refused() -> None:
         )
     with pytest.raises(ExactBoundError, match="inputs"):
         exact_evaluate(state, np.full((1, 1, 4, 4), 300.0, dtype=np.float32), [0])
+    x, y = _data(data, 2, seed=0)
+    with pytest.raises(ExactBoundError, match="non-finite"):
+        exact_evaluate({**state, "layers.1.bias": torch.full((5,), math.nan)}, x, y)
+    with pytest.raises(ExactBoundError, match="logit"):
+        exact_evaluate({k: v * 1e30 for k, v in state.items()}, x, y)
 
 
 # ---- (a) fresh interpreters per CPU kernel family and thread count ----

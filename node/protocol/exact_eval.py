@@ -279,9 +279,8 @@ def _matmul(backend: Backend, device: str) -> Matmul:
         import torch
 
         def torch_matmul(a: F64Array, w: F64Array) -> F64Array:
-            out: F64Array = (
-                (torch.from_numpy(a).to(device) @ torch.from_numpy(w).to(device)).cpu().numpy()
-            )
+            ta = torch.from_numpy(np.require(a, requirements="W"))  # im2col views are read-only
+            out: F64Array = (ta.to(device) @ torch.from_numpy(w).to(device)).cpu().numpy()
             return out
 
         return torch_matmul

@@ -23,6 +23,7 @@ from swarmchain.node.chain.events import (
     SwarmConfigured,
 )
 from swarmchain.node.protocol.verify import Submission, round_recipients
+from swarmchain.storage.envelope import valid_x25519_key
 
 
 @dataclass(frozen=True)
@@ -73,20 +74,16 @@ def opened(events: Sequence[ChainEvent], round_id: int) -> RoundOpened:
     raise ValueError(f"the events do not include the opening of round {round_id}")
 
 
-def active_at_open(events: Sequence[ChainEvent], round_id: int) -> list[str]:
-    """Members that were active when the round opened (those whose stake it counts).
-
-    Raises
-    ------
-    ValueError
-        If the events do not reach the round's opening.
-    """
-    active: dict[str, bool] = {}
+def _joined_at_open(events: Sequence[ChainEvent], round_id: int) -> dict[str, Joined]:
+    """The `Joined` of each member active when the round opened: the keys it had then."""
+    active: dict[str, Joined] = {}
     for e in events:
-        if isinstance(e, Joined | ExitRequested):
-            active[e.node] = isinstance(e, Joined)
+        if isinstance(e, Joined):
+            active[e.node] = e
+        elif isinstance(e, ExitRequested):
+            active.pop(e.node, None)
         elif isinstance(e, RoundOpened) and e.round == round_id:
-            return [node for node, on in active.items() if on]
+            return active
     raise ValueError(f"the events do not include the opening of round {round_id}")
 
 
@@ -98,10 +95,21 @@ def recipients(events: Sequence[ChainEvent], round_id: int) -> tuple[bytes, ...]
     ValueError
         If the events do not reach the round's opening.
     """
-    active = set(active_at_open(events, round_id))
-    return round_recipients(
-        (keys.index, keys.x25519_key, int(node in active)) for node, keys in members(events).items()
-    )
+    active = _joined_at_open(events, round_id).values()
+    return round_recipients((e.index, e.x25519_key, 1) for e in active)
+
+
+def unreachable(events: Sequence[ChainEvent], round_id: int) -> list[str]:
+    """Members active in the round whose X25519 key can receive nothing (left out of
+    `recipients`).
+
+    Raises
+    ------
+    ValueError
+        If the events do not reach the round's opening.
+    """
+    active = _joined_at_open(events, round_id).values()
+    return [e.node for e in active if not valid_x25519_key(e.x25519_key)]
 
 
 def submissions_by_round(events: Sequence[ChainEvent]) -> dict[int, tuple[Submission, ...]]:

@@ -15,7 +15,6 @@ from swarmchain.node.chain.tx import json_rpc
 from swarmchain.node.protocol import record
 from swarmchain.node.protocol.record import MemberKeys
 from swarmchain.node.protocol.verify import Submission
-from swarmchain.storage.envelope import valid_x25519_key
 
 
 class ChainHistory:
@@ -64,22 +63,13 @@ class ChainHistory:
         """Every member that ever joined, by address, with its latest keys."""
         return record.members(self.events)
 
-    def active_at_open(self, round_id: int) -> list[str]:
-        """Members that were active when the round opened (`record.active_at_open`)."""
-        return record.active_at_open(self.events, round_id)
-
     def recipients(self, round_id: int) -> tuple[bytes, ...]:
         """Who an encrypted update of the round must be wrapped for (`record.recipients`)."""
         return record.recipients(self.events, round_id)
 
     def unreachable(self, round_id: int) -> list[str]:
-        """Members active in the round whose registered X25519 key can receive nothing."""
-        members = self.members()
-        return [
-            node
-            for node in self.active_at_open(round_id)
-            if not valid_x25519_key(members[node].x25519_key)
-        ]
+        """Active members whose X25519 key can receive nothing (`record.unreachable`)."""
+        return record.unreachable(self.events, round_id)
 
     def committed(self, round_id: int) -> list[str]:
         """Members that committed in the round, in chain order."""

@@ -19,14 +19,15 @@ from eth_utils.address import to_checksum_address
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
+from swarmchain.incentives.game import round_utility
 from swarmchain.node.learning.data import task_splits
 from swarmchain.node.learning.training import genesis_state
 from swarmchain.node.protocol.checkpoint import decode_checkpoint, encode_checkpoint
 from swarmchain.node.protocol.hashing import content_hash
-from swarmchain.node.protocol.round import RoundInputs, compute_round
+from swarmchain.node.protocol.round import RoundInputs, aggregation_seed, compute_round
 from swarmchain.node.protocol.task import TaskSpec, default_task
 from swarmchain.node.protocol.verify import Submission
-from swarmchain.storage.codec import encode_update
+from swarmchain.storage.codec import decode_update, encode_update, tensor_spec
 from swarmchain.storage.embedded import EmbeddedStore
 from swarmchain.storage.envelope import Manifest, sign_manifest
 from swarmchain.storage.keys import NodeKeys
@@ -81,19 +82,54 @@ def _outcome(inputs: RoundInputs, store: EmbeddedStore) -> dict[str, Any]:
     }
 
 
-def test_the_recorded_round_replays_to_the_recorded_tuple(tmp_path: Path) -> None:
-    record = json.loads((RECORDED / "round.json").read_text())
-    with EmbeddedStore(tmp_path / "store") as store:
-        for blob in sorted((RECORDED / "blobs").iterdir()):
+def replay(path: Path, work: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The outcome of the round recorded at `path` computed now (a store under `work`), and
+    the recorded one."""
+    record = json.loads((path / "round.json").read_text())
+    with EmbeddedStore(work / "store") as store:
+        for blob in sorted((path / "blobs").iterdir()):
             assert store.put(blob.read_bytes()) == blob.name
-        outcome = _outcome(_inputs(record, store), store)
-
-    assert outcome == record["outcome"]
+        return _outcome(_inputs(record, store), store), record["outcome"]
 
 
-def record(path: Path) -> None:
-    """Record a round: four honest members, a free-rider and a sign-flipping member."""
-    spec = default_task()
+def game_table(path: Path) -> list[int]:
+    """Every coalition's quantised utility in the round recorded at `path`, over all of its
+    submissions (as valuation would value them had every one been accepted)."""
+    record = json.loads((path / "round.json").read_text())
+    spec = TaskSpec.from_json(record["spec"])
+    blob = {p.name: p.read_bytes() for p in (path / "blobs").iterdir()}
+    base_cid = record["base_cid"]
+    expected = bytes.fromhex(record["base_hash"])
+    base = decode_checkpoint(blob[base_cid], spec, cid=base_cid, expected_hash=expected)
+    updates = [
+        decode_update(
+            blob[json.loads(blob[s["cid"]])["manifest"]["update_cid"]],
+            tensor_spec(base.state),
+            spec.max_update_bytes,
+        )
+        for s in record["submissions"]
+    ]
+    utility = round_utility(
+        spec,
+        base.state,
+        updates,
+        [s["num_samples"] for s in record["submissions"]],
+        task_splits(spec)[1],
+        seed=aggregation_seed(bytes.fromhex(record["seed"])),
+    )
+    return utility.values_of_masks(range(1 << len(updates)))
+
+
+def test_the_recorded_round_replays_to_the_recorded_tuple(tmp_path: Path) -> None:
+    now, recorded = replay(RECORDED, tmp_path)
+
+    assert now == recorded
+
+
+def record(path: Path, spec: TaskSpec | None = None, scale: float = 0.02) -> None:
+    """Record a round of `spec` (the default task): four honest members (deltas of about
+    `scale`), a free-rider and a sign-flipping member."""
+    spec = spec or default_task()
     base = encode_checkpoint(genesis_state(spec))
     shutil.rmtree(path, ignore_errors=True)
     (path / "blobs").mkdir(parents=True)
@@ -101,7 +137,7 @@ def record(path: Path) -> None:
         store.put(base.blob)
         gen = torch.Generator().manual_seed(2026)
         honest = [
-            {k: 0.02 * torch.randn(v.shape, generator=gen) for k, v in base.state.items()}
+            {k: scale * torch.randn(v.shape, generator=gen) for k, v in base.state.items()}
             for _ in range(4)
         ]
         deltas = [*honest, {k: torch.zeros(v.shape) for k, v in base.state.items()}]

@@ -24,7 +24,7 @@ Why absent members count as zero deltas, rather than being dropped from the aggr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -42,12 +42,8 @@ from swarmchain.node.aggregation.fixed_point import (
 from swarmchain.node.aggregation.pipeline import aggregate_batch, apply_steps
 from swarmchain.node.aggregation.registry import RULES, STEPS, resolve_params
 from swarmchain.node.learning.data import Dataset
-from swarmchain.node.learning.training import (
-    apply_delta,
-    evaluate,
-    evaluate_many,
-    quantised_utility,
-)
+from swarmchain.node.learning.training import apply_delta
+from swarmchain.node.protocol.evaluation import exact_metrics, quantised_utility
 from swarmchain.node.protocol.task import TaskSpec
 
 
@@ -82,7 +78,7 @@ def round_utility(
     center
         The centre passed to that aggregation (centered clipping), if any.
     device
-        Where to evaluate; the CPU is the safe choice for bit-identical accuracy.
+        Where the exact evaluation's integer products run (CPU or CUDA: the same bytes).
 
     Returns
     -------
@@ -144,7 +140,8 @@ def batch_utility(
         raise ValueError("the base checkpoint's tensors differ from the updates' names or shapes")
 
     def utility_of(delta: Mapping[str, torch.Tensor]) -> int:
-        metrics = evaluate(spec, apply_delta(base_state, delta), reference, device=device)
+        state = apply_delta(base_state, delta)
+        metrics = exact_metrics(spec, [state], reference, device=device)[0]
         return quantised_utility(metrics, spec.valuation)
 
     def evaluate_coalition(coalition: frozenset[int]) -> int:
@@ -166,7 +163,7 @@ def batch_utility(
             # base + dequantise(grid) for every coalition at once: the same float32 operations,
             # element by element, as `utility_of(dequantise(...))`, so the same bits.
             states = flat_base + (grids * (1.0 / (1 << batch.frac_bits))).astype(np.float32)
-            metrics = evaluate_many(spec, _named(states, batch.layout), reference, device=device)
+            metrics = exact_metrics(spec, _stacked(states, batch.layout), reference, device=device)
             values.extend(quantised_utility(m, spec.valuation) for m in metrics)
         return values
 
@@ -196,14 +193,13 @@ def _together(
     return together(batch, coalitions, **params, **({"center": center} if rule.uses_center else {}))
 
 
-def _named(states: npt.NDArray[np.float32], layout: Layout) -> Iterator[dict[str, torch.Tensor]]:
-    """Each row of ``states`` ``(K, d)`` as named tensors of ``layout`` (views, not copies)."""
-    segments = layout.segments()
-    for row in states:
-        yield {
-            name: torch.from_numpy(row[start:stop]).view(shape)
-            for name, shape, start, stop in segments
-        }
+def _stacked(states: npt.NDArray[np.float32], layout: Layout) -> dict[str, npt.NDArray[np.float32]]:
+    """The rows of ``states`` ``(K, d)`` as ``(K, *shape)`` arrays by name (views, not copies)."""
+    k = states.shape[0]
+    return {
+        name: states[:, start:stop].reshape(k, *shape)
+        for name, shape, start, stop in layout.segments()
+    }
 
 
 _CELLS_AT_ONCE = 1 << 18  # coalitions aggregated together hold about this many coordinates

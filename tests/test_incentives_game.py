@@ -25,11 +25,10 @@ from swarmchain.node.learning.data import Dataset, task_splits
 from swarmchain.node.learning.training import (
     State,
     apply_delta,
-    evaluate,
     genesis_state,
-    quantised_utility,
     train_local,
 )
+from swarmchain.node.protocol.evaluation import exact_metrics, quantised_utility
 from swarmchain.node.protocol.task import (
     AggregationSpec,
     StepSpec,
@@ -219,7 +218,7 @@ def test_empty_coalition_is_the_base_model(setting: Setting) -> None:
         setting.spec, setting.base, updates, samples, setting.reference, seed=ROUND_SEED
     )
 
-    base_metrics = evaluate(setting.spec, setting.base, setting.reference)
+    base_metrics = exact_metrics(setting.spec, [setting.base], setting.reference)[0]
     assert utility([]) == quantised_utility(base_metrics, setting.spec.valuation)
 
 
@@ -278,6 +277,6 @@ def test_coalition_value_is_the_swarm_aggregate_with_absent_members_zeroed(
     )
     filled = [u if i in coalition else _zero(u) for i, u in enumerate(updates)]
     step = aggregate(spec, filled, samples, seed=ROUND_SEED).delta
-    metrics = evaluate(spec, apply_delta(setting.base, step), setting.reference)
+    metrics = exact_metrics(spec, [apply_delta(setting.base, step)], setting.reference)[0]
 
     assert utility(coalition) == quantised_utility(metrics, spec.valuation)

@@ -9,17 +9,15 @@ import torch
 
 from swarmchain.node.learning.data import DataError, Dataset, load_digits
 from swarmchain.node.learning.training import (
-    Metrics,
     apply_delta,
     evaluate,
     evaluate_many,
     genesis_state,
-    quantised_utility,
     state_delta,
     train_local,
     training_seed,
 )
-from swarmchain.node.protocol.task import ModelSpec, TaskSpec, TrainSpec, ValuationSpec
+from swarmchain.node.protocol.task import ModelSpec, TaskSpec, TrainSpec
 
 CPU = torch.device("cpu")
 
@@ -152,9 +150,3 @@ def test_delta_and_apply_are_inverse() -> None:
     assert all(torch.equal(apply_delta(base, delta)[k], local[k]) for k in base)
     with pytest.raises(ValueError, match="tensor sets differ"):
         state_delta({"w": torch.zeros(2)}, base)
-
-
-def test_quantised_utility_counts_quanta() -> None:
-    metrics = Metrics(loss=0.123456, accuracy=0.87654, correct=87654, total=100000)
-    assert quantised_utility(metrics, ValuationSpec("accuracy", 1e-4)) == 8765
-    assert quantised_utility(metrics, ValuationSpec("neg_loss", 1e-3)) == -123

@@ -25,8 +25,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
-
 from swarmchain.node.audit.record import RoundRecord, RoundState, SwarmRecord
 from swarmchain.node.audit.report import (
     AttestationLine,
@@ -42,13 +40,13 @@ from swarmchain.node.chain.deployment import Deployment
 from swarmchain.node.chain.protocol import SlashReason, decode_bitmap
 from swarmchain.node.errors import ConfigError, StorageError, VerificationError
 from swarmchain.node.learning.data import MAX_DATA_BYTES, Dataset, load_npz, task_splits
-from swarmchain.node.learning.training import evaluate
 from swarmchain.node.protocol.checkpoint import Checkpoint, decode_checkpoint, max_blob_bytes
 from swarmchain.node.protocol.document import MAX_DOCUMENT_BYTES, TaskDocument
+from swarmchain.node.protocol.evaluation import exact_metrics
 from swarmchain.node.protocol.hashing import content_hash
 from swarmchain.node.protocol.inputs import round_inputs
 from swarmchain.node.protocol.record import reward_for_round
-from swarmchain.node.protocol.round import WITHHELD, RoundResult, compute_round, one_thread
+from swarmchain.node.protocol.round import WITHHELD, RoundResult, compute_round
 from swarmchain.node.protocol.task import TaskSpec
 from swarmchain.node.protocol.verify import ENCRYPTION_OVERHEAD, CannotJudge, RejectReason
 from swarmchain.storage.envelope import MAX_ENVELOPE_BYTES, Manifest, open_envelope
@@ -447,14 +445,10 @@ class Auditor:
             )  # fmt: skip
 
     def _accuracy(self, task: _Task, checkpoint: Checkpoint | None) -> float | None:
-        """A checkpoint's accuracy on the task's reference set (one thread: reproducible)."""
+        """A checkpoint's exact accuracy on the task's reference set."""
         if checkpoint is None or task.document is None or task.reference is None:
             return None
-        with one_thread():
-            metrics = evaluate(
-                task.document.spec, checkpoint.state, task.reference, device=torch.device("cpu")
-            )
-        return metrics.accuracy
+        return exact_metrics(task.document.spec, [checkpoint.state], task.reference)[0].accuracy
 
 
 def _published_late(rec: RoundRecord, result: RoundResult) -> frozenset[int]:

@@ -22,7 +22,7 @@ from swarmchain.node.aggregation.limits import MAX_SAMPLES
 from swarmchain.node.aggregation.randomness import derive_seed
 from swarmchain.node.learning.data import DataError, Dataset, check_dataset
 from swarmchain.node.learning.models import build_model
-from swarmchain.node.protocol.task import TaskSpec, TrainSpec, ValuationSpec
+from swarmchain.node.protocol.task import TaskSpec, TrainSpec
 
 State = dict[str, torch.Tensor]
 
@@ -263,25 +263,6 @@ def evaluate_many(
                 correct += int((logits.argmax(dim=1) == y).sum())
             out.append(Metrics(loss_sum / max(1, total), correct / max(1, total), correct, total))
     return out
-
-
-def quantised_utility(metrics: Metrics, valuation: ValuationSpec) -> int:
-    """The task's utility as an integer number of quanta, safe to compare across peers.
-
-    Parameters
-    ----------
-    metrics
-        An evaluation on the reference set.
-    valuation
-        The task's valuation section (utility kind and quantum).
-
-    Returns
-    -------
-    int
-        ``round(accuracy / quantum)`` or ``round(-loss / quantum)``.
-    """
-    value = metrics.accuracy if valuation.utility == "accuracy" else -metrics.loss
-    return round(value / valuation.quantum)
 
 
 _evaluation_models = threading.local()  # per thread: (model spec, data spec, device) -> network

@@ -30,6 +30,7 @@ from swarmchain.node import safejson
 from swarmchain.node.errors import ConfigError, VerificationError
 from swarmchain.node.learning.training import genesis_state
 from swarmchain.node.protocol.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
+from swarmchain.node.protocol.evaluation import check_exact
 from swarmchain.node.protocol.hashing import content_hash
 from swarmchain.node.protocol.task import TaskSpec
 from swarmchain.storage.cid import CID
@@ -181,7 +182,14 @@ def publish_task(
     -------
     tuple[str, bytes, TaskDocument]
         The document's CID and SHA-256 (what the coordinator records) and the document.
+
+    Raises
+    ------
+    ConfigError
+        The task's network has a layer with no exact evaluation rule (valuation could not be
+        reproduced across machines).
     """
+    check_exact(spec)
     genesis = encode_checkpoint(genesis_state(spec))
     stored = store.put(genesis.blob)
     document = TaskDocument(spec, stored, genesis.hash, valuation or ValuationConfig())

@@ -48,6 +48,7 @@ from swarmchain.node.chain.protocol import Outcome, encode_bitmap
 from swarmchain.node.learning.data import Dataset
 from swarmchain.node.learning.training import apply_delta
 from swarmchain.node.protocol.checkpoint import Checkpoint, State, encode_checkpoint
+from swarmchain.node.protocol.exact_eval import ExactBoundError
 from swarmchain.node.protocol.task import TaskSpec
 from swarmchain.node.protocol.verify import (
     Decrypt,
@@ -228,7 +229,8 @@ def combine_round(
     RoundResult
         The outcome, verdicts (rejected ones included), checkpoint and rewards; a round whose
         updates miss a bound of the rule (`AggregationBoundError`, e.g. a `ByzantineBoundError`)
-        keeps its base, pays nothing and accepts every valid update as "not aggregated".
+        keeps its base, pays nothing and accepts every valid update as "not aggregated"; one
+        whose valuation exceeds a bound of exact evaluation (`ExactBoundError`) pays nothing.
 
     Raises
     ------
@@ -293,26 +295,27 @@ def combine_round(
         inputs.base if step is None else encode_checkpoint(apply_delta(inputs.base.state, step))
     )
     losers = [v.node for v in verdicts.values() if not v.accepted]
+    settled = None
     if valued is not None:
         batch, center = valued
-        with one_thread():
-            utility = batch_utility(
-                spec,
-                inputs.base.state,
-                batch,
-                inputs.reference,
-                seed=seed,
-                center=center,
-                device=torch.device("cpu"),
-            )
-            settled = settle_round(
-                utility,
-                [c.node for c in players],
-                seed=inputs.seed,
-                reward=inputs.reward,
-                rejected=losers,
-                config=inputs.valuation,
-            )
+        utility = batch_utility(
+            spec, inputs.base.state, batch, inputs.reference, seed=seed, center=center
+        )
+        try:
+            with one_thread():
+                settled = settle_round(
+                    utility,
+                    [c.node for c in players],
+                    seed=inputs.seed,
+                    reward=inputs.reward,
+                    rejected=losers,
+                    config=inputs.valuation,
+                )
+        except ExactBoundError:
+            # A coalition's model or the reference set beyond exact evaluation's bounds: every
+            # node meets the same error, so the round keeps its checkpoint and pays nothing.
+            settled = None
+    if settled is not None:
         amounts, tree = settled.amounts, settled.tree
     else:
         amounts = dict.fromkeys(sorted({v.node for v in verdicts.values()}), 0)

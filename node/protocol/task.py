@@ -196,8 +196,12 @@ class ReferenceSpec:
 class ValuationSpec:
     """How contributions are valued."""
 
-    utility: str = "accuracy"  # "accuracy" or "neg_loss" on the reference set
-    quantum: float = 1e-4  # utilities are rounded to integer multiples of this before use
+    # "accuracy" or "neg_loss" on the reference set, both evaluated exactly (identical on every
+    # machine: `swarmchain.node.protocol.exact_eval`). neg_loss is minus the cross-entropy from a
+    # fixed-point log-sum-exp: the loss training minimises, smooth in the weights, so it prices
+    # contributions too small to change any prediction; accuracy moves a whole example at a time.
+    utility: str = "accuracy"
+    quantum: float = 1e-4  # utilities are rounded (half to even) to integer multiples of this
 
     def __post_init__(self) -> None:
         _normalise(self)

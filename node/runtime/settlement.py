@@ -10,14 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-import torch
-
 from swarmchain.incentives.claims import claim_due, load_reward_tree, save_reward_tree
 from swarmchain.incentives.merkle import RewardTree
 from swarmchain.node.chain.coordinator import RoundInfo
 from swarmchain.node.chain.protocol import Outcome, RoundStatus, SubmissionState, decode_bitmap
-from swarmchain.node.learning.training import evaluate
-from swarmchain.node.protocol.round import RoundResult, one_thread
+from swarmchain.node.protocol.evaluation import exact_metrics
+from swarmchain.node.protocol.round import RoundResult
 from swarmchain.node.protocol.verify import CannotJudge
 from swarmchain.node.runtime.checkpoints import CheckpointCache
 from swarmchain.node.runtime.clock import RoundClock
@@ -25,8 +23,6 @@ from swarmchain.node.runtime.duty import Duties, Duty
 from swarmchain.node.runtime.events import EventKind
 from swarmchain.node.runtime.session import Emit, Session
 from swarmchain.node.runtime.slashing import slash_plan
-
-CPU = torch.device("cpu")  # reported accuracy is evaluated on the CPU, like valuation
 
 
 class Settlement:
@@ -79,10 +75,9 @@ class Settlement:
         checkpoint = self.checkpoints(r)
         tree = self.reward_tree(info, outcome)
         reward = 0 if tree is None else tree.amount_of(self.session.address)
-        with one_thread():
-            accuracy = evaluate(
-                self.session.spec, checkpoint.state, self.session.reference, device=CPU
-            ).accuracy
+        accuracy = exact_metrics(self.session.spec, [checkpoint.state], self.session.reference)[
+            0
+        ].accuracy
         self.emit(
             EventKind.FINALIZED,
             r,

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -64,13 +64,22 @@ class NodeProcess(ManagedProcess):
         The full command line.
     log
         Where its stderr goes.
+    env
+        Its environment (the caller's when None), e.g. capped CPU kernels.
     """
 
     tail_lines = 8
 
-    def __init__(self, member: Member, command: Sequence[str], log: Path) -> None:
+    def __init__(
+        self,
+        member: Member,
+        command: Sequence[str],
+        log: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(f"node {member.index}", log, stop_timeout_s=30.0)
         self.member = member
+        self.env = env
         self.log = log
         self.events: list[NodeEvent] = []
         self._command = list(command)
@@ -83,7 +92,7 @@ class NodeProcess(ManagedProcess):
 
     def start(self) -> Self:
         """Start the process (again, after it exited or was killed); it is not waited on."""
-        process = self.launch(pipe_stdout=True)
+        process = self.launch(env=self.env, pipe_stdout=True)
         self._reader = threading.Thread(target=self._read, args=(process,), daemon=True)
         self._reader.start()
         return self
@@ -305,10 +314,18 @@ class LocalSwarm:
             *options,
         ]  # fmt: skip
 
-    def start(self, index: int, *options: str, store: Path | None = None) -> NodeProcess:
-        """Start member `index` as a node process (the same journal on every start)."""
+    def start(
+        self,
+        index: int,
+        *options: str,
+        store: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> NodeProcess:
+        """Start member `index` as a node process (the same journal on every start), in the
+        environment `env` (the caller's when None)."""
         command = self.command(index, *options, store=store)
-        process = NodeProcess(self.members[index], command, self.workdir / f"node-{index}.log")
+        log = self.workdir / f"node-{index}.log"
+        process = NodeProcess(self.members[index], command, log, env)
         self.processes[index] = process.start()
         return process
 

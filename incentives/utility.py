@@ -1,9 +1,9 @@
 """Coalition utilities: a game `v(S)` over players ``0..n-1``, quantised, cached and counted.
 
 A valuation is only as reproducible as the utilities it is built from. Every value that feeds an
-estimator is therefore an `int` (a metric quantised with `quantise`), so two honest nodes whose
-floating-point evaluations differ in the last bits still agree, and every decision an estimator
-takes (truncation, convergence) is exact integer arithmetic. Each distinct coalition is evaluated
+estimator is therefore an `int` (an exact metric quantised by the task's quantum, see
+`swarmchain.node.protocol.evaluation`), so every decision an estimator takes (truncation,
+convergence) is exact integer arithmetic. Each distinct coalition is evaluated
 once; `CoalitionUtility.evaluations` counts those real evaluations, the cost an estimator pays.
 """
 

@@ -3,8 +3,10 @@
 A round reads top to bottom: load the round's base weights into the task's model, run SGD with
 momentum (plus the FedProx proximal term when ``fedprox_mu > 0``) over the node's own data, and
 publish the delta ``local - base`` as named float32 CPU tensors. Training runs on CUDA when it is
-available and on the CPU otherwise; only aggregation has to be bit-identical across machines,
-and it is (see `swarmchain.node.aggregation.fixed_point`).
+available and on the CPU otherwise. `evaluate` is float32 too, for progress and plots only:
+whatever an attestation reads is bit-identical across machines, aggregation by fixed point
+(`swarmchain.node.aggregation.fixed_point`) and evaluation by integer arithmetic
+(`swarmchain.node.protocol.evaluation`).
 """
 
 from __future__ import annotations
@@ -183,7 +185,8 @@ def evaluate(
     device: torch.device | None = None,
     batch_size: int = 1024,
 ) -> Metrics:
-    """Loss and accuracy of the weights ``state`` on ``data``.
+    """Loss and accuracy of the weights ``state`` on ``data``, in float32 (for progress, not
+    for decisions: those read `swarmchain.node.protocol.evaluation.exact_metrics`).
 
     Parameters
     ----------

@@ -118,13 +118,7 @@ def swarm_rounds(
     starts (the bare loop's first measurement). With ``train_slots`` > 0 the nodes take turns
     to train, that many at a time (``--train-slots``).
     """
-    params = SwarmParams(
-        task_spec_cid="-",
-        task_spec_hash="0x" + "00" * 32,
-        commit_duration_s=WINDOW_S,
-        reveal_duration_s=WINDOW_S,
-        attest_duration_s=WINDOW_S,
-    )
+    params = SwarmParams.windows(WINDOW_S)
     cores = os.cpu_count() or 1
     threads = max(1, cores // nodes)
     first = 2  # round 1 opens with no members; round 2 is the warm-up

@@ -191,14 +191,9 @@ def run_scenario(name: str, honest: int, rounds: int, workdir: Path) -> dict[str
     colluder_total = _colluder_total(start, honest)
     colluder_stakes = [colluder_total // 2, colluder_total - colluder_total // 2]
     late_stake = _colluder_total(later, honest) - colluder_total
-    params = SwarmParams(
-        task_spec_cid="-",
-        task_spec_hash="0x" + "00" * 32,
-        min_stake=TOKEN // 1000,  # low, so a late colluder can add just the stake it needs
-        commit_duration_s=15,  # colluders never commit, so this window always runs in full
-        reveal_duration_s=60,
-        attest_duration_s=60,
-    )
+    # Colluders never commit, so the commit window always runs in full; the stake is low, so a
+    # late colluder can add just the stake it needs.
+    params = SwarmParams.windows(15, 60, min_stake=TOKEN // 1000)
     started = time.monotonic()
     with Anvil() as anvil:
         swarm = LocalSwarm.create(anvil, workdir, default_task(), honest, params=params)

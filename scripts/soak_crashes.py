@@ -149,13 +149,7 @@ def run(rounds: int, seed: int, workdir: Path) -> dict[str, Any]:
     """Run the soak; its JSON record."""
     rng = random.Random(seed)
     last = FIRST_ROUND + rounds - 1
-    params = SwarmParams(
-        task_spec_cid="-",
-        task_spec_hash="0x" + "00" * 32,
-        commit_duration_s=30,
-        reveal_duration_s=60,
-        attest_duration_s=45,
-    )
+    params = SwarmParams.windows(30, 60, 45)
     chain_rounds = dict(
         zip(
             rng.sample(range(FIRST_ROUND + 1, last + 1), len(CHAIN_PHASES)),

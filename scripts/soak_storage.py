@@ -168,13 +168,7 @@ def _rounds_report(
 def run(outage_s: float, loner_minima: int, workdir: Path) -> dict[str, Any]:
     """Apply each fault of FAULTS from the start of a round until a round closes after it ends;
     the JSON record."""
-    params = SwarmParams(
-        task_spec_cid="-",
-        task_spec_hash="0x" + "00" * 32,
-        commit_duration_s=40,
-        reveal_duration_s=60,
-        attest_duration_s=60,
-    )
+    params = SwarmParams.windows(40, 60)
     modes = {
         "normal": ("pass", "pass"),
         "corrupt-first": ("corrupt", "pass"),

@@ -16,10 +16,11 @@ import pytest
 import torch
 
 from swarmchain.incentives import allocate_rewards, exact_shapley, gtg_shapley
-from swarmchain.incentives.freeriders import free_riders
+from swarmchain.incentives.freeriders import free_riders, free_riders_in
 from swarmchain.incentives.game import round_utility
 from swarmchain.incentives.settlement import settle_round
 from swarmchain.incentives.utility import CoalitionUtility
+from swarmchain.node.aggregation.fixed_point import quantise, quantise_vector
 from swarmchain.node.aggregation.pipeline import aggregate
 from swarmchain.node.learning.data import Dataset, task_splits
 from swarmchain.node.learning.training import (
@@ -157,6 +158,35 @@ def test_zero_and_copied_updates_are_flagged_for_rejection(setting: Setting) -> 
         2: "zero update: the base model sent back",
         3: "copy of update 0",
     }
+
+
+def test_near_copies_and_replayed_steps_are_flagged_and_honest_updates_are_not(
+    setting: Setting,
+) -> None:
+    updates, _ = _train(setting, _parts([60, 90, 120], seed=7))
+    gen = torch.Generator().manual_seed(7)
+    step = {k: sum(u[k] for u in updates) / 3 for k in updates[0]}  # last round's aggregate
+    noisy = {k: v + 0.0002 * torch.randn(v.shape, generator=gen) for k, v in updates[0].items()}
+    replay = {k: 1.5 * v for k, v in step.items()}  # the public step, rescaled
+    bits = setting.spec.fixed_point_bits
+    batch = quantise([*updates, noisy, replay], [1] * 5, bits)
+    on_grid = quantise_vector(step, batch.layout, bits).astype(np.int32)
+
+    flagged = free_riders_in(batch, on_grid)
+
+    assert flagged == {
+        0: "nearly a copy of update 3 (cosine >= 0.99)",
+        3: "nearly a copy of update 0 (cosine >= 0.99)",
+        4: "replays the previous round's aggregate step (cosine >= 0.99)",
+    }
+    assert free_riders_in(quantise(updates, [1] * 3, bits), on_grid) == {}
+
+
+@pytest.mark.parametrize(("k", "copy"), [(14, True), (15, False)])
+def test_the_copy_threshold_is_decided_exactly(k: int, copy: bool) -> None:
+    # cos((1, 0), (99, k)) is 0.99015 for k = 14 and 0.98872 for k = 15.
+    rows = [{"w": torch.tensor([1.0, 0.0])}, {"w": torch.tensor([99.0, float(k)])}]
+    assert bool(free_riders(rows, frac_bits=1)) == copy
 
 
 def test_rejected_free_riders_are_left_out_of_the_reward_tree(setting: Setting) -> None:

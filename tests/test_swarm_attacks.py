@@ -142,13 +142,7 @@ class Attacker:
 
 
 def _params() -> SwarmParams:
-    return SwarmParams(
-        task_spec_cid="-",
-        task_spec_hash="0x" + "00" * 32,
-        commit_duration_s=WINDOW_S,
-        reveal_duration_s=WINDOW_S,
-        attest_duration_s=WINDOW_S,
-    )
+    return SwarmParams.windows(WINDOW_S)
 
 
 @contextmanager

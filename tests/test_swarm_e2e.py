@@ -97,13 +97,7 @@ class Run:
 def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     workdir = tmp_path_factory.mktemp("swarm-e2e")
     spec = e2e_task()
-    params = SwarmParams(
-        task_spec_cid="-",
-        task_spec_hash="0x" + "00" * 32,
-        commit_duration_s=WINDOW_S,
-        reveal_duration_s=WINDOW_S,
-        attest_duration_s=WINDOW_S,
-    )
+    params = SwarmParams.windows(WINDOW_S)
     with Anvil() as anvil:
         swarm = LocalSwarm.create(anvil, workdir, spec, NODES, params=params, alpha=0.5)
         with swarm, EmbeddedStore(swarm.store) as blocks, BlockServer(blocks) as shared:

@@ -175,13 +175,9 @@ def _mined(coordinator: Coordinator, senders: set[str]) -> list[SentTx]:
 @pytest.fixture(scope="module")
 def story(tmp_path_factory: pytest.TempPathFactory) -> Story:
     workdir = tmp_path_factory.mktemp("swarm-faults")
-    params = SwarmParams(
-        task_spec_cid="-",
-        task_spec_hash="0x" + "00" * 32,
-        commit_duration_s=20,  # room to train on a loaded machine; a stall waits it out
-        reveal_duration_s=60,  # long enough for a node killed after committing to come back
-        attest_duration_s=10,
-    )
+    # Commit: room to train on a loaded machine (a stall waits it out); reveal: long enough for
+    # a node killed after committing to come back.
+    params = SwarmParams.windows(20, 60, 10)
     with Anvil(state_file=workdir / "anvil-state.json", state_interval=1) as anvil:
         swarm = LocalSwarm.create(
             anvil, workdir, light_task(), NODES, params=params, valuation=ValuationConfig("loo")

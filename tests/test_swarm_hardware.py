@@ -58,13 +58,7 @@ class Run:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     workdir = tmp_path_factory.mktemp("swarm-hardware")
-    params = SwarmParams(
-        task_spec_cid="-",
-        task_spec_hash="0x" + "00" * 32,
-        commit_duration_s=WINDOW_S,
-        reveal_duration_s=WINDOW_S,
-        attest_duration_s=WINDOW_S,
-    )
+    params = SwarmParams.windows(WINDOW_S)
     with Anvil() as anvil:
         swarm = LocalSwarm.create(anvil, workdir, cnn_task(), NODES, params=params)
         with swarm:

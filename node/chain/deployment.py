@@ -43,6 +43,21 @@ class SwarmParams:
     reward_pool: int = 100_000 * 10**18  # moved into the coordinator's pool at deployment
     token_supply: int = 10_000_000 * 10**18  # fixed supply minted to the deployer (new token only)
 
+    @classmethod
+    def windows(
+        cls, commit_s: int, reveal_s: int | None = None, attest_s: int | None = None, **changes: Any
+    ) -> SwarmParams:
+        """Parameters for `deploy_task_swarm` (which fills in the task's CID and hash) with these
+        windows, reveal and attest as long as commit unless given, and any other `changes`."""
+        return cls(
+            task_spec_cid="-",
+            task_spec_hash="0x" + "00" * 32,
+            commit_duration_s=commit_s,
+            reveal_duration_s=commit_s if reveal_s is None else reveal_s,
+            attest_duration_s=commit_s if attest_s is None else attest_s,
+            **changes,
+        )
+
     def validate(self) -> None:
         """Check every value against the contract's rules before anything is sent.
 

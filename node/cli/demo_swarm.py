@@ -208,13 +208,7 @@ def prepare_swarm(
     deployment_file = out / "deployment.json"
     with EmbeddedStore(store_dir) as store:
         spec, pool, reference = _task_and_pool(store, data, labels)
-        params = SwarmParams(
-            task_spec_cid="-",
-            task_spec_hash="0x" + "00" * 32,
-            commit_duration_s=window_s,
-            reveal_duration_s=window_s,
-            attest_duration_s=window_s,
-        )
+        params = SwarmParams.windows(window_s)
         deployment = deploy_task_swarm(
             connect(anvil.rpc_url), deployer.private_key, store, spec, deployment_file, params
         )

@@ -16,33 +16,16 @@ from swarmchain.node.protocol import record
 from swarmchain.node.protocol.checkpoint import Checkpoint, State, aggregate_of
 from swarmchain.node.protocol.document import TaskDocument
 from swarmchain.node.protocol.round import RoundInputs
-from swarmchain.node.protocol.task import TaskSpec
 
 CheckpointOf = Callable[[int], Checkpoint]  # round id -> its finalized checkpoint (0: genesis)
 
 
-def center_of(
-    events: Sequence[ChainEvent], spec: TaskSpec, base_round: int, checkpoint_of: CheckpointOf
+def step_of(
+    events: Sequence[ChainEvent], base_round: int, checkpoint_of: CheckpointOf
 ) -> State | None:
-    """The step that produced a round's base checkpoint, for rules that take a centre.
-
-    Parameters
-    ----------
-    events
-        The coordinator's events in chain order, up to the base round's opening at least.
-    spec
-        The task spec (its aggregation rule says whether a centre is used).
-    base_round
-        The round whose checkpoint is the base (0: the genesis, which has no centre).
-    checkpoint_of
-        Returns a finalized round's checkpoint (0: the genesis).
-
-    Returns
-    -------
-    State | None
-        ``checkpoint(base) - checkpoint(base's base)``, or None.
-    """
-    if base_round == 0 or not RULES[spec.aggregation.rule].uses_center:
+    """The step that produced a round's base checkpoint: ``checkpoint(base) - checkpoint(base's
+    base)``; None for the genesis."""
+    if base_round == 0:
         return None
     before = record.opened(events, base_round).base_round
     return aggregate_of(checkpoint_of(base_round), checkpoint_of(before))
@@ -90,6 +73,7 @@ def round_inputs(
     spec = document.spec
     opened = record.opened(events, round_id)
     per_round = record.configured(events).params.reward_per_round
+    step = step_of(events, opened.base_round, checkpoint_of)
     return RoundInputs(
         chain_id=chain_id,
         coordinator=coordinator,
@@ -98,9 +82,10 @@ def round_inputs(
         reward=record.reward_for_round(events, round_id, per_round),
         spec=spec,
         base=checkpoint_of(opened.base_round),
-        center=center_of(events, spec, opened.base_round, checkpoint_of),
+        center=step if RULES[spec.aggregation.rule].uses_center else None,
         reference=reference,
         submissions=record.submissions(events, round_id),
         valuation=document.valuation,
         recipients=record.recipients(events, round_id) if spec.encrypted_updates else (),
+        step=step,
     )

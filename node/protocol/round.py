@@ -32,6 +32,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from swarmchain.incentives.freeriders import free_riders_in
@@ -40,7 +41,13 @@ from swarmchain.incentives.merkle import RewardTree
 from swarmchain.incentives.settlement import settle_round
 from swarmchain.incentives.shapley import ValuationConfig
 from swarmchain.node.aggregation.errors import AggregationBoundError
-from swarmchain.node.aggregation.fixed_point import Batch, IntArray, quantise, quantise_vector
+from swarmchain.node.aggregation.fixed_point import (
+    Batch,
+    I32Array,
+    IntArray,
+    quantise,
+    quantise_vector,
+)
 from swarmchain.node.aggregation.pipeline import aggregate_batch
 from swarmchain.node.aggregation.randomness import derive_seed
 from swarmchain.node.aggregation.registry import RULES
@@ -79,6 +86,7 @@ class RoundInputs:
     submissions: tuple[Submission, ...]  # the round's revealed updates, any order
     valuation: ValuationConfig = field(default_factory=ValuationConfig)  # the task document's
     recipients: tuple[bytes, ...] = ()  # `round_recipients`: who encrypted updates are for
+    step: State | None = None  # the step that produced `base` (a public vector replays re-send)
 
 
 @dataclass(frozen=True)
@@ -139,6 +147,13 @@ class Contribution:
     num_samples: int  # its revealed sample count (the aggregation weight)
     delta: State  # float32 CPU tensors, sorted names
     cid: str = ""  # the revealed envelope CID ("" for in-process contributions)
+
+
+def _step_on_grid(inputs: RoundInputs, batch: Batch) -> I32Array | None:
+    """The previous aggregate step on the batch's grid, if there is one."""
+    if inputs.step is None:
+        return None
+    return quantise_vector(inputs.step, batch.layout, batch.frac_bits).astype(np.int32)
 
 
 def compute_round(
@@ -247,7 +262,9 @@ def combine_round(
         if players
         else None
     )
-    riders = {} if quantised is None else free_riders_in(quantised)
+    riders = (
+        {} if quantised is None else free_riders_in(quantised, _step_on_grid(inputs, quantised))
+    )
     for position, why in riders.items():
         c = players[position]
         verdicts[c.index] = _verdict(c.index, c.node, c.cid, RejectReason.FREE_RIDER, why)

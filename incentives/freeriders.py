@@ -102,20 +102,19 @@ def free_riders_in(batch: Batch, step: I32Array | None = None) -> dict[int, str]
         return reasons
     rows = batch.values[live]
     gram = exact_inner(rows, rows)
+    near = f"(cosine >= {float(COPY_COSINE)})"
     for a, i in enumerate(live):
         for b in range(a + 1, len(live)):
             j = live[b]
             if _parallel(gram[a][b], gram[a][a], gram[b][b]):
-                reasons.setdefault(i, f"nearly a copy of update {j} (cosine >= {float(COPY_COSINE)})")
-                reasons.setdefault(j, f"nearly a copy of update {i} (cosine >= {float(COPY_COSINE)})")
+                reasons.setdefault(i, f"nearly a copy of update {j} {near}")
+                reasons.setdefault(j, f"nearly a copy of update {i} {near}")
     if step is not None and step.any():
         with_step = exact_inner(rows, step[None, :])
         (step_norm,) = exact_sq_norms(step[None, :])
         for a, i in enumerate(live):
             if _parallel(with_step[a][0], gram[a][a], step_norm):
-                reasons.setdefault(
-                    i, f"replays the previous round's aggregate step (cosine >= {float(COPY_COSINE)})"
-                )
+                reasons.setdefault(i, f"replays the previous round's aggregate step {near}")
     return reasons
 
 

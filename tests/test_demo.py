@@ -46,6 +46,8 @@ def test_summary_has_the_documented_shape(demo: dict[str, object]) -> None:
     row = rounds[0]
     assert {"round", "accuracy", "baseline_accuracy", "accepted", "rejected"} <= set(row)
     assert isinstance(row["accuracy"], float) and isinstance(row["baseline_accuracy"], float)
+    assert demo["final_accuracy"] == rounds[-1]["accuracy"]
+    assert isinstance(demo["centralised_accuracy"], float)
     assert demo["audit"]["result"] == "MATCH"  # type: ignore[index]
 
 

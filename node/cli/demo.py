@@ -31,7 +31,7 @@ DEFAULT_ATTACK = "scaling"  # boosted updates: rejected by the norm bound, then 
 
 def demo(
     nodes: Annotated[int, typer.Option("--nodes", help="Node processes to run.")] = 6,
-    rounds: Annotated[int, typer.Option("--rounds", help="Training rounds to run.")] = 5,
+    rounds: Annotated[int, typer.Option("--rounds", help="Training rounds to run.")] = 15,
     attack: Annotated[
         str,
         typer.Option(

@@ -37,9 +37,10 @@ from swarmchain.node.learning.data import (
     task_splits,
 )
 from swarmchain.node.learning.partition import dirichlet_partition
-from swarmchain.node.learning.training import evaluate
+from swarmchain.node.learning.training import apply_delta, train_local
 from swarmchain.node.protocol.checkpoint import Checkpoint
 from swarmchain.node.protocol.document import TaskDocument, fetch_task
+from swarmchain.node.protocol.evaluation import exact_metrics
 from swarmchain.node.protocol.inputs import round_inputs
 from swarmchain.node.protocol.round import Contribution, combine_round, one_thread
 from swarmchain.node.protocol.task import DataSpec, ReferenceSpec, TaskSpec, default_task
@@ -67,6 +68,7 @@ class DemoResult:
     attack: str  # the --attack value ("none" without one)
     report: AuditReport
     baseline: dict[int, float]  # round -> accuracy of the run without the attacker
+    centralised: float  # accuracy of the same network trained on all members' data in one place
     names: dict[str, str]  # address -> display name
     report_path: Path
     wall_s: float
@@ -123,6 +125,8 @@ class DemoResult:
             "attack": self.attack,
             "deployment": str(self.swarm.deployment_file),
             "genesis_accuracy": self.report.genesis_accuracy,
+            "final_accuracy": rounds[-1]["accuracy"] if rounds else None,
+            "centralised_accuracy": self.centralised,
             "wall_s": round(self.wall_s, 1),
         }
 
@@ -337,7 +341,6 @@ def baseline_accuracy(
     states: dict[int, Checkpoint] = {0: genesis}
     out: dict[int, float] = {}
     finalized: list[RoundRecord] = [record.rounds[r] for r in record.finalized_rounds()]
-    cpu = torch.device("cpu")
     with one_thread():
         for rec in finalized:
             base = states[rec.base_round]
@@ -359,10 +362,29 @@ def baseline_accuracy(
                 reference=swarm.test_set,
             )
             states[rec.round] = combine_round(inputs, contributions).checkpoint
-            out[rec.round] = evaluate(
-                spec, states[rec.round].state, swarm.test_set, device=cpu
-            ).accuracy
+            out[rec.round] = exact_metrics(spec, [states[rec.round].state], swarm.test_set)[
+                0
+            ].accuracy
     return out
+
+
+def centralised_accuracy(swarm: LocalSwarm, genesis: Checkpoint, rounds: int) -> float:
+    """The reference-set accuracy of the same network trained centrally on the pooled data.
+
+    Every member's examples in one place, trained from the genesis for as many epochs as a
+    member runs in the whole demo (``rounds * local_epochs``): what the swarm would reach if the
+    data could be shared, the yardstick for its own final accuracy.
+    """
+    spec = swarm.spec
+    parts = [load_node_data(m.data, None) for m in swarm.members]
+    pooled = Dataset(torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts]))
+    central = replace(
+        spec, train=replace(spec.train, local_epochs=rounds * spec.train.local_epochs)
+    )
+    with one_thread():
+        update = train_local(central, genesis.state, pooled, seed=spec.train.seed)
+        state = apply_delta(genesis.state, update.delta)
+        return exact_metrics(spec, [state], swarm.test_set)[0].accuracy
 
 
 def run_demo(
@@ -417,6 +439,7 @@ def run_demo(
         report = Auditor(record, swarm.deployment, store).audit("latest")
         document, genesis = fetch_task(store, configured.task_spec_cid, configured.task_spec_hash)
     baseline = baseline_accuracy(swarm, record, document, genesis, attacker)
+    centralised = centralised_accuracy(swarm, genesis, rounds)
     report_path = out / "report.html"
     intro = (
         f"{nodes} node processes on a local Anvil chain, "
@@ -434,6 +457,7 @@ def run_demo(
         attack,
         report,
         baseline,
+        centralised,
         names,
         report_path,
         time.monotonic() - started,
@@ -465,6 +489,11 @@ def print_summary(result: DemoResult, console: Console) -> None:
             ", ".join(result.names[n].split(" (")[0] for n in r["slashed"]) or "-",
         )
     console.print(table)
+    final = summary["final_accuracy"]
+    console.print(
+        f"final accuracy {'-' if final is None else f'{100 * final:.1f}%'}; the same network "
+        f"trained centrally on all members' data: {100 * summary['centralised_accuracy']:.1f}%"
+    )
     nodes = Table(title="Rewards and slashes per node (tokens)")
     for column in ("node", "address", "rewards", "claimed", "slashed"):
         nodes.add_column(

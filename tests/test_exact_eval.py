@@ -332,7 +332,7 @@ def _small_resnet() -> nn.Module:
         nn.BatchNorm2d(6),
         nn.ReLU(),
         _Block(6),
-        nn.MaxPool2d(3, stride=1),  # 5x5 -> 3x3, overlapping windows
+        nn.MaxPool2d(3, stride=2, padding=1),  # 5x5 -> 3x3, overlapping, padded (a ResNet stem)
         nn.Dropout(0.3),
         nn.AvgPool2d(2, stride=1),  # 3x3 -> 2x2
         nn.AdaptiveAvgPool2d(1),

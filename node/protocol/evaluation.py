@@ -223,7 +223,7 @@ def _rule(node: fx.Node, modules: Mapping[str, nn.Module]) -> tuple[object, list
     if op is None:
         raise ConfigError(
             f"no exact evaluation rule for {_describe(node, modules)}",
-            hint="exact rules: linear, conv2d, batch norm (eval), relu, max/avg/adaptive-avg "
+            hint="exact rules: linear, conv2d, batch norm (eval), relu, max, avg and adaptive-avg "
             "pooling, flatten, residual add, dropout and identity",
         )
     return op, nodes
@@ -299,10 +299,10 @@ def _batch_norm(target: str, m: nn.Module) -> Op | None:
 def _max_pool(
     kernel: object, stride: object, padding: object, dilation: object, ceil: object
 ) -> Op | None:
-    k, s = _pair(kernel), _pair(kernel if stride is None else stride)
-    if k is None or s is None or _pair(padding) != (0, 0) or _pair(dilation) != (1, 1) or ceil:
+    k, s, p = _pair(kernel), _pair(kernel if stride is None else stride), _pair(padding)
+    if k is None or s is None or p is None or _pair(dilation) != (1, 1) or ceil:
         return None
-    return MaxPool2d(k, s)
+    return MaxPool2d(k, s, p)
 
 
 def _avg_pool(

@@ -23,9 +23,10 @@ examples or on how they are batched). The rules:
 * Batch norm in eval mode is the per-channel affine map ``x * s + t`` with ``s = gamma /
   sqrt(var + eps)`` and ``t = beta - mean * s`` (float64, each operation correctly rounded, so
   the same on every IEEE machine), then quantised and applied like a layer with a diagonal weight.
-* ReLU, max-pooling and flattening act on the integers. Average pooling sums each window and
-  divides by its size, rounding half to even. A residual add requantises both operands, moves the
-  finer one onto the coarser grid (round half to even), and adds.
+* ReLU, max-pooling (its padding never wins) and flattening act on the integers. Average
+  pooling sums each window and divides by its size, rounding half to even. A residual add
+  requantises both operands, moves the finer one onto the coarser grid (round half to even), and
+  adds.
 * Predictions are the argmax of the exact logits, ties to the lowest class index.
 * The loss is cross-entropy from a fixed-point log-sum-exp (`_cross_entropy_fixed`): logits on
   the grid ``2**-LOGIT_FRAC_BITS``, saturated at ``±2**(MAX_LOGIT_BITS - LOGIT_FRAC_BITS)``;
@@ -153,10 +154,12 @@ class Relu:
 
 @dataclass(frozen=True)
 class MaxPool2d:
-    """Max over ``kernel`` windows every ``stride`` (no padding; partial windows dropped)."""
+    """Max over ``kernel`` windows every ``stride``, the map padded by ``padding`` entries that
+    never win (minus infinity); partial windows are dropped."""
 
     kernel: tuple[int, int]
     stride: tuple[int, int]
+    padding: tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True)
@@ -634,7 +637,7 @@ def _maps(q: torch.Tensor) -> torch.Tensor:
 
 def _max_pool(v: _Value, op: MaxPool2d) -> _Value:
     """Max over each window: exact on integers."""
-    out = F.max_pool2d(_maps(v.q), op.kernel, op.stride)
+    out = F.max_pool2d(_maps(v.q), op.kernel, op.stride, op.padding)
     return _Value(out.reshape(*v.q.shape[:2], *out.shape[1:]), v.frac)
 
 

@@ -18,6 +18,7 @@ from swarmchain.node.learning.training import (
     training_seed,
 )
 from swarmchain.node.protocol.task import ModelSpec, TaskSpec, TrainSpec
+from swarmchain.node.runtime.local import local_update
 
 CPU = torch.device("cpu")
 
@@ -150,3 +151,20 @@ def test_delta_and_apply_are_inverse() -> None:
     assert all(torch.equal(apply_delta(base, delta)[k], local[k]) for k in base)
     with pytest.raises(ValueError, match="tensor sets differ"):
         state_delta({"w": torch.zeros(2)}, base)
+
+
+def test_a_node_trains_on_cuda_and_publishes_float32_cpu_tensors() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU on this machine")
+    spec = TaskSpec()
+    data = load_digits().subset(range(64))
+    update = local_update(
+        spec,
+        genesis_state(spec),
+        data,
+        round_id=2,
+        node="0x" + "11" * 20,
+        device=torch.device("cuda"),
+    )
+    assert set(update.delta) == set(genesis_state(spec))
+    assert all(t.device.type == "cpu" and t.dtype == torch.float32 for t in update.delta.values())

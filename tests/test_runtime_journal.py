@@ -8,6 +8,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+import torch
 
 from swarmchain.incentives.shapley import ValuationConfig
 from swarmchain.node.errors import ConfigError
@@ -133,6 +134,24 @@ def test_attack_plans_parse_names_and_parameters() -> None:
         AttackPlan.parse("scaling:q=3")
     with pytest.raises(ConfigError, match="number"):
         AttackPlan.parse("scaling:factor=big")
+
+
+def test_node_config_resolves_the_training_device(tmp_path: Path) -> None:
+    config = NodeConfig(tmp_path / "d.json", KEY, tmp_path / "x.npz")
+    gpu = torch.cuda.is_available()
+
+    assert config.train_device().type == ("cuda" if gpu else "cpu")  # --device auto
+    assert replace(config, device="cpu").train_device() == torch.device("cpu")
+    with pytest.raises(ConfigError, match="device must be one of auto, cpu, cuda, got 'tpu'"):
+        replace(config, device="tpu")
+
+
+def test_asking_for_a_gpu_on_a_machine_without_one_is_a_named_error(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU, so --device cuda is valid here")
+    config = NodeConfig(tmp_path / "d.json", KEY, tmp_path / "x.npz", device="cuda")
+    with pytest.raises(ConfigError, match="--device cuda: torch sees no CUDA GPU"):
+        config.train_device()
 
 
 def test_node_config_rejects_a_bad_key_and_reads_a_key_file(tmp_path: Path) -> None:

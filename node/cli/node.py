@@ -78,6 +78,14 @@ def join(
             "--threads", help="CPU threads for torch, NumPy's BLAS and aggregation.", min=1
         ),
     ] = None,
+    device: Annotated[
+        str,
+        typer.Option(
+            "--device",
+            help="Where to train: auto (a CUDA GPU when torch sees one), cpu or cuda. "
+            "Evaluation that feeds a decision is exact, so it is the same on either.",
+        ),
+    ] = "auto",
     train_slots: Annotated[
         int | None,
         typer.Option(
@@ -148,6 +156,7 @@ def join(
         serve=serve,
         journal=journal,
         threads=threads,
+        device=device,
         train_slots=train_slots,
         attack=None if attack is None else AttackPlan.parse(attack),
         encrypt=encrypt,

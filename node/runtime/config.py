@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from eth_account import Account
 
 from swarmchain.node.errors import ConfigError
@@ -12,6 +13,9 @@ from swarmchain.node.learning.data import Dataset, load_idx, load_npz
 from swarmchain.node.runtime.local import AttackPlan
 
 DEFAULT_RPC = "http://127.0.0.1:8545"
+
+
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,7 @@ class NodeConfig:
     serve: str | None = None  # "host:port" to serve this node's blocks to peers (per-node stores)
     journal: Path | None = None  # journal directory (None: ~/.swarmchain/nodes/<address>)
     threads: int | None = None  # torch intra-op and NumPy BLAS threads (None: their defaults)
+    device: str = "auto"  # where to train: "cpu", "cuda", or "auto" (CUDA when torch sees one)
     train_slots: int | None = None  # at most this many nodes on the machine train at once
     attack: AttackPlan | None = None  # forge updates with this attack (tests and demos)
     encrypt: bool = False  # encrypt updates for the round's members (auditors cannot read them)
@@ -46,6 +51,8 @@ class NodeConfig:
             raise ConfigError(
                 "the node key is not a valid private key (0x + 64 hex digits)"
             ) from None
+        if self.device not in DEVICES:
+            raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
         if self.train_slots is not None and self.train_slots < 1:
@@ -59,6 +66,24 @@ class NodeConfig:
     def address(self) -> str:
         """The member's checksummed account address."""
         return str(Account.from_key(self.private_key).address)
+
+    def train_device(self) -> torch.device:
+        """Where this node trains: `device`, with ``auto`` resolved.
+
+        Raises
+        ------
+        ConfigError
+            If ``cuda`` was asked for and torch sees no CUDA GPU.
+        """
+        cuda = torch.cuda.is_available()
+        if self.device == "cuda" and not cuda:
+            raise ConfigError(
+                "--device cuda: torch sees no CUDA GPU on this machine",
+                hint="use --device cpu or auto, or install a CUDA build of torch",
+            )
+        return torch.device(
+            "cuda" if self.device == "cuda" or (self.device == "auto" and cuda) else "cpu"
+        )
 
     def journal_dir(self) -> Path:
         """The journal directory: `journal`, or ``~/.swarmchain/nodes/<address>``."""

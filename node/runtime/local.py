@@ -111,6 +111,7 @@ def local_update(
     node: str,
     attack: AttackPlan | None = None,
     members: int = 2,
+    device: torch.device = CPU,
 ) -> LocalUpdate:
     """This node's update for a round.
 
@@ -130,6 +131,8 @@ def local_update(
         Forge the update with this attack instead of sending the honest one.
     members
         Members in the round (n, for attacks that scale with it).
+    device
+        Where to train (the update comes back as float32 CPU tensors either way).
 
     Returns
     -------
@@ -139,12 +142,12 @@ def local_update(
     seed = training_seed(spec.train, round_id, node)
     if attack is not None and ATTACKS[attack.name].flips_labels:
         data = Dataset(data.x, flip_labels(data.y, spec.data.num_classes))
-    own = train_local(spec, base, data, seed=seed, device=CPU)
+    own = train_local(spec, base, data, seed=seed, device=device)
     if attack is None or ATTACKS[attack.name].forge is None:
         return own
     shards = np.array_split(np.arange(len(data)), min(ESTIMATE_SHARDS, len(data)))
     estimates = [
-        train_local(spec, base, data.subset(shard), seed=seed + k, device=CPU).delta
+        train_local(spec, base, data.subset(shard), seed=seed + k, device=device).delta
         for k, shard in enumerate(shards)
         if len(shard)
     ]

@@ -60,6 +60,7 @@ def train(session: Session, round_id: int, base: Checkpoint, members: int) -> Lo
         node=session.address,
         attack=session.config.attack,
         members=members,
+        device=session.device,
     )
 
 

@@ -68,6 +68,7 @@ class Session:
     document: TaskDocument  # the task document (spec, genesis, valuation)
     genesis: Checkpoint  # round 0's checkpoint
     data: Dataset  # this node's training data
+    device: torch.device  # where it trains (`--device`, resolved)
     reference: Dataset  # the task's reference set
     history: ChainHistory  # the coordinator's event record, kept current
     index: int  # this member's bitmap index
@@ -137,6 +138,7 @@ def open_session(config: NodeConfig, handles: Handles, emit: Emit) -> Session:
         If the chain or the store cannot be reached (the caller retries).
     """
     keep_freed_heap()
+    device = config.train_device()  # a GPU asked for and absent fails before anything starts
     if config.threads is not None:
         torch.set_num_threads(config.threads)
         # NumPy's BLAS (the exact integer aggregation and valuation) would otherwise start a
@@ -225,6 +227,7 @@ def open_session(config: NodeConfig, handles: Handles, emit: Emit) -> Session:
         document=document,
         genesis=genesis,
         data=data,
+        device=device,
         reference=reference,
         history=history,
         index=index,

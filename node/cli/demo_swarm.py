@@ -425,7 +425,8 @@ def run_demo(
         with swarm:
             for m in swarm.members:
                 options = ["--min-members", str(nodes), "--until-round", str(last_round)]
-                options += ["--threads", "1"]
+                # On the CPU, as the in-process baseline trains: float training differs by device.
+                options += ["--threads", "1", "--device", "cpu"]
                 if m.index == attacker:
                     options += ["--attack", attack]
                 swarm.start(m.index, *options)

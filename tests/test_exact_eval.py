@@ -32,7 +32,7 @@ from swarmchain.node.protocol.exact_eval import (
     ExactBoundError,
     ExactMetrics,
     exact_evaluate,
-    exact_evaluate_many,
+    exact_evaluate_stacked,
 )
 from swarmchain.node.protocol.task import (
     AggregationSpec,
@@ -491,5 +491,6 @@ def test_evaluating_many_states_equals_one_at_a_time() -> None:
     x, y = _data(data, 20, seed=4)
     states = [_state(model, data, seed, 2.0**seed) for seed in range(4)]
     plan = task_plan(model, data)
-    many = exact_evaluate_many(plan, states, x, y)
+    stacked = {name: np.stack([s[name].numpy() for s in states]) for name in states[0]}
+    many = exact_evaluate_stacked(plan, stacked, x, y)
     assert many == [exact_evaluate(plan, s, x, y) for s in states]

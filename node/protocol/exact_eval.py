@@ -63,7 +63,7 @@ from __future__ import annotations
 import decimal
 import functools
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -259,43 +259,6 @@ def exact_evaluate(
     """
     stacked = {name: np.asarray(state[name])[None] for name, _ in _read(plan, state)}
     return exact_evaluate_stacked(plan, stacked, x, y, backend=backend, device=device)[0]
-
-
-def exact_evaluate_many(
-    plan: Plan,
-    states: Iterable[Mapping[str, npt.ArrayLike]],
-    x: npt.ArrayLike,
-    y: npt.ArrayLike,
-    *,
-    backend: Backend = "torch",
-    device: str = "cpu",
-) -> list[ExactMetrics]:
-    """`exact_evaluate` of many states on the same data, evaluated together.
-
-    Parameters
-    ----------
-    plan, x, y, backend, device
-        As for `exact_evaluate`.
-    states
-        Float32 tensors by name, one state after another.
-
-    Returns
-    -------
-    list[ExactMetrics]
-        Each state's result, bit for bit `exact_evaluate`'s.
-
-    Raises
-    ------
-    ExactBoundError
-        A state or the data exceed a bound of the proof, or do not fit the plan.
-    """
-    listed = list(states)
-    if not listed:
-        return []
-    stacked = {
-        name: np.stack([np.asarray(s[name]) for s in listed]) for name, _ in _read(plan, *listed)
-    }
-    return exact_evaluate_stacked(plan, stacked, x, y, backend=backend, device=device)
 
 
 def exact_evaluate_stacked(

@@ -153,7 +153,7 @@ def test_delta_and_apply_are_inverse() -> None:
         state_delta({"w": torch.zeros(2)}, base)
 
 
-def test_a_node_trains_on_cuda_and_publishes_float32_cpu_tensors() -> None:
+def test_a_node_trains_on_cuda_with_and_without_amp_and_publishes_float32_cpu_tensors() -> None:
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU on this machine")
     spec = TaskSpec()

@@ -144,6 +144,8 @@ def test_node_config_resolves_the_training_device(tmp_path: Path) -> None:
     assert replace(config, device="cpu").train_device() == torch.device("cpu")
     with pytest.raises(ConfigError, match="device must be one of auto, cpu, cuda, got 'tpu'"):
         replace(config, device="tpu")
+    with pytest.raises(ConfigError, match="--amp trains in bfloat16 on a CUDA GPU"):
+        replace(config, device="cpu", amp=True).train_device()
 
 
 def test_asking_for_a_gpu_on_a_machine_without_one_is_a_named_error(tmp_path: Path) -> None:

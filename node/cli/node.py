@@ -86,6 +86,10 @@ def join(
             "Evaluation that feeds a decision is exact, so it is the same on either.",
         ),
     ] = "auto",
+    amp: Annotated[
+        bool,
+        typer.Option("--amp", help="Train in bfloat16 mixed precision (CUDA only)."),
+    ] = False,
     train_slots: Annotated[
         int | None,
         typer.Option(
@@ -157,6 +161,7 @@ def join(
         journal=journal,
         threads=threads,
         device=device,
+        amp=amp,
         train_slots=train_slots,
         attack=None if attack is None else AttackPlan.parse(attack),
         encrypt=encrypt,

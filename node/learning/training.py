@@ -107,6 +107,7 @@ def train_local(
     *,
     seed: int,
     device: torch.device | None = None,
+    amp: bool = False,
 ) -> LocalUpdate:
     """Train from ``base`` on ``data`` and return the delta.
 
@@ -122,6 +123,9 @@ def train_local(
         Seed of the batch shuffling (see `training_seed`).
     device
         Where to train; `default_device` when omitted.
+    amp
+        Run the forward pass and loss in bfloat16 autocast (CUDA only; weights, gradients and
+        the published delta stay float32).
 
     Returns
     -------
@@ -137,6 +141,8 @@ def train_local(
     if len(data) == 0:
         raise DataError("cannot train on an empty dataset")
     dev = default_device() if device is None else device
+    if amp and dev.type != "cuda":
+        raise ValueError(f"mixed precision trains on a CUDA GPU, not on {dev}")
     cfg = spec.train
     model = build_model(spec.model, spec.data).to(dev)
     model.load_state_dict({k: v.to(dev) for k, v in base.items()})
@@ -158,8 +164,9 @@ def train_local(
             order = torch.randperm(n, generator=gen)
             loss_sum, loss_count = 0.0, 0
         idx = order[k * cfg.batch_size : (k + 1) * cfg.batch_size].to(dev)
-        logits = model(x[idx])  # (batch, num_classes)
-        loss = F.cross_entropy(logits, y[idx])
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x[idx])  # (batch, num_classes)
+            loss = F.cross_entropy(logits, y[idx])
         objective = loss
         if cfg.fedprox_mu > 0:
             prox = sum(

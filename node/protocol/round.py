@@ -162,6 +162,7 @@ def compute_round(
     decrypt: Decrypt | None = None,
     *,
     withheld: frozenset[int] = frozenset(),
+    device: torch.device | None = None,
 ) -> RoundResult:
     """Verify, aggregate and value one round; return the tuple every honest node attests.
 
@@ -177,6 +178,8 @@ def compute_round(
     withheld
         Member indices whose updates are taken as unavailable without fetching them: the ones
         a finalized round recorded as unavailable, when an auditor re-derives it.
+    device
+        Where valuation's exact evaluations run (see `combine_round`).
 
     Returns
     -------
@@ -217,13 +220,15 @@ def compute_round(
             contributions.append(
                 Contribution(sub.index, sub.node, sub.num_samples, verified.delta, sub.cid)
             )
-    return combine_round(inputs, contributions, rejected)
+    return combine_round(inputs, contributions, rejected, device=device)
 
 
 def combine_round(
     inputs: RoundInputs,
     contributions: Sequence[Contribution],
     rejected: Sequence[Verdict] = (),
+    *,
+    device: torch.device | None = None,
 ) -> RoundResult:
     """Aggregate and value verified updates: the part of `compute_round` after verification.
 
@@ -238,6 +243,8 @@ def combine_round(
         The updates that passed verification, with distinct member indices.
     rejected
         Verdicts of the updates verification already rejected.
+    device
+        Where valuation's exact evaluations run (the CPU when None); the result is the same.
 
     Returns
     -------
@@ -316,7 +323,13 @@ def combine_round(
     if valued is not None:
         batch, center = valued
         utility = batch_utility(
-            spec, inputs.base.state, batch, inputs.reference, seed=seed, center=center
+            spec,
+            inputs.base.state,
+            batch,
+            inputs.reference,
+            seed=seed,
+            center=center,
+            device=device,
         )
         try:
             with one_thread():

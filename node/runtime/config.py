@@ -34,6 +34,7 @@ class NodeConfig:
     journal: Path | None = None  # journal directory (None: ~/.swarmchain/nodes/<address>)
     threads: int | None = None  # torch intra-op and NumPy BLAS threads (None: their defaults)
     device: str = "auto"  # where to train: "cpu", "cuda", or "auto" (CUDA when torch sees one)
+    amp: bool = False  # train in bfloat16 autocast (CUDA only)
     train_slots: int | None = None  # at most this many nodes on the machine train at once
     attack: AttackPlan | None = None  # forge updates with this attack (tests and demos)
     encrypt: bool = False  # encrypt updates for the round's members (auditors cannot read them)
@@ -73,7 +74,7 @@ class NodeConfig:
         Raises
         ------
         ConfigError
-            If ``cuda`` was asked for and torch sees no CUDA GPU.
+            If ``cuda`` was asked for and torch sees no CUDA GPU, or mixed precision on a CPU.
         """
         cuda = torch.cuda.is_available()
         if self.device == "cuda" and not cuda:
@@ -81,9 +82,10 @@ class NodeConfig:
                 "--device cuda: torch sees no CUDA GPU on this machine",
                 hint="use --device cpu or auto, or install a CUDA build of torch",
             )
-        return torch.device(
-            "cuda" if self.device == "cuda" or (self.device == "auto" and cuda) else "cpu"
-        )
+        device = torch.device("cuda" if self.device != "cpu" and cuda else "cpu")
+        if self.amp and device.type != "cuda":
+            raise ConfigError("--amp trains in bfloat16 on a CUDA GPU; this node trains on the CPU")
+        return device
 
     def journal_dir(self) -> Path:
         """The journal directory: `journal`, or ``~/.swarmchain/nodes/<address>``."""

@@ -112,6 +112,7 @@ def local_update(
     attack: AttackPlan | None = None,
     members: int = 2,
     device: torch.device = CPU,
+    amp: bool = False,
 ) -> LocalUpdate:
     """This node's update for a round.
 
@@ -133,6 +134,8 @@ def local_update(
         Members in the round (n, for attacks that scale with it).
     device
         Where to train (the update comes back as float32 CPU tensors either way).
+    amp
+        Train in bfloat16 autocast (CUDA only).
 
     Returns
     -------
@@ -142,12 +145,12 @@ def local_update(
     seed = training_seed(spec.train, round_id, node)
     if attack is not None and ATTACKS[attack.name].flips_labels:
         data = Dataset(data.x, flip_labels(data.y, spec.data.num_classes))
-    own = train_local(spec, base, data, seed=seed, device=device)
+    own = train_local(spec, base, data, seed=seed, device=device, amp=amp)
     if attack is None or ATTACKS[attack.name].forge is None:
         return own
     shards = np.array_split(np.arange(len(data)), min(ESTIMATE_SHARDS, len(data)))
     estimates = [
-        train_local(spec, base, data.subset(shard), seed=seed + k, device=device).delta
+        train_local(spec, base, data.subset(shard), seed=seed + k, device=device, amp=amp).delta
         for k, shard in enumerate(shards)
         if len(shard)
     ]

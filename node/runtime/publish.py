@@ -61,6 +61,7 @@ def train(session: Session, round_id: int, base: Checkpoint, members: int) -> Lo
         attack=session.config.attack,
         members=members,
         device=session.device,
+        amp=session.config.amp,
     )
 
 

@@ -21,18 +21,24 @@ app = typer.Typer(
 
 @app.command()
 def split(
-    out: Annotated[Path, typer.Option("--out", help="Directory for site-0.npz, site-1.npz, ...")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Directory for site-0.npz, site-1.npz, ... (or .csv, .parquet)"),
+    ],
     parts: Annotated[int, typer.Option("--parts", help="Number of sites.", min=1)] = 2,
     source: Annotated[
         Path | None,
         typer.Option(
             "--from",
-            help="An .npz (x, y) or IDX images file to split; default: the bundled digits "
-            "(without the default task's reference set).",
+            help="An .npz (x, y), a CSV or Parquet table (with --label), or an IDX images file "
+            "to split; default: the bundled digits (without the default task's reference set).",
         ),
     ] = None,
     labels: Annotated[
         Path | None, typer.Option("--labels", help="IDX labels file (with IDX --from).")
+    ] = None,
+    label: Annotated[
+        str | None, typer.Option("--label", help="The label column (with a table --from).")
     ] = None,
     alpha: Annotated[
         float, typer.Option("--alpha", help="Dirichlet label skew: small = few classes per site.")
@@ -40,30 +46,53 @@ def split(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the split.")] = 0,
     as_json: options.Json = False,
 ) -> None:
-    """Split a dataset into label-skewed shares, one .npz per site (what --data reads).
+    """Split a dataset into label-skewed shares, one file per site (what --data reads): .npz
+    parts of arrays and images, and tables of the same format as a table, rows kept whole.
 
     Examples:
 
         swarm data split --parts 2 --out data
 
         swarm data split --from mnist-train.npz --parts 4 --alpha 1.0 --out sites
+
+        swarm data split --from patients.csv --label outcome --parts 3 --out sites
     """
     # Imported here, not at the top: they pull in torch, which `--help` does not need.
+    import numpy as np
+
     from swarmchain.node.learning.data import save_npz, task_splits
     from swarmchain.node.learning.partition import dirichlet_partition
+    from swarmchain.node.learning.tables import (
+        TABLE_SUFFIXES,
+        class_labels,
+        read_table,
+        write_table,
+    )
     from swarmchain.node.protocol.task import default_task
     from swarmchain.node.runtime.config import load_node_data
 
-    pool = task_splits(default_task())[0] if source is None else load_node_data(source, labels)
     if not alpha > 0:
         raise ConfigError(f"--alpha must be > 0, got {alpha}")
-    shares = dirichlet_partition(pool.y.numpy(), parts, alpha, seed, min_size=1)
-    out.mkdir(parents=True, exist_ok=True)
     written = []
-    for i, share in enumerate(shares):
-        path = out / f"site-{i}.npz"
-        save_npz(pool.subset(share), path)
-        written.append({"path": str(path), "examples": len(share)})
+    if source is not None and source.suffix.lower() in TABLE_SUFFIXES:
+        if label is None:
+            raise ConfigError(f"{source} is a table: name its label column with --label")
+        table = read_table(source)
+        classes = class_labels(table, label, source).astype(np.int64)
+        shares = dirichlet_partition(classes, parts, alpha, seed, min_size=1)
+        out.mkdir(parents=True, exist_ok=True)
+        for i, share in enumerate(shares):
+            path = out / f"site-{i}{source.suffix.lower()}"
+            write_table(table.take(share), path)
+            written.append({"path": str(path), "examples": len(share)})
+    else:
+        pool = task_splits(default_task())[0] if source is None else load_node_data(source, labels)
+        shares = dirichlet_partition(pool.y.numpy(), parts, alpha, seed, min_size=1)
+        out.mkdir(parents=True, exist_ok=True)
+        for i, share in enumerate(shares):
+            path = out / f"site-{i}.npz"
+            save_npz(pool.subset(share), path)
+            written.append({"path": str(path), "examples": len(share)})
     if as_json:
         echo_json({"files": written})
     else:

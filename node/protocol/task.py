@@ -63,6 +63,13 @@ class DataSpec:
     dataset: str = "digits"  # "digits" (bundled with scikit-learn) or a name for the peers' files
     input_shape: tuple[int, ...] = (1, 8, 8)  # (channels, height, width) of one example
     num_classes: int = 10  # labels are 0 .. num_classes - 1
+    # Tables (CSV or Parquet): the feature columns in input order and the label column; each
+    # feature enters the network as (value - center) / scale, fixed here so every member feeds
+    # the network alike. input_shape is then (1, 1, len(features)). Empty for arrays and images.
+    features: tuple[str, ...] = ()
+    label: str = ""
+    center: tuple[float, ...] = ()  # per feature (empty: 0)
+    scale: tuple[float, ...] = ()  # per feature (empty: 1)
 
     def __post_init__(self) -> None:
         _normalise(self)
@@ -74,6 +81,31 @@ class DataSpec:
             )
         _positive_ints("task.data.input_shape", self.input_shape)
         _at_least("task.data.num_classes", self.num_classes, 2)
+        if self.features or self.label:
+            self._check_table()
+
+    def _check_table(self) -> None:
+        """The table fields name distinct columns and fit the input shape."""
+        names = [*self.features, self.label]
+        if not self.features or not self.label or not all(names):
+            raise ConfigError("task.data: a table needs features (column names) and a label column")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"task.data: a column is named twice among {names}")
+        if self.input_shape != (1, 1, len(self.features)):
+            raise ConfigError(
+                f"task.data.input_shape must be (1, 1, {len(self.features)}) for "
+                f"{len(self.features)} feature columns, got {self.input_shape}"
+            )
+        for name in ("center", "scale"):
+            values = getattr(self, name)
+            if values and len(values) != len(self.features):
+                raise ConfigError(
+                    f"task.data.{name} has {len(values)} values for {len(self.features)} features"
+                )
+            if not all(math.isfinite(v) for v in values):
+                raise ConfigError(f"task.data.{name} must be finite numbers")
+        if any(v == 0 for v in self.scale):
+            raise ConfigError("task.data.scale must not contain 0")
 
 
 @dataclass(frozen=True)
@@ -422,6 +454,14 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{path} must be a list of integers, got {value!r}")
         return tuple(_convert(int, v, f"{path}[{k}]") for k, v in enumerate(value))
+    if hint == tuple[str, ...]:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path} must be a list of strings, got {value!r}")
+        return tuple(_convert(str, v, f"{path}[{k}]") for k, v in enumerate(value))
+    if hint == tuple[float, ...]:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path} must be a list of numbers, got {value!r}")
+        return tuple(_convert(float, v, f"{path}[{k}]") for k, v in enumerate(value))
     if hint == tuple[StepSpec, ...]:
         if not isinstance(value, list):
             raise ConfigError(f"{path} must be a list of steps, got {value!r}")
@@ -451,8 +491,12 @@ def _normalise(section: Any) -> None:
         value = getattr(section, name)
         if hint is float and isinstance(value, int) and not isinstance(value, bool):
             object.__setattr__(section, name, float(value))
-        elif hint == tuple[int, ...] and isinstance(value, list):
+        elif (hint == tuple[int, ...] and isinstance(value, list)) or (
+            hint == tuple[str, ...] and isinstance(value, list)
+        ):
             object.__setattr__(section, name, tuple(value))
+        elif hint == tuple[float, ...] and isinstance(value, list | tuple):
+            object.__setattr__(section, name, tuple(float(v) for v in value))
 
 
 def _one_of(path: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -10,6 +10,8 @@ from eth_account import Account
 
 from swarmchain.node.errors import ConfigError
 from swarmchain.node.learning.data import Dataset, load_idx, load_npz
+from swarmchain.node.learning.tables import TABLE_SUFFIXES, load_table
+from swarmchain.node.protocol.task import DataSpec
 from swarmchain.node.runtime.local import AttackPlan
 
 DEFAULT_RPC = "http://127.0.0.1:8545"
@@ -125,18 +127,24 @@ def read_private_key(value: str) -> str:
     return text
 
 
-def load_node_data(data: Path, labels: Path | None) -> Dataset:
-    """Load the node's examples: an ``.npz`` with ``x`` and ``y``, or IDX images plus labels.
+def load_node_data(data: Path, labels: Path | None, spec: DataSpec | None = None) -> Dataset:
+    """Load the node's examples: an ``.npz`` with ``x`` and ``y``, a CSV or Parquet table read
+    through the task's columns (`spec`), or IDX images plus labels.
 
     Raises
     ------
     ConfigError
-        If the files are missing or malformed, or IDX images come without labels.
+        If the files are missing or malformed, a table comes without the task's columns, or IDX
+        images come without labels.
     """
     if data.suffix == ".npz":
         return load_npz(data)
+    if data.suffix.lower() in TABLE_SUFFIXES:
+        if spec is None:
+            raise ConfigError(f"{data} is a table: reading it needs the task's columns")
+        return load_table(data, spec)
     if labels is None:
         raise ConfigError(
-            f"{data} is not an .npz file, so it is read as IDX images and needs --labels"
+            f"{data} is not an .npz file or a table, so it is read as IDX images and needs --labels"
         )
     return load_idx(data, labels)

@@ -193,7 +193,7 @@ def open_session(config: NodeConfig, handles: Handles, emit: Emit) -> Session:
             "member would reject them",
             hint="publish a task with encrypted_updates: true, or run without --encrypt",
         )
-    data = load_node_data(config.data, config.labels)
+    data = load_node_data(config.data, config.labels, spec.data)
     check_dataset(data, spec.data)
     reference = _reference_set(spec, store)
     history = ChainHistory(coordinator)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -30,8 +31,9 @@ def split(
         Path | None,
         typer.Option(
             "--from",
-            help="An .npz (x, y), a CSV or Parquet table (with --label), or an IDX images file "
-            "to split; default: the bundled digits (without the default task's reference set).",
+            help="An .npz (x, y), a CSV or Parquet table (with --label), a folder of class "
+            "folders of images, or an IDX images file to split; default: the bundled digits "
+            "(without the default task's reference set).",
         ),
     ] = None,
     labels: Annotated[
@@ -47,7 +49,8 @@ def split(
     as_json: options.Json = False,
 ) -> None:
     """Split a dataset into label-skewed shares, one file per site (what --data reads): .npz
-    parts of arrays and images, and tables of the same format as a table, rows kept whole.
+    parts of arrays and IDX images, tables of the same format as a table (rows kept whole), and
+    class folders of copied images for an image folder.
 
     Examples:
 
@@ -61,6 +64,7 @@ def split(
     import numpy as np
 
     from swarmchain.node.learning.data import save_npz, task_splits
+    from swarmchain.node.learning.images import image_files
     from swarmchain.node.learning.partition import dirichlet_partition
     from swarmchain.node.learning.tables import (
         TABLE_SUFFIXES,
@@ -85,6 +89,18 @@ def split(
             path = out / f"site-{i}{source.suffix.lower()}"
             write_table(table.take(share), path)
             written.append({"path": str(path), "examples": len(share)})
+    elif source is not None and source.is_dir():
+        files = image_files(source)
+        classes = np.array([label for _, label in files], dtype=np.int64)
+        shares = dirichlet_partition(classes, parts, alpha, seed, min_size=1)
+        for i, share in enumerate(shares):
+            site = out / f"site-{i}"
+            site.mkdir(parents=True, exist_ok=True)
+            for k in share:
+                path = files[k][0]
+                (site / path.parent.name).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, site / path.parent.name / path.name)
+            written.append({"path": str(site), "examples": len(share)})
     else:
         pool = task_splits(default_task())[0] if source is None else load_node_data(source, labels)
         shares = dirichlet_partition(pool.y.numpy(), parts, alpha, seed, min_size=1)

@@ -70,6 +70,12 @@ class DataSpec:
     label: str = ""
     center: tuple[float, ...] = ()  # per feature (empty: 0)
     scale: tuple[float, ...] = ()  # per feature (empty: 1)
+    # Image folders (one sub-folder per class, PNG or JPEG): the class folder names, label i being
+    # classes[i]. Every image is converted to input_shape's channels (1: grey, 3: RGB), resized
+    # to its height and width, scaled to [0, 1], then normalised per channel by mean and std.
+    classes: tuple[str, ...] = ()
+    mean: tuple[float, ...] = ()  # per channel (empty: 0)
+    std: tuple[float, ...] = ()  # per channel (empty: 1)
 
     def __post_init__(self) -> None:
         _normalise(self)
@@ -83,6 +89,8 @@ class DataSpec:
         _at_least("task.data.num_classes", self.num_classes, 2)
         if self.features or self.label:
             self._check_table()
+        if self.classes or self.mean or self.std:
+            self._check_images()
 
     def _check_table(self) -> None:
         """The table fields name distinct columns and fit the input shape."""
@@ -106,6 +114,35 @@ class DataSpec:
                 raise ConfigError(f"task.data.{name} must be finite numbers")
         if any(v == 0 for v in self.scale):
             raise ConfigError("task.data.scale must not contain 0")
+
+    def _check_images(self) -> None:
+        """The image fields name one folder per class and fit the input's channels."""
+        if self.features or self.label:
+            raise ConfigError("task.data: a task reads tables or image folders, not both")
+        if len(self.classes) != self.num_classes:
+            raise ConfigError(
+                f"task.data.classes names {len(self.classes)} folders for "
+                f"{self.num_classes} classes"
+            )
+        if len(set(self.classes)) != len(self.classes) or not all(
+            c and c not in (".", "..") and "/" not in c and "\\" not in c for c in self.classes
+        ):
+            raise ConfigError(
+                f"task.data.classes must be distinct plain folder names, got {list(self.classes)}"
+            )
+        channels = self.input_shape[0]
+        if channels not in (1, 3):
+            raise ConfigError(f"task.data.input_shape: images have 1 or 3 channels, not {channels}")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if values and len(values) != channels:
+                raise ConfigError(
+                    f"task.data.{name} has {len(values)} values for {channels} channels"
+                )
+            if not all(math.isfinite(v) for v in values):
+                raise ConfigError(f"task.data.{name} must be finite numbers")
+        if any(v == 0 for v in self.std):
+            raise ConfigError("task.data.std must not contain 0")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from eth_account import Account
 
 from swarmchain.node.errors import ConfigError
 from swarmchain.node.learning.data import Dataset, load_idx, load_npz
+from swarmchain.node.learning.images import load_images
 from swarmchain.node.learning.tables import TABLE_SUFFIXES, load_table
 from swarmchain.node.protocol.task import DataSpec
 from swarmchain.node.runtime.local import AttackPlan
@@ -129,16 +130,21 @@ def read_private_key(value: str) -> str:
 
 def load_node_data(data: Path, labels: Path | None, spec: DataSpec | None = None) -> Dataset:
     """Load the node's examples: an ``.npz`` with ``x`` and ``y``, a CSV or Parquet table read
-    through the task's columns (`spec`), or IDX images plus labels.
+    through the task's columns, a folder of class folders of images preprocessed as the task
+    says (both need `spec`), or IDX images plus labels.
 
     Raises
     ------
     ConfigError
-        If the files are missing or malformed, a table comes without the task's columns, or IDX
-        images come without labels.
+        If the files are missing or malformed, a table or image folder comes without the task,
+        or IDX images come without labels.
     """
     if data.suffix == ".npz":
         return load_npz(data)
+    if data.is_dir():
+        if spec is None:
+            raise ConfigError(f"{data} is an image folder: reading it needs the task's classes")
+        return load_images(data, spec)
     if data.suffix.lower() in TABLE_SUFFIXES:
         if spec is None:
             raise ConfigError(f"{data} is a table: reading it needs the task's columns")

@@ -133,14 +133,11 @@ class DataSpec:
         channels = self.input_shape[0]
         if channels not in (1, 3):
             raise ConfigError(f"task.data.input_shape: images have 1 or 3 channels, not {channels}")
-        for name in ("mean", "std"):
-            values = getattr(self, name)
+        for path, values in (("task.data.mean", self.mean), ("task.data.std", self.std)):
             if values and len(values) != channels:
-                raise ConfigError(
-                    f"task.data.{name} has {len(values)} values for {channels} channels"
-                )
+                raise ConfigError(f"{path} has {len(values)} values for {channels} channels")
             if not all(math.isfinite(v) for v in values):
-                raise ConfigError(f"task.data.{name} must be finite numbers")
+                raise ConfigError(f"{path} must be finite numbers")
         if any(v == 0 for v in self.std):
             raise ConfigError("task.data.std must not contain 0")
 

@@ -100,20 +100,19 @@ def free_riders_in(batch: Batch, step: I32Array | None = None) -> dict[int, str]
     live = [i for i in range(batch.n) if i not in reasons]
     if not live:
         return reasons
-    rows = batch.values[live]
-    gram = exact_inner(rows, rows)
+    # The batch caches its Gram matrix, and the aggregation's batch of these rows reuses it.
+    gram = batch.gram
     near = f"(cosine >= {float(COPY_COSINE)})"
     for a, i in enumerate(live):
-        for b in range(a + 1, len(live)):
-            j = live[b]
-            if _parallel(gram[a][b], gram[a][a], gram[b][b]):
+        for j in live[a + 1 :]:
+            if _parallel(gram[i][j], gram[i][i], gram[j][j]):
                 reasons.setdefault(i, f"nearly a copy of update {j} {near}")
                 reasons.setdefault(j, f"nearly a copy of update {i} {near}")
     if step is not None and step.any():
-        with_step = exact_inner(rows, step[None, :])
+        with_step = exact_inner(batch.values[live], step[None, :])
         (step_norm,) = exact_sq_norms(step[None, :])
         for a, i in enumerate(live):
-            if _parallel(with_step[a][0], gram[a][a], step_norm):
+            if _parallel(with_step[a][0], gram[i][i], step_norm):
                 reasons.setdefault(i, f"replays the previous round's aggregate step {near}")
     return reasons
 

@@ -40,7 +40,6 @@ from typing import Any
 import torch
 
 from swarmchain.node.aggregation.randomness import derive_seed
-from swarmchain.node.aggregation.registry import RULES
 from swarmchain.node.learning.data import Dataset, holdout_split, task_splits
 from swarmchain.node.learning.partition import dirichlet_partition
 from swarmchain.node.learning.training import (
@@ -97,10 +96,9 @@ class Swarm:
             reward=REWARD,
             spec=spec,
             base=encode_checkpoint(self.state),
-            center=self.step if RULES[spec.aggregation.rule].uses_center else None,
+            step=self.step,
             reference=self.reference,
             submissions=(),
-            step=self.step,
         )
         return combine_round(inputs, contributions)
 

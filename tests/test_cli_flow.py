@@ -162,7 +162,7 @@ def _public_fields(inputs: RoundInputs) -> tuple[object, ...]:
         inputs.reward,
         inputs.spec,
         inputs.base.hash,
-        inputs.center is None,
+        inputs.step is None,
         inputs.submissions,
         inputs.valuation,
         inputs.recipients,

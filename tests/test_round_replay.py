@@ -52,7 +52,7 @@ def _inputs(record: dict[str, Any], store: EmbeddedStore) -> RoundInputs:
         reward=record["reward"],
         spec=spec,
         base=base,
-        center=None,
+        step=None,
         reference=task_splits(spec)[1],
         submissions=tuple(
             Submission(

@@ -125,7 +125,7 @@ class Round:
             reward=REWARD,
             spec=self.spec,
             base=self.base,
-            center=None,
+            step=None,
             reference=reference,
             submissions=tuple(self.subs if subs is None else subs),
         )

@@ -219,7 +219,7 @@ def test_accuracy_is_within_three_points_of_the_run_without_the_attacker(run: Ru
             )
             for m in honest
         ]
-        center = None if base_round == 0 else aggregate_of(base, states[base_of[base_round]])
+        step = None if base_round == 0 else aggregate_of(base, states[base_of[base_round]])
         inputs = RoundInputs(
             chain_id=run.swarm.deployment.chain_id,
             coordinator=run.swarm.deployment.coordinator,
@@ -228,7 +228,7 @@ def test_accuracy_is_within_three_points_of_the_run_without_the_attacker(run: Ru
             reward=0,
             spec=spec,
             base=base,
-            center=center,
+            step=step,
             reference=reference,
             submissions=(),
         )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from swarmchain.node.aggregation.registry import RULES
 from swarmchain.node.chain.events import ChainEvent
 from swarmchain.node.learning.data import Dataset
 from swarmchain.node.protocol import record
@@ -73,7 +72,6 @@ def round_inputs(
     spec = document.spec
     opened = record.opened(events, round_id)
     per_round = record.configured(events).params.reward_per_round
-    step = step_of(events, opened.base_round, checkpoint_of)
     return RoundInputs(
         chain_id=chain_id,
         coordinator=coordinator,
@@ -82,10 +80,9 @@ def round_inputs(
         reward=record.reward_for_round(events, round_id, per_round),
         spec=spec,
         base=checkpoint_of(opened.base_round),
-        center=step if RULES[spec.aggregation.rule].uses_center else None,
+        step=step_of(events, opened.base_round, checkpoint_of),
         reference=reference,
         submissions=record.submissions(events, round_id),
         valuation=document.valuation,
         recipients=record.recipients(events, round_id) if spec.encrypted_updates else (),
-        step=step,
     )

@@ -43,7 +43,6 @@ from swarmchain.incentives.shapley import ValuationConfig
 from swarmchain.node.aggregation.errors import AggregationBoundError
 from swarmchain.node.aggregation.fixed_point import (
     Batch,
-    I32Array,
     IntArray,
     quantise,
     quantise_vector,
@@ -81,12 +80,13 @@ class RoundInputs:
     reward: int  # tokens the round pays out (`swarmchain.node.protocol.record.reward_for_round`)
     spec: TaskSpec
     base: Checkpoint  # the round's base checkpoint
-    center: State | None  # the step that produced `base`, for rules that take a centre
+    # The step that produced `base` (None for the genesis): the centre of rules that take one,
+    # and a public vector a replay would re-send.
+    step: State | None
     reference: Dataset  # the task's reference set
     submissions: tuple[Submission, ...]  # the round's revealed updates, any order
     valuation: ValuationConfig = field(default_factory=ValuationConfig)  # the task document's
     recipients: tuple[bytes, ...] = ()  # `round_recipients`: who encrypted updates are for
-    step: State | None = None  # the step that produced `base` (a public vector replays re-send)
 
 
 @dataclass(frozen=True)
@@ -147,13 +147,6 @@ class Contribution:
     num_samples: int  # its revealed sample count (the aggregation weight)
     delta: State  # float32 CPU tensors, sorted names
     cid: str = ""  # the revealed envelope CID ("" for in-process contributions)
-
-
-def _step_on_grid(inputs: RoundInputs, batch: Batch) -> I32Array | None:
-    """The previous aggregate step on the batch's grid, if there is one."""
-    if inputs.step is None:
-        return None
-    return quantise_vector(inputs.step, batch.layout, batch.frac_bits).astype(np.int32)
 
 
 def compute_round(
@@ -269,8 +262,15 @@ def combine_round(
         if players
         else None
     )
+    step_grid = (
+        None
+        if quantised is None or inputs.step is None
+        else quantise_vector(inputs.step, quantised.layout, spec.fixed_point_bits)
+    )
     riders = (
-        {} if quantised is None else free_riders_in(quantised, _step_on_grid(inputs, quantised))
+        {}
+        if quantised is None
+        else free_riders_in(quantised, None if step_grid is None else step_grid.astype(np.int32))
     )
     for position, why in riders.items():
         c = players[position]
@@ -283,11 +283,7 @@ def combine_round(
     seed = aggregation_seed(inputs.seed)
     samples = [c.num_samples for c in players]
     if players and quantised is not None:
-        center = (
-            quantise_vector(inputs.center, quantised.layout, spec.fixed_point_bits)
-            if inputs.center is not None and RULES[spec.aggregation.rule].uses_center
-            else None
-        )
+        center = step_grid if RULES[spec.aggregation.rule].uses_center else None
         try:
             batch = quantised.as_inputs(kept, samples)
             result = aggregate_batch(batch, spec.aggregation, seed=seed, center=center)

@@ -314,7 +314,7 @@ def exact_evaluate_stacked(
     losses = _LossSums(states)
     for first in range(0, states, group):
         chunk = {name: a[first : first + group] for name, a in arrays.items()}
-        layers = [run.put(layer) for layer in _quantise_layers(plan, chunk)]
+        layers = _quantise_layers(plan, chunk, run)
         for start in range(0, n, rows):
             label = labels[start : start + rows]
             part = _Value(run.tensor(inputs[:, start : start + rows]), _input_frac(len(label)))
@@ -416,25 +416,12 @@ class _Run:
         """A float64 NumPy array on the run's device."""
         return torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
 
-    def put(self, layer: _NumpyLayer) -> _Layer:
-        """A quantised layer on the run's device."""
-        bias = None if layer.bias is None else self.tensor(layer.bias)
-        return _Layer(self.tensor(layer.weight), bias, layer.frac)
-
-
-@dataclass(frozen=True)
-class _NumpyLayer:
-    """`_Layer` before it moves to the run's device."""
-
-    weight: F64Array
-    bias: F64Array | None
-    frac: IntArray
-
 
 def _quantise_layers(
-    plan: Plan, params: Mapping[str, npt.NDArray[np.float32]]
-) -> list[_NumpyLayer]:
-    """Each linear, convolution and batch norm step's weights on its grid, in step order."""
+    plan: Plan, params: Mapping[str, npt.NDArray[np.float32]], run: _Run
+) -> list[_Layer]:
+    """Each linear, convolution and batch norm step's weights on its grid, in step order, on
+    the run's device."""
     out = []
     for step in plan.steps:
         op = step.op
@@ -442,7 +429,7 @@ def _quantise_layers(
             w = params[op.weight]
             w = w.reshape(w.shape[0], w.shape[1], -1)  # (K, out, fan_in)
             b = None if op.bias is None else params[op.bias].astype(np.float64)
-            out.append(_quantise(w.astype(np.float64).transpose(0, 2, 1), b))
+            out.append(_quantise(w.astype(np.float64).transpose(0, 2, 1), b, run))
         elif isinstance(op, BatchNorm):
             var = params[op.var].astype(np.float64)
             mean = params[op.mean].astype(np.float64)
@@ -451,11 +438,11 @@ def _quantise_layers(
             if (var + op.eps <= 0).any():
                 raise ExactBoundError(f"{op.var} + eps is not positive")
             scale = gamma / np.sqrt(var + op.eps)  # each operation correctly rounded
-            out.append(_quantise(scale, beta - mean * scale))
+            out.append(_quantise(scale, beta - mean * scale, run))
     return out
 
 
-def _quantise(w: F64Array, b: F64Array | None) -> _NumpyLayer:
+def _quantise(w: F64Array, b: F64Array | None, run: _Run) -> _Layer:
     """Per state (axis 0), weight and bias on one grid ``2**-(16 - e)`` with ``max < 2**e``."""
     k = w.shape[0]
     top = np.abs(w.reshape(k, -1)).max(axis=1, initial=0.0)
@@ -465,7 +452,8 @@ def _quantise(w: F64Array, b: F64Array | None) -> _NumpyLayer:
         raise ExactBoundError("a layer's scale is not finite")
     frac = (WEIGHT_BITS - np.frexp(top)[1]).astype(np.int64)  # top < 2**e; frexp is exact
     scale = np.ldexp(1.0, frac).reshape((k,) + (1,) * (w.ndim - 1))
-    return _NumpyLayer(np.ascontiguousarray(np.rint(w * scale)), b, frac)
+    bias = None if b is None else run.tensor(b)
+    return _Layer(run.tensor(np.rint(w * scale)), bias, frac)
 
 
 def _forward(plan: Plan, layers: list[_Layer], inputs: _Value, run: _Run) -> _Value:

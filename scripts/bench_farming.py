@@ -102,8 +102,8 @@ class Swarm:
         )
         return combine_round(inputs, contributions)
 
-    def advance(self) -> None:
-        """One honest round: everybody trains on its own data."""
+    def advance(self) -> RoundResult:
+        """One honest round: everybody trains on its own data; the round's result."""
         contributions = [self.train(i, d) for i, d in enumerate(self.data)]
         result = self.play(contributions)
         new = result.checkpoint.state
@@ -111,6 +111,7 @@ class Swarm:
         self.previous = [c.delta for c in contributions]
         self.state = new
         self.played += 1
+        return result
 
 
 def _address(member: int) -> str:
@@ -206,14 +207,9 @@ def honest_rejections(spec: TaskSpec, seeds: int, rounds: int, alpha: float) -> 
     for seed in range(seeds):
         swarm = new_swarm(spec, 10, alpha, seed)
         for _ in range(rounds):
-            contributions = [swarm.train(i, d) for i, d in enumerate(swarm.data)]
-            result = swarm.play(contributions)
+            result = swarm.advance()
             rejected += sum(v.reason == RejectReason.FREE_RIDER for v in result.verdicts)
             updates += len(result.verdicts)
-            new = result.checkpoint.state
-            swarm.step = {k: new[k] - swarm.state[k] for k in new}
-            swarm.state = new
-            swarm.played += 1
     return {"updates": updates, "rejected": rejected}
 
 
